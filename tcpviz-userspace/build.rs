@@ -1,0 +1,34 @@
+//! Builds the eBPF programs of `tcpviz-ebpf` for the BPF target with the nightly toolchain
+//! (aya-build), so that the `tcpviz` binary can embed them. Set `AYA_BUILD_SKIP=1` to skip
+//! this (the offline commands do not need the programs; `tcpviz live` then says so).
+use anyhow::{Context as _, anyhow};
+
+fn main() -> anyhow::Result<()> {
+    println!("cargo:rustc-check-cfg=cfg(tcpviz_ebpf_skipped)");
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    if skip {
+        println!("cargo:rustc-cfg=tcpviz_ebpf_skipped");
+        return Ok(());
+    }
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "tcpviz-ebpf")
+        .ok_or_else(|| anyhow!("tcpviz-ebpf package not found"))?;
+    let root = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+}

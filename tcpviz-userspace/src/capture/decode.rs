@@ -1,0 +1,543 @@
+//! `decode_frame`: the one place that parses packet headers.
+//!
+//! Link layers are unwrapped here (Ethernet with VLAN/QinQ, PPPoE session and MPLS, Linux
+//! cooked SLL and SLL2, raw IP, BSD loopback/NULL), IP with etherparse's lax slicer (it
+//! accepts packets cut short by a small snap length and IPv6 extension headers), and the
+//! TCP header by hand, so that a header whose options were not all captured still yields
+//! its sequence numbers. The segment length always comes from the IP length fields, never
+//! from the captured bytes, so truncated captures are analysed like full ones.
+
+use std::net::IpAddr;
+
+use etherparse::{IpNumber, LaxIpSlice, LenSource};
+
+use super::frame::{Frame, LinkType, TimestampNs};
+
+/// TCP header flags (the low 9 bits of the offset/flags word, as Wireshark keeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct TcpFlags(pub u16);
+
+impl TcpFlags {
+    pub const FIN: u16 = 0x001;
+    pub const SYN: u16 = 0x002;
+    pub const RST: u16 = 0x004;
+    pub const PSH: u16 = 0x008;
+    pub const ACK: u16 = 0x010;
+    pub const URG: u16 = 0x020;
+    pub const ECE: u16 = 0x040;
+    pub const CWR: u16 = 0x080;
+    pub const AE: u16 = 0x100;
+
+    pub fn has(self, bits: u16) -> bool {
+        self.0 & bits != 0
+    }
+    pub fn syn(self) -> bool {
+        self.has(Self::SYN)
+    }
+    pub fn ack(self) -> bool {
+        self.has(Self::ACK)
+    }
+    pub fn fin(self) -> bool {
+        self.has(Self::FIN)
+    }
+    pub fn rst(self) -> bool {
+        self.has(Self::RST)
+    }
+
+    /// Compact letters in a fixed order: `S`YN, `F`IN, `R`ST, `P`SH, `A`CK, `U`RG, `E`CE,
+    /// `C`WR, `N` (AE, ex-NS). A pure ACK is `"A"`, a SYN-ACK `"SA"`.
+    pub fn letters(self) -> String {
+        const ORDER: [(u16, char); 9] = [
+            (TcpFlags::SYN, 'S'),
+            (TcpFlags::FIN, 'F'),
+            (TcpFlags::RST, 'R'),
+            (TcpFlags::PSH, 'P'),
+            (TcpFlags::ACK, 'A'),
+            (TcpFlags::URG, 'U'),
+            (TcpFlags::ECE, 'E'),
+            (TcpFlags::CWR, 'C'),
+            (TcpFlags::AE, 'N'),
+        ];
+        ORDER.iter().filter(|(b, _)| self.has(*b)).map(|(_, c)| *c).collect()
+    }
+}
+
+/// Up to four SACK blocks, as (left edge, right edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SackBlocks {
+    pub len: u8,
+    pub blocks: [(u32, u32); 4],
+}
+
+impl SackBlocks {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.blocks[..self.len as usize].iter().copied()
+    }
+}
+
+/// The TCP options the analysis uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    /// Window scale shift, capped at 14 as RFC 7323 says.
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    pub sack: SackBlocks,
+    pub timestamp: Option<(u32, u32)>,
+}
+
+/// One TCP segment, the input of the flow analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub ts: TimestampNs,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    /// Raw (unscaled) window field.
+    pub window: u16,
+    /// TCP payload bytes, from the IP length fields (not from what was captured).
+    pub payload_len: u32,
+    pub options: TcpOptions,
+    /// True when the frame was captured shorter than the packet.
+    pub truncated: bool,
+}
+
+/// Why a frame yielded no TCP segment. Each is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A link layer tcpviz does not decode.
+    UnsupportedLinkType,
+    /// Not IP (ARP, LLDP, STP, ...).
+    NotIp,
+    /// IP, but not TCP (UDP, ICMP, ...).
+    NotTcp,
+    /// A non-first IP fragment, or a fragmented TCP segment (its length is unknown).
+    IpFragment,
+    /// Too few bytes captured to read the IP or TCP header.
+    TruncatedHeader,
+    /// Header fields that contradict each other (bad lengths, bad versions).
+    Malformed,
+    /// The IP length says the segment is shorter than its own TCP header.
+    ShortSegment,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 7] = [
+        SkipReason::UnsupportedLinkType,
+        SkipReason::NotIp,
+        SkipReason::NotTcp,
+        SkipReason::IpFragment,
+        SkipReason::TruncatedHeader,
+        SkipReason::Malformed,
+        SkipReason::ShortSegment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::UnsupportedLinkType => "unsupported_link_type",
+            SkipReason::NotIp => "not_ip",
+            SkipReason::NotTcp => "not_tcp",
+            SkipReason::IpFragment => "ip_fragment",
+            SkipReason::TruncatedHeader => "truncated_header",
+            SkipReason::Malformed => "malformed",
+            SkipReason::ShortSegment => "short_segment",
+        }
+    }
+}
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+const ETH_VLAN: u16 = 0x8100;
+const ETH_QINQ: u16 = 0x88a8;
+const ETH_QINQ_OLD1: u16 = 0x9100;
+const ETH_QINQ_OLD2: u16 = 0x9200;
+const ETH_PPPOE_SESSION: u16 = 0x8864;
+const ETH_MPLS: u16 = 0x8847;
+const ETH_MPLS_MC: u16 = 0x8848;
+const ETH_TEB: u16 = 0x6558;
+const ETH_ETHERNET_LEN: usize = 14;
+/// How many encapsulation layers are unwrapped before giving up.
+const MAX_LAYERS: usize = 8;
+
+/// Decodes one frame into a TCP segment, or says why not.
+pub fn decode_frame(frame: &Frame<'_>) -> Result<Segment, SkipReason> {
+    let data = frame.data;
+    // Bytes of the packet that were not captured: added back to the IP lengths' view.
+    let uncaptured = (frame.orig_len as usize).saturating_sub(data.len());
+    let ip_start = match frame.link_type {
+        LinkType::ETHERNET => return decode_ether(data, 0, frame, uncaptured, 0),
+        LinkType::RAW | LinkType::RAW_BSD12 | LinkType::RAW_BSD14 | LinkType::IPV4 | LinkType::IPV6 => 0,
+        LinkType::LINUX_SLL => {
+            let proto = be16(data, 14).ok_or(SkipReason::TruncatedHeader)?;
+            return decode_ethertype(proto, data, 16, frame, uncaptured, 0);
+        }
+        LinkType::LINUX_SLL2 => {
+            let proto = be16(data, 0).ok_or(SkipReason::TruncatedHeader)?;
+            return decode_ethertype(proto, data, 20, frame, uncaptured, 0);
+        }
+        LinkType::NULL | LinkType::LOOP => {
+            if data.len() < 4 {
+                return Err(SkipReason::TruncatedHeader);
+            }
+            // The family is in the byte order of the capturing host for NULL, network order
+            // for LOOP; the values fit in one byte, so look at whichever end is non-zero.
+            let fam = if data[0] == 0 && data[1] == 0 { data[3] } else { data[0] };
+            match fam {
+                2 | 24 | 28 | 30 => 4,
+                _ => return Err(SkipReason::NotIp),
+            }
+        }
+        _ => return Err(SkipReason::UnsupportedLinkType),
+    };
+    decode_ip(data, ip_start, frame, uncaptured, 0)
+}
+
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
+}
+
+fn be32(d: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
+}
+
+fn decode_ether(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth: usize) -> Result<Segment, SkipReason> {
+    let ethertype = be16(data, at + 12).ok_or(SkipReason::TruncatedHeader)?;
+    decode_ethertype(ethertype, data, at + ETH_ETHERNET_LEN, frame, uncaptured, depth)
+}
+
+fn decode_ethertype(
+    mut ethertype: u16,
+    data: &[u8],
+    mut at: usize,
+    frame: &Frame<'_>,
+    uncaptured: usize,
+    depth: usize,
+) -> Result<Segment, SkipReason> {
+    for _ in 0..MAX_LAYERS {
+        match ethertype {
+            ETH_IPV4 | ETH_IPV6 => return decode_ip(data, at, frame, uncaptured, depth),
+            ETH_VLAN | ETH_QINQ | ETH_QINQ_OLD1 | ETH_QINQ_OLD2 => {
+                ethertype = be16(data, at + 2).ok_or(SkipReason::TruncatedHeader)?;
+                at += 4;
+            }
+            ETH_PPPOE_SESSION => {
+                // 6-byte PPPoE header, then the 2-byte PPP protocol.
+                let ppp = be16(data, at + 6).ok_or(SkipReason::TruncatedHeader)?;
+                at += 8;
+                ethertype = match ppp {
+                    0x0021 => ETH_IPV4,
+                    0x0057 => ETH_IPV6,
+                    _ => return Err(SkipReason::NotIp),
+                };
+            }
+            ETH_MPLS | ETH_MPLS_MC => {
+                // Label stack entries until the bottom-of-stack bit, then guess IPv4/IPv6
+                // from the version nibble, as Wireshark does.
+                loop {
+                    let entry = data.get(at..at + 4).ok_or(SkipReason::TruncatedHeader)?;
+                    at += 4;
+                    if entry[2] & 1 == 1 {
+                        break;
+                    }
+                }
+                ethertype = match data.get(at).map(|b| b >> 4) {
+                    Some(4) => ETH_IPV4,
+                    Some(6) => ETH_IPV6,
+                    Some(_) => return Err(SkipReason::NotIp),
+                    None => return Err(SkipReason::TruncatedHeader),
+                };
+            }
+            ETH_TEB => return decode_ether(data, at, frame, uncaptured, depth + 1),
+            _ => return Err(SkipReason::NotIp),
+        }
+    }
+    Err(SkipReason::Malformed)
+}
+
+fn decode_ip(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth: usize) -> Result<Segment, SkipReason> {
+    let ip_bytes = data.get(at..).ok_or(SkipReason::TruncatedHeader)?;
+    let (ip, _ext_err) = match LaxIpSlice::from_slice(ip_bytes) {
+        Ok(v) => v,
+        Err(etherparse::err::ip::LaxHeaderSliceError::Len(_)) => return Err(SkipReason::TruncatedHeader),
+        Err(etherparse::err::ip::LaxHeaderSliceError::Content(_)) => {
+            return Err(if ip_bytes.first().is_some_and(|b| b >> 4 != 4 && b >> 4 != 6) {
+                SkipReason::NotIp
+            } else {
+                SkipReason::Malformed
+            });
+        }
+    };
+    let payload = ip.payload();
+    if payload.fragmented {
+        return Err(SkipReason::IpFragment);
+    }
+    // Length of the IP payload as the IP header states it (Wireshark's "reported length").
+    let payload_off = payload.payload.as_ptr() as usize - ip_bytes.as_ptr() as usize;
+    let reported_payload_len = match (payload.len_source, payload.incomplete) {
+        // Cut short by the snap length: the header's length field is right.
+        (_, true) => {
+            let declared_ip_len = match &ip {
+                LaxIpSlice::Ipv4(v4) => v4.header().total_len() as usize,
+                LaxIpSlice::Ipv6(v6) => 40 + v6.header().payload_length() as usize,
+            };
+            declared_ip_len.saturating_sub(payload_off)
+        }
+        // The length field was unset (0, as with TSO captures) or too small: use the
+        // packet's original length.
+        (LenSource::Slice, false) => payload.payload.len() + uncaptured,
+        _ => payload.payload.len(),
+    };
+    match payload.ip_number {
+        IpNumber::TCP => {}
+        IpNumber::IPV4 | IpNumber::IPV6 if depth < MAX_LAYERS => {
+            return decode_ip(data, at + payload_off, frame, uncaptured, depth + 1);
+        }
+        IpNumber::GRE if depth < MAX_LAYERS => {
+            return decode_gre(data, at + payload_off, frame, uncaptured, depth + 1);
+        }
+        _ => return Err(SkipReason::NotTcp),
+    }
+    decode_tcp(payload.payload, reported_payload_len, ip.source_addr(), ip.destination_addr(), frame)
+}
+
+fn decode_gre(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth: usize) -> Result<Segment, SkipReason> {
+    let flags = be16(data, at).ok_or(SkipReason::TruncatedHeader)?;
+    let proto = be16(data, at + 2).ok_or(SkipReason::TruncatedHeader)?;
+    if flags & 0x0007 != 0 {
+        // GRE versions other than 0 (PPTP's enhanced GRE) carry PPP, not IP.
+        return Err(SkipReason::NotTcp);
+    }
+    let mut len = 4;
+    for bit in [0x8000u16, 0x2000, 0x1000] {
+        // checksum(+reserved), key, sequence number: 4 bytes each when present.
+        if flags & bit != 0 {
+            len += 4;
+        }
+    }
+    decode_ethertype(proto, data, at + len, frame, uncaptured, depth)
+}
+
+fn decode_tcp(
+    bytes: &[u8],
+    reported_len: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    frame: &Frame<'_>,
+) -> Result<Segment, SkipReason> {
+    if bytes.len() < 20 {
+        return Err(SkipReason::TruncatedHeader);
+    }
+    let header_len = ((bytes[12] >> 4) as usize) * 4;
+    if header_len < 20 {
+        return Err(SkipReason::Malformed);
+    }
+    if reported_len < header_len {
+        return Err(SkipReason::ShortSegment);
+    }
+    let options_end = header_len.min(bytes.len());
+    let options = parse_options(&bytes[20..options_end]);
+    Ok(Segment {
+        ts: frame.ts,
+        src,
+        dst,
+        sport: u16::from_be_bytes([bytes[0], bytes[1]]),
+        dport: u16::from_be_bytes([bytes[2], bytes[3]]),
+        seq: be32(bytes, 4),
+        ack: be32(bytes, 8),
+        flags: TcpFlags(u16::from_be_bytes([bytes[12], bytes[13]]) & 0x01ff),
+        window: u16::from_be_bytes([bytes[14], bytes[15]]),
+        payload_len: (reported_len - header_len) as u32,
+        options,
+        truncated: frame.data.len() < frame.orig_len as usize,
+    })
+}
+
+/// Parses the options that were captured; a cut-off option is ignored.
+fn parse_options(mut opts: &[u8]) -> TcpOptions {
+    let mut out = TcpOptions::default();
+    while let Some(&kind) = opts.first() {
+        match kind {
+            0 => break,
+            1 => {
+                opts = &opts[1..];
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = opts.get(1) else { break };
+        let len = len as usize;
+        if len < 2 || len > opts.len() {
+            break;
+        }
+        let body = &opts[2..len];
+        match (kind, body.len()) {
+            (2, 2) => out.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+            (3, 1) => out.window_scale = Some(body[0].min(14)),
+            (4, 0) => out.sack_permitted = true,
+            (5, n) if n >= 8 => {
+                for chunk in body.chunks_exact(8).take(4) {
+                    let i = out.sack.len as usize;
+                    out.sack.blocks[i] = (be32(chunk, 0), be32(chunk, 4));
+                    out.sack.len += 1;
+                }
+            }
+            (8, 8) => out.timestamp = Some((be32(body, 0), be32(body, 4))),
+            _ => {}
+        }
+        opts = &opts[len..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn frame(link: LinkType, data: &[u8], orig_len: u32) -> Frame<'_> {
+        Frame { ts: 7, link_type: link, data, orig_len, interface: 0, number: 1, direction: None }
+    }
+
+    fn tcp_packet_v4(payload: &[u8]) -> Vec<u8> {
+        let builder = PacketBuilder::ethernet2([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 80, 1000, 64240)
+            .syn()
+            .ack(55)
+            .options(&[
+                etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+                etherparse::TcpOptionElement::WindowScale(7),
+                etherparse::TcpOptionElement::SelectiveAcknowledgementPermitted,
+                etherparse::TcpOptionElement::Timestamp(11, 22),
+            ])
+            .unwrap();
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    #[test]
+    fn ethernet_ipv4_tcp_with_options() {
+        let pkt = tcp_packet_v4(b"hello");
+        let seg = decode_frame(&frame(LinkType::ETHERNET, &pkt, pkt.len() as u32)).unwrap();
+        assert_eq!(seg.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((seg.sport, seg.dport, seg.seq, seg.ack), (40000, 80, 1000, 55));
+        assert_eq!(seg.flags.letters(), "SA");
+        assert_eq!(seg.payload_len, 5);
+        assert_eq!(seg.options.mss, Some(1460));
+        assert_eq!(seg.options.window_scale, Some(7));
+        assert!(seg.options.sack_permitted);
+        assert_eq!(seg.options.timestamp, Some((11, 22)));
+        assert!(!seg.truncated);
+    }
+
+    #[test]
+    fn truncated_capture_uses_ip_length() {
+        let pkt = tcp_packet_v4(&[0u8; 1000]);
+        // Cut inside the TCP options, as a 68-byte snap length would.
+        let snap = &pkt[..60];
+        let seg = decode_frame(&frame(LinkType::ETHERNET, snap, pkt.len() as u32)).unwrap();
+        assert_eq!(seg.payload_len, 1000);
+        assert!(seg.truncated);
+        // Cut inside the fixed TCP header: nothing to analyse.
+        let snap = &pkt[..40];
+        assert_eq!(decode_frame(&frame(LinkType::ETHERNET, snap, pkt.len() as u32)), Err(SkipReason::TruncatedHeader));
+    }
+
+    #[test]
+    fn vlan_qinq_and_pppoe_are_unwrapped() {
+        let pkt = tcp_packet_v4(b"x");
+        let ip = &pkt[14..];
+        // QinQ: 88a8 tag, 8100 tag, then IPv4.
+        let mut q = pkt[..12].to_vec();
+        q.extend_from_slice(&[0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20, 0x08, 0x00]);
+        q.extend_from_slice(ip);
+        let seg = decode_frame(&frame(LinkType::ETHERNET, &q, q.len() as u32)).unwrap();
+        assert_eq!(seg.payload_len, 1);
+        // PPPoE session inside a VLAN tag.
+        let mut p = pkt[..12].to_vec();
+        p.extend_from_slice(&[0x81, 0x00, 0, 5, 0x88, 0x64, 0x11, 0x00, 0x00, 0x01]);
+        p.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
+        p.extend_from_slice(&[0x00, 0x21]);
+        p.extend_from_slice(ip);
+        let seg = decode_frame(&frame(LinkType::ETHERNET, &p, p.len() as u32)).unwrap();
+        assert_eq!(seg.dport, 80);
+    }
+
+    #[test]
+    fn cooked_loopback_and_raw_link_types() {
+        let pkt = tcp_packet_v4(b"abc");
+        let ip = &pkt[14..];
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(ip);
+        assert_eq!(decode_frame(&frame(LinkType::LINUX_SLL, &sll, sll.len() as u32)).unwrap().payload_len, 3);
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(ip);
+        assert_eq!(decode_frame(&frame(LinkType::LINUX_SLL2, &sll2, sll2.len() as u32)).unwrap().payload_len, 3);
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(ip);
+        assert_eq!(decode_frame(&frame(LinkType::NULL, &null, null.len() as u32)).unwrap().payload_len, 3);
+        let mut lo = 30u32.to_be_bytes().to_vec();
+        lo.extend_from_slice(ip);
+        // Family 30 (IPv6 on some BSDs) but an IPv4 packet: the IP version nibble decides.
+        assert!(decode_frame(&frame(LinkType::LOOP, &lo, lo.len() as u32)).is_ok());
+        assert_eq!(decode_frame(&frame(LinkType::RAW, ip, ip.len() as u32)).unwrap().sport, 40000);
+        assert_eq!(decode_frame(&frame(LinkType(147), ip, ip.len() as u32)), Err(SkipReason::UnsupportedLinkType));
+    }
+
+    #[test]
+    fn ipv6_with_extension_header() {
+        let builder = PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64).tcp(1, 2, 3, 4).ack(9);
+        let mut plain = Vec::new();
+        builder.write(&mut plain, b"data").unwrap();
+        // Insert an 8-byte hop-by-hop header between IPv6 and TCP.
+        let mut v6 = plain[..40].to_vec();
+        v6[6] = 0; // next header: hop-by-hop
+        let plen = u16::from_be_bytes([v6[4], v6[5]]) + 8;
+        v6[4..6].copy_from_slice(&plen.to_be_bytes());
+        v6.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        v6.extend_from_slice(&plain[40..]);
+        let seg = decode_frame(&frame(LinkType::IPV6, &v6, v6.len() as u32)).unwrap();
+        assert_eq!((seg.payload_len, seg.ack), (4, 9));
+        assert!(seg.src.is_ipv6());
+    }
+
+    #[test]
+    fn non_tcp_and_garbage_are_counted_not_panicking() {
+        let builder = PacketBuilder::ethernet2([0; 6], [0; 6]).ipv4([1, 1, 1, 1], [2, 2, 2, 2], 1).udp(1, 2);
+        let mut udp = Vec::new();
+        builder.write(&mut udp, b"x").unwrap();
+        assert_eq!(decode_frame(&frame(LinkType::ETHERNET, &udp, udp.len() as u32)), Err(SkipReason::NotTcp));
+        let arp = [0u8; 12].iter().copied().chain([0x08, 0x06]).chain([0; 28]).collect::<Vec<_>>();
+        assert_eq!(decode_frame(&frame(LinkType::ETHERNET, &arp, 42)), Err(SkipReason::NotIp));
+        for len in 0..80 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            for lt in [LinkType::ETHERNET, LinkType::RAW, LinkType::LINUX_SLL, LinkType::LINUX_SLL2, LinkType::NULL] {
+                let _ = decode_frame(&frame(lt, &junk, 1500));
+            }
+        }
+    }
+
+    #[test]
+    fn tso_zero_total_length_falls_back_to_frame_length() {
+        let mut pkt = tcp_packet_v4(&[1u8; 100]);
+        pkt[16] = 0;
+        pkt[17] = 0;
+        let seg = decode_frame(&frame(LinkType::ETHERNET, &pkt, pkt.len() as u32)).unwrap();
+        assert_eq!(seg.payload_len, 100);
+    }
+
+    #[test]
+    fn cut_sack_option_is_ignored_but_blocks_are_read() {
+        let opts = [1, 1, 5, 18, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 20, 0, 0, 0, 30, 5, 10, 0, 0];
+        let o = parse_options(&opts);
+        assert_eq!(o.sack.iter().collect::<Vec<_>>(), vec![(1, 9), (20, 30)]);
+    }
+}

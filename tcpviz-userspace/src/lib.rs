@@ -1,0 +1,7 @@
+//! tcpviz: finds TCP trouble (retransmissions, loss, reordering, stalls, zero windows).
+//!
+//! Data flow (see DESIGN.md): sources in [`capture`] produce frames, [`capture::decode_frame`]
+//! turns them into segments, [`flow`] keeps per-connection state, [`analysis`] applies the
+//! rules and emits [`event::Event`]s, which the [`output`] sinks write.
+pub mod capture;
+pub mod ebpf;

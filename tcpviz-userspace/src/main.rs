@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", tcpviz::ebpf::object().map_or(0, |o| o.len()));
+}
