@@ -74,13 +74,11 @@ pub mod decode {
             None => Err(DecodeError::Empty),
             Some(&super::RECORD_PACKET) => {
                 // SAFETY: PacketRecord is plain integers.
-                let rec = unsafe { read_record::<PacketRecord>(bytes) }.ok_or(
-                    DecodeError::TooShort {
-                        kind: super::RECORD_PACKET,
-                        len: bytes.len(),
-                        want: core::mem::size_of::<PacketRecord>(),
-                    },
-                )?;
+                let rec = unsafe { read_record::<PacketRecord>(bytes) }.ok_or(DecodeError::TooShort {
+                    kind: super::RECORD_PACKET,
+                    len: bytes.len(),
+                    want: core::mem::size_of::<PacketRecord>(),
+                })?;
                 Ok(rec)
             }
             Some(&other) => Err(DecodeError::UnknownKind(other)),

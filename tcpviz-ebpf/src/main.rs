@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::TcContext,
 };
-use tcpviz_common::{PacketRecord, DIR_EGRESS, DIR_INGRESS, RECORD_PACKET, SNAP_LEN};
+use tcpviz_common::{DIR_EGRESS, DIR_INGRESS, PacketRecord, RECORD_PACKET, SNAP_LEN};
 
 #[map]
 static PACKETS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);

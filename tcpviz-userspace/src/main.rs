@@ -1,3 +1,3 @@
-fn main() {
-    println!("{}", tcpviz::ebpf::object().map_or(0, |o| o.len()));
+fn main() -> std::process::ExitCode {
+    tcpviz::cli::run()
 }

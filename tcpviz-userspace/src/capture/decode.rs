@@ -205,17 +205,23 @@ fn be32(d: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
 }
 
-fn decode_ether(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth: usize) -> Result<Segment, SkipReason> {
+fn decode_ether(
+    data: &[u8],
+    at: usize,
+    frame: &Frame<'_>,
+    uncaptured: usize,
+    depth: usize,
+) -> Result<Segment, SkipReason> {
     let ethertype = be16(data, at + 12).ok_or(SkipReason::TruncatedHeader)?;
     decode_ethertype(ethertype, data, at + ETH_ETHERNET_LEN, frame, uncaptured, depth)
 }
 
 fn decode_ethertype(
     mut ethertype: u16,
-    data: &[u8],
+    mut data: &[u8],
     mut at: usize,
     frame: &Frame<'_>,
-    uncaptured: usize,
+    mut uncaptured: usize,
     depth: usize,
 ) -> Result<Segment, SkipReason> {
     for _ in 0..MAX_LAYERS {
@@ -226,8 +232,18 @@ fn decode_ethertype(
                 at += 4;
             }
             ETH_PPPOE_SESSION => {
-                // 6-byte PPPoE header, then the 2-byte PPP protocol.
+                // 6-byte PPPoE header, then the 2-byte PPP protocol. The PPPoE length ends
+                // the payload: what follows is Ethernet padding, even if the IP length field
+                // claims it (Wireshark trusts the PPPoE length too).
                 let ppp = be16(data, at + 6).ok_or(SkipReason::TruncatedHeader)?;
+                let pppoe_len = be16(data, at + 4).ok_or(SkipReason::TruncatedHeader)? as usize;
+                let end = at + 6 + pppoe_len;
+                if end <= data.len() {
+                    data = &data[..end];
+                    uncaptured = 0;
+                } else {
+                    uncaptured = uncaptured.min(end - data.len());
+                }
                 at += 8;
                 ethertype = match ppp {
                     0x0021 => ETH_IPV4,
@@ -259,7 +275,13 @@ fn decode_ethertype(
     Err(SkipReason::Malformed)
 }
 
-fn decode_ip(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth: usize) -> Result<Segment, SkipReason> {
+fn decode_ip(
+    data: &[u8],
+    at: usize,
+    frame: &Frame<'_>,
+    uncaptured: usize,
+    depth: usize,
+) -> Result<Segment, SkipReason> {
     let ip_bytes = data.get(at..).ok_or(SkipReason::TruncatedHeader)?;
     let (ip, _ext_err) = match LaxIpSlice::from_slice(ip_bytes) {
         Ok(v) => v,
@@ -279,13 +301,15 @@ fn decode_ip(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth
     // Length of the IP payload as the IP header states it (Wireshark's "reported length").
     let payload_off = payload.payload.as_ptr() as usize - ip_bytes.as_ptr() as usize;
     let reported_payload_len = match (payload.len_source, payload.incomplete) {
-        // Cut short by the snap length: the header's length field is right.
+        // Cut short: the header's length field is right, but the packet cannot extend past
+        // the original frame (a length field larger than the frame is bogus, and Wireshark
+        // then trusts the frame, as we do).
         (_, true) => {
             let declared_ip_len = match &ip {
                 LaxIpSlice::Ipv4(v4) => v4.header().total_len() as usize,
                 LaxIpSlice::Ipv6(v6) => 40 + v6.header().payload_length() as usize,
             };
-            declared_ip_len.saturating_sub(payload_off)
+            declared_ip_len.min(ip_bytes.len() + uncaptured).saturating_sub(payload_off)
         }
         // The length field was unset (0, as with TSO captures) or too small: use the
         // packet's original length.
@@ -305,7 +329,13 @@ fn decode_ip(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth
     decode_tcp(payload.payload, reported_payload_len, ip.source_addr(), ip.destination_addr(), frame)
 }
 
-fn decode_gre(data: &[u8], at: usize, frame: &Frame<'_>, uncaptured: usize, depth: usize) -> Result<Segment, SkipReason> {
+fn decode_gre(
+    data: &[u8],
+    at: usize,
+    frame: &Frame<'_>,
+    uncaptured: usize,
+    depth: usize,
+) -> Result<Segment, SkipReason> {
     let flags = be16(data, at).ok_or(SkipReason::TruncatedHeader)?;
     let proto = be16(data, at + 2).ok_or(SkipReason::TruncatedHeader)?;
     if flags & 0x0007 != 0 {

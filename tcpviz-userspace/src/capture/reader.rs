@@ -74,7 +74,9 @@ pub enum Next<'a> {
     Frame(Frame<'a>),
     /// No complete record is available. `pending` bytes of an incomplete record (or header)
     /// are buffered: 0 means the input ended cleanly on a record boundary.
-    End { pending: usize },
+    End {
+        pending: usize,
+    },
 }
 
 /// Streaming pcap/pcapng reader over any `Read` (usually a `File`).
@@ -272,7 +274,7 @@ impl<R: Read> CaptureReader<R> {
     }
 
     /// Reads the next packet. Non-packet pcapng blocks are consumed silently.
-    pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+    pub fn next_frame(&mut self) -> Result<Next<'_>, CaptureError> {
         if self.format.is_none() && !self.read_file_header()? {
             return Ok(Next::End { pending: self.end - self.start });
         }
@@ -351,7 +353,7 @@ impl<R: Read> CaptureReader<R> {
                 };
             }
             let block_len = read_u32(&self.buf[self.start + 4..self.start + 8], self.pcapng_big_endian);
-            if block_len < 12 || block_len % 4 != 0 || block_len > MAX_BLOCK_LEN {
+            if block_len < 12 || !block_len.is_multiple_of(4) || block_len > MAX_BLOCK_LEN {
                 return Err(self.damaged(format!("block of type {block_type:#x} has an invalid length {block_len}")));
             }
             let block_len = block_len as usize;
@@ -552,11 +554,13 @@ mod tests {
         v
     }
 
-    fn collect(bytes: &[u8]) -> (Vec<(i64, Vec<u8>, u64)>, Result<usize, CaptureError>) {
+    type Collected = (Vec<(i64, Vec<u8>, u64)>, Result<usize, CaptureError>);
+
+    fn collect(bytes: &[u8]) -> Collected {
         let mut r = CaptureReader::new(bytes, "test");
         let mut out = Vec::new();
         loop {
-            match r.next() {
+            match r.next_frame() {
                 Ok(Next::Frame(f)) => out.push((f.ts, f.data.to_vec(), f.number)),
                 Ok(Next::End { pending }) => return (out, Ok(pending)),
                 Err(e) => return (out, Err(e)),
@@ -605,8 +609,8 @@ mod tests {
         let rec = pcap_record(2, 0, b"half-packet", 11);
         f.extend_from_slice(&rec[..rec.len() - 4]);
         let mut r = CaptureReader::new(&f[..], "cut.pcap");
-        assert!(matches!(r.next().unwrap(), Next::Frame(_)));
-        let pending = match r.next().unwrap() {
+        assert!(matches!(r.next_frame().unwrap(), Next::Frame(_)));
+        let pending = match r.next_frame().unwrap() {
             Next::End { pending } => pending,
             Next::Frame(_) => panic!("no second frame expected"),
         };
@@ -639,7 +643,7 @@ mod tests {
 
     fn ng_block(block_type: u32, body: &[u8]) -> Vec<u8> {
         let mut body = body.to_vec();
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         let len = (12 + body.len()) as u32;
@@ -698,7 +702,7 @@ mod tests {
         f.extend(epb(0, 3 * 1024 + 512, b"b2"));
         let mut r = CaptureReader::new(&f[..], "ng");
         let mut got = Vec::new();
-        while let Next::Frame(fr) = r.next().unwrap() {
+        while let Next::Frame(fr) = r.next_frame().unwrap() {
             got.push((fr.ts, fr.link_type, fr.interface, fr.number));
         }
         assert_eq!(
@@ -748,10 +752,10 @@ mod tests {
         let rec = pcap_record(1, 0, b"0123456789", 10);
         written.borrow_mut().extend_from_slice(&rec[..20]);
         let mut r = CaptureReader::new(Growing(written.clone()), "grow");
-        assert!(matches!(r.next().unwrap(), Next::End { pending: 20 }));
+        assert!(matches!(r.next_frame().unwrap(), Next::End { pending: 20 }));
         assert_eq!(r.offset(), 24);
         written.borrow_mut().extend_from_slice(&rec[20..]);
-        match r.next().unwrap() {
+        match r.next_frame().unwrap() {
             Next::Frame(fr) => assert_eq!((fr.data, fr.number), (&b"0123456789"[..], 1)),
             Next::End { .. } => panic!("frame expected after the rest arrived"),
         }

@@ -1,0 +1,194 @@
+//! tcpviz's higher-level findings on top of Wireshark's flags: inferred loss, handshake
+//! and teardown anomalies. Each carries a reason and a severity.
+//!
+//! - `loss_infer`:
+//!   - `triple_duplicate_ack` (WARNING): the third duplicate ACK of a run; the receiver is
+//!     missing the segment the ACKs name.
+//!   - `retransmission_timeout` (WARNING, CRITICAL from the second attempt): a retransmission
+//!     of the oldest unacknowledged data (it covers the receiver's last ACK) with no duplicate
+//!     ACKs before it, so the sender's timer fired (RTO, or a tail-loss probe). One per timer
+//!     expiry, not one per segment resent after it.
+//!   - `ack_stall` (WARNING, CRITICAL from 3 s): data in flight and no ACK progress for
+//!     max(1 s, 4 x SRTT), with the receive window open and no timer retransmission in that
+//!     time (a stall explained by a timeout is reported as the timeout).
+//! - `handshake_anomaly`: `syn_retransmitted`, `syn_ack_retransmitted` (WARNING) per repeat;
+//!   at the end of a flow `no_syn_ack` (CRITICAL: no answer at all for at least 1 s) or
+//!   `no_final_ack` (WARNING).
+//! - `teardown_anomaly` on every RST: `connection_refused` (WARNING: answers a SYN),
+//!   `reset_with_data_in_flight` (WARNING), `reset` (WARNING: before any FIN),
+//!   `reset_after_fin` (INFO).
+
+use crate::capture::decode::Segment;
+use crate::capture::frame::{NS_PER_SEC, TimestampNs};
+use crate::event::{EventKind, Reason, Severity};
+use crate::flow::seq::{seq_gt, seq_le, seq_lt};
+use crate::flow::state::Flow;
+
+use super::flags::AnalysisFlags as A;
+use super::rules::PacketAnalysis;
+
+const MIN_STALL: TimestampNs = NS_PER_SEC;
+const CRITICAL_STALL: TimestampNs = 3 * NS_PER_SEC;
+/// How long an unanswered SYN must have waited before it counts as never answered.
+const HANDSHAKE_GRACE: TimestampNs = NS_PER_SEC;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finding {
+    pub kind: EventKind,
+    pub severity: Severity,
+    pub reason: Reason,
+    pub attempt: Option<u32>,
+    pub stall_ns: Option<TimestampNs>,
+}
+
+impl Finding {
+    fn new(kind: EventKind, severity: Severity, reason: Reason) -> Finding {
+        Finding { kind, severity, reason, attempt: None, stall_ns: None }
+    }
+}
+
+/// Findings for one packet, after the rules ran. Updates the lifecycle bookkeeping.
+pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAnalysis, out: &mut Vec<Finding>) {
+    let flags = seg.flags;
+    let ts = seg.ts;
+    let fl = pa.flags;
+    let retransmitted = fl.has(A::RETRANSMISSION | A::FAST_RETRANSMISSION | A::SPURIOUS_RETRANSMISSION);
+
+    // Handshake.
+    if flags.syn() && !flags.ack() {
+        let lc = &mut flow.lifecycle;
+        if lc.client_dir.is_none() {
+            lc.client_dir = Some(dir);
+            lc.first_syn_ts = Some(ts);
+        }
+        lc.syns += 1;
+        lc.last_syn_frame = pa.frame;
+        if retransmitted {
+            let mut f = Finding::new(EventKind::HandshakeAnomaly, Severity::Warning, Reason::SynRetransmitted);
+            f.attempt = Some(lc.syns);
+            out.push(f);
+        }
+    } else if flags.syn() && flags.ack() {
+        let lc = &mut flow.lifecycle;
+        lc.synacks += 1;
+        lc.last_synack_frame = pa.frame;
+        lc.last_synack_ts = ts;
+        if retransmitted {
+            let mut f = Finding::new(EventKind::HandshakeAnomaly, Severity::Warning, Reason::SynAckRetransmitted);
+            f.attempt = Some(lc.synacks);
+            out.push(f);
+        }
+    } else if flags.ack() && !flags.rst() {
+        let lc = &mut flow.lifecycle;
+        match lc.client_dir {
+            Some(c) if c == dir && lc.synacks > 0 => lc.established = true,
+            None => lc.established = true,
+            _ => {}
+        }
+    }
+
+    // Teardown.
+    if flags.fin() {
+        flow.dirs[dir].fin_seen = true;
+    }
+    if flags.rst() {
+        let lc = &flow.lifecycle;
+        let reason = if !lc.established && lc.syns > 0 && lc.client_dir != Some(dir) {
+            Reason::ConnectionRefused
+        } else if flow.dirs[0].fin_seen || flow.dirs[1].fin_seen {
+            Reason::ResetAfterFin
+        } else if data_in_flight(flow) {
+            Reason::ResetWithDataInFlight
+        } else {
+            Reason::Reset
+        };
+        let severity = if reason == Reason::ResetAfterFin { Severity::Info } else { Severity::Warning };
+        flow.lifecycle.rst_seen = true;
+        flow.lifecycle.refused |= reason == Reason::ConnectionRefused;
+        out.push(Finding::new(EventKind::TeardownAnomaly, severity, reason));
+    }
+
+    // Loss inferred from duplicate ACKs.
+    if fl.has(A::DUPLICATE_ACK) && pa.dupack_num == 3 {
+        out.push(Finding::new(EventKind::LossInfer, Severity::Warning, Reason::TripleDuplicateAck));
+    }
+
+    let (fwd, rev) = flow.dirs_mut(dir);
+    let seglen = seg.payload_len;
+
+    // Loss inferred from a timer retransmission of the head of the unacknowledged data.
+    let una = pa.rev_lastack_before;
+    if fl.has(A::RETRANSMISSION)
+        && seglen > 0
+        && !flags.syn()
+        && una != 0
+        && seq_le(seg.seq, una)
+        && seq_lt(una, seg.seq.wrapping_add(seglen))
+        && pa.rev_dupacknum_before <= 0
+    {
+        fwd.timer_attempts = if fwd.timer_head_seq == una && fwd.last_timer_retransmission.is_some() {
+            fwd.timer_attempts + 1
+        } else {
+            1
+        };
+        fwd.timer_head_seq = una;
+        fwd.last_timer_retransmission = Some(ts);
+        let severity = if fwd.timer_attempts >= 2 { Severity::Critical } else { Severity::Warning };
+        let mut f = Finding::new(EventKind::LossInfer, severity, Reason::RetransmissionTimeout);
+        f.attempt = Some(fwd.timer_attempts);
+        out.push(f);
+    }
+
+    // Data sent with nothing outstanding starts the clock of an ack stall.
+    if (seglen > 0 || flags.syn() || flags.fin()) && fwd.outstanding_since.is_none() {
+        fwd.outstanding_since = Some(ts);
+    }
+
+    // An ACK that moves forward ends a stall of the other direction's data.
+    if pa.ack_advanced {
+        if let Some(since) = rev.outstanding_since {
+            let stall = ts - since;
+            let srtt = rev.stats.rtt.srtt_ns.unwrap_or(0);
+            let threshold = MIN_STALL.max(4 * srtt);
+            let explained = rev.last_timer_retransmission.is_some_and(|t| t >= since);
+            let window_closed = pa.fwd_window_before == 0;
+            if stall >= threshold && !explained && !window_closed {
+                let severity = if stall >= CRITICAL_STALL { Severity::Critical } else { Severity::Warning };
+                let mut f = Finding::new(EventKind::LossInfer, severity, Reason::AckStall);
+                f.stall_ns = Some(stall);
+                out.push(f);
+            }
+        }
+        rev.outstanding_since = if rev.nextseq != 0 && seq_lt(seg.ack, rev.nextseq) { Some(ts) } else { None };
+    }
+}
+
+fn data_in_flight(flow: &Flow) -> bool {
+    (0..2).any(|d| {
+        let (snd, rcv) = (&flow.dirs[d], &flow.dirs[1 - d]);
+        snd.nextseq != 0 && rcv.lastack != 0 && seq_gt(snd.nextseq, rcv.lastack)
+    })
+}
+
+/// Findings when a flow ends (end of input, idle, evicted, or its ports reused).
+/// `now` is the latest packet time seen anywhere.
+pub fn end_findings(flow: &Flow, now: TimestampNs) -> Option<Finding> {
+    let lc = &flow.lifecycle;
+    let first_syn = lc.first_syn_ts?;
+    if lc.rst_seen {
+        return None;
+    }
+    if lc.synacks == 0 {
+        // Still inside the first retransmission timeout: too early to call.
+        if now - first_syn < HANDSHAKE_GRACE {
+            return None;
+        }
+        let mut f = Finding::new(EventKind::HandshakeAnomaly, Severity::Critical, Reason::NoSynAck);
+        f.attempt = Some(lc.syns);
+        return Some(f);
+    }
+    if !lc.established && now - flow.last_ts >= HANDSHAKE_GRACE {
+        return Some(Finding::new(EventKind::HandshakeAnomaly, Severity::Warning, Reason::NoFinalAck));
+    }
+    None
+}

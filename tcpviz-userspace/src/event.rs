@@ -1,0 +1,286 @@
+//! The events tcpviz reports: one JSON object per line in `events.jsonl`.
+//!
+//! Schema version 1 (documented in `docs/events.schema.json`): the original tcpviz fields
+//! (`ts`, `event`, `flow_id`, `src`, `dst`, `sport`, `dport`, `seq`, `ack`, `len`, `flags`,
+//! `severity`, `extra`) plus `origin`, `frame` and `file`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::frame::{TimestampNs, ts_to_secs};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What an event says. The first fifteen are Wireshark's `tcp.analysis.*` flags, with
+/// Wireshark's names; the rest are tcpviz findings and kernel reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Retransmission,
+    FastRetransmission,
+    SpuriousRetransmission,
+    OutOfOrder,
+    LostSegment,
+    AckLostSegment,
+    DuplicateAck,
+    ZeroWindow,
+    ZeroWindowProbe,
+    ZeroWindowProbeAck,
+    KeepAlive,
+    KeepAliveAck,
+    WindowFull,
+    WindowUpdate,
+    ReusedPorts,
+    LossInfer,
+    HandshakeAnomaly,
+    TeardownAnomaly,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 18] = [
+        EventKind::Retransmission,
+        EventKind::FastRetransmission,
+        EventKind::SpuriousRetransmission,
+        EventKind::OutOfOrder,
+        EventKind::LostSegment,
+        EventKind::AckLostSegment,
+        EventKind::DuplicateAck,
+        EventKind::ZeroWindow,
+        EventKind::ZeroWindowProbe,
+        EventKind::ZeroWindowProbeAck,
+        EventKind::KeepAlive,
+        EventKind::KeepAliveAck,
+        EventKind::WindowFull,
+        EventKind::WindowUpdate,
+        EventKind::ReusedPorts,
+        EventKind::LossInfer,
+        EventKind::HandshakeAnomaly,
+        EventKind::TeardownAnomaly,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Retransmission => "retransmission",
+            EventKind::FastRetransmission => "fast_retransmission",
+            EventKind::SpuriousRetransmission => "spurious_retransmission",
+            EventKind::OutOfOrder => "out_of_order",
+            EventKind::LostSegment => "lost_segment",
+            EventKind::AckLostSegment => "ack_lost_segment",
+            EventKind::DuplicateAck => "duplicate_ack",
+            EventKind::ZeroWindow => "zero_window",
+            EventKind::ZeroWindowProbe => "zero_window_probe",
+            EventKind::ZeroWindowProbeAck => "zero_window_probe_ack",
+            EventKind::KeepAlive => "keep_alive",
+            EventKind::KeepAliveAck => "keep_alive_ack",
+            EventKind::WindowFull => "window_full",
+            EventKind::WindowUpdate => "window_update",
+            EventKind::ReusedPorts => "reused_ports",
+            EventKind::LossInfer => "loss_infer",
+            EventKind::HandshakeAnomaly => "handshake_anomaly",
+            EventKind::TeardownAnomaly => "teardown_anomaly",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// True for the retransmission family as tshark counts `tcp.analysis.retransmission`.
+    pub fn is_retransmission(self) -> bool {
+        matches!(self, EventKind::Retransmission | EventKind::FastRetransmission | EventKind::SpuriousRetransmission)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// Where an event was observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// From packets (a capture file or the TC snapshots).
+    Wire,
+    /// Reported by the kernel's own TCP hooks.
+    Kernel,
+}
+
+/// Why a finding (`loss_infer`, `handshake_anomaly`, `teardown_anomaly`) was raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The third duplicate ACK of a run: the receiver is missing the segment at `ack`.
+    TripleDuplicateAck,
+    /// A retransmission of the oldest unacknowledged data with no duplicate ACKs before
+    /// it: the sender's retransmission timer (or tail-loss probe) fired.
+    RetransmissionTimeout,
+    /// Data in flight and no ACK progress for longer than max(1 s, 4 x SRTT).
+    AckStall,
+    SynRetransmitted,
+    SynAckRetransmitted,
+    /// SYN sent, never answered (neither SYN-ACK nor RST) within the capture.
+    NoSynAck,
+    /// SYN-ACK sent, the client never acknowledged it.
+    NoFinalAck,
+    /// RST answering a SYN: nothing listens on the port, or a firewall refuses.
+    ConnectionRefused,
+    /// RST on an established connection with data not yet acknowledged.
+    ResetWithDataInFlight,
+    /// RST before any FIN, with nothing in flight.
+    Reset,
+    /// RST after a FIN: an abortive end of a closing connection.
+    ResetAfterFin,
+}
+
+/// Details attached to an event. Every field is optional and omitted when absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extra {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// Sequence number relative to the first one of this direction (as Wireshark shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel_seq: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel_ack: Option<u32>,
+    /// Advertised receive window after scaling, when the scale is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
+    /// Bytes sent but not yet acknowledged in this direction (the original `cwnd_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_in_flight: Option<u32>,
+    /// Smoothed RTT of the direction that sends data in this flow, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtt_ms: Option<f64>,
+    /// Handshake RTT (SYN to the ACK of the SYN-ACK), in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irtt_ms: Option<f64>,
+    /// For duplicate ACKs: the number in the run, and the frame of the original ACK.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dupack_num: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dupack_frame: Option<u64>,
+    /// For retransmissions: time since the original transmission, and its frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rto_frame: Option<u64>,
+    /// For ack stalls: how long the ACKs did not move.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_ms: Option<f64>,
+    /// Retries so far (SYN retransmissions, timer retransmissions of the same data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Human-readable explanation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Event time, seconds since the Unix epoch.
+    #[serde(serialize_with = "ser_ts", deserialize_with = "de_ts")]
+    pub ts: TimestampNs,
+    pub event: EventKind,
+    pub flow_id: u64,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub len: u32,
+    pub flags: String,
+    pub severity: Severity,
+    pub extra: Extra,
+    pub origin: Origin,
+    /// 1-based packet number in its file, as tshark counts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub frame: Option<u64>,
+    /// The capture file, when a run read several.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file: Option<Arc<str>>,
+}
+
+fn ser_ts<S: serde::Serializer>(ts: &TimestampNs, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(ts_to_secs(*ts))
+}
+
+fn de_ts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimestampNs, D::Error> {
+    let secs = f64::deserialize(d)?;
+    let whole = secs.floor();
+    Ok(whole as TimestampNs * 1_000_000_000 + ((secs - whole) * 1e9).round() as TimestampNs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_wireshark_names() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::from_name(k.as_str()), Some(k));
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+        }
+        assert_eq!(EventKind::ALL.iter().filter(|k| k.is_retransmission()).count(), 3);
+    }
+
+    #[test]
+    fn event_json_has_the_superset_fields() {
+        let e = Event {
+            ts: 1_700_000_000_250_000_000,
+            event: EventKind::LossInfer,
+            flow_id: 3,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "fd00::1".parse().unwrap(),
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            len: 5,
+            flags: "A".into(),
+            severity: Severity::Warning,
+            extra: Extra { reason: Some(Reason::TripleDuplicateAck), ..Default::default() },
+            origin: Origin::Wire,
+            frame: Some(9),
+            file: None,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["ts"], 1_700_000_000.25);
+        assert_eq!(v["event"], "loss_infer");
+        assert_eq!(v["severity"], "WARNING");
+        assert_eq!(v["extra"]["reason"], "triple_duplicate_ack");
+        assert_eq!(v["origin"], "wire");
+        assert!(v.get("file").is_none());
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

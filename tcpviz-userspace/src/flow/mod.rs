@@ -1,0 +1,10 @@
+//! Connections: canonical keys, per-direction state, wrap-safe sequence arithmetic, and a
+//! table with bounded memory.
+pub mod key;
+pub mod seq;
+pub mod state;
+pub mod table;
+
+pub use key::FlowKey;
+pub use state::{DirState, Flow};
+pub use table::{FlowLimits, FlowTable, Retirement};

@@ -1,0 +1,438 @@
+//! Per-connection, per-direction TCP state.
+//!
+//! The sequence-analysis fields mirror Wireshark's `tcp_flow_t` and
+//! `tcp_analyze_seq_flow_info_t` one to one, including its convention that a value of 0
+//! means "not seen yet" for `nextseq`, `lastack` and `maxseqtobeacked` (the rules compare
+//! raw sequence numbers, so this matters only for a flow whose numbers sit exactly on 0,
+//! and keeping it makes our flags agree with tshark's packet for packet).
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use crate::capture::decode::SackBlocks;
+use crate::capture::frame::TimestampNs;
+use crate::event::EventKind;
+
+use super::seq::{seq_le, seq_lt};
+
+/// Wireshark's `TCP_MAX_UNACKED_SEGMENTS`: beyond this many, new segments are not tracked.
+pub const MAX_UNACKED_SEGMENTS: usize = 10_000;
+
+/// A segment sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unacked {
+    pub seq: u32,
+    /// Sequence number after the segment (SYN and FIN count one).
+    pub nextseq: u32,
+    pub ts: TimestampNs,
+    pub frame: u64,
+    /// Sent more than once: an ACK for it gives no RTT sample (Karn's rule).
+    pub retransmitted: bool,
+}
+
+/// Unacknowledged segments of one direction, ordered by `nextseq` (wrap-safe), so that an
+/// ACK removes a prefix. Ties keep insertion order, so the first of equals is the eldest.
+#[derive(Debug, Default, Clone)]
+pub struct UnackedList {
+    items: VecDeque<Unacked>,
+}
+
+/// What a cumulative ACK did to the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AckOutcome {
+    /// The eldest segment whose end the ACK names exactly (Wireshark's `frame_acked`).
+    pub exact: Option<Unacked>,
+    /// True if any segment ending exactly at the ACK was sent more than once.
+    pub exact_retransmitted: bool,
+    pub removed: usize,
+}
+
+impl UnackedList {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn insert(&mut self, u: Unacked) {
+        let at = match self.items.back() {
+            Some(last) if seq_lt(u.nextseq, last.nextseq) => {
+                self.items.partition_point(|x| seq_le(x.nextseq, u.nextseq))
+            }
+            _ => self.items.len(),
+        };
+        self.items.insert(at, u);
+    }
+
+    /// Removes every segment that `ack` covers (nextseq <= ack), as Wireshark does.
+    pub fn ack(&mut self, ack: u32) -> AckOutcome {
+        let mut out = AckOutcome::default();
+        while let Some(front) = self.items.front() {
+            if !seq_le(front.nextseq, ack) {
+                break;
+            }
+            if front.nextseq == ack {
+                if out.exact.is_none() {
+                    out.exact = Some(*front);
+                }
+                out.exact_retransmitted |= front.retransmitted;
+            }
+            self.items.pop_front();
+            out.removed += 1;
+        }
+        out
+    }
+
+    /// Marks the segments that overlap `[seq, end)` as retransmitted.
+    pub fn mark_retransmitted(&mut self, seq: u32, end: u32) {
+        for u in self.items.iter_mut() {
+            if seq_lt(u.seq, end) && seq_lt(seq, u.nextseq) {
+                u.retransmitted = true;
+            }
+        }
+    }
+
+    /// The segment sent first (lowest frame number) of those still unacknowledged.
+    pub fn eldest(&self) -> Option<&Unacked> {
+        self.items.iter().min_by_key(|u| u.frame)
+    }
+}
+
+/// RTT samples of one direction: exact count/min/max/mean, a smoothed RTT (RFC 6298), and a
+/// fixed-size reservoir for the median, so memory stays bounded on long flows.
+#[derive(Debug, Clone, Default)]
+pub struct RttStats {
+    pub count: u64,
+    pub min_ns: i64,
+    pub max_ns: i64,
+    pub sum_ns: i64,
+    pub srtt_ns: Option<i64>,
+    pub last_ns: i64,
+    /// Samples in microseconds; exact while `count <= RESERVOIR`.
+    reservoir: Vec<u32>,
+    rng: u64,
+}
+
+impl RttStats {
+    pub const RESERVOIR: usize = 128;
+
+    pub fn add(&mut self, sample_ns: i64) {
+        let sample_ns = sample_ns.max(0);
+        if self.count == 0 {
+            self.min_ns = sample_ns;
+            self.max_ns = sample_ns;
+        } else {
+            self.min_ns = self.min_ns.min(sample_ns);
+            self.max_ns = self.max_ns.max(sample_ns);
+        }
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(sample_ns);
+        self.last_ns = sample_ns;
+        self.srtt_ns = Some(match self.srtt_ns {
+            None => sample_ns,
+            Some(s) => s + (sample_ns - s) / 8,
+        });
+        let us = (sample_ns / 1000).min(u32::MAX as i64) as u32;
+        if self.reservoir.len() < Self::RESERVOIR {
+            self.reservoir.push(us);
+        } else {
+            // Algorithm R with a deterministic generator: the same input gives the same
+            // summary on every run.
+            self.rng = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (self.rng >> 33) % self.count;
+            if (j as usize) < Self::RESERVOIR {
+                self.reservoir[j as usize] = us;
+            }
+        }
+    }
+
+    /// Median in nanoseconds (exact up to `RESERVOIR` samples, estimated beyond).
+    pub fn median_ns(&self) -> Option<i64> {
+        if self.reservoir.is_empty() {
+            return None;
+        }
+        let mut v = self.reservoir.clone();
+        v.sort_unstable();
+        let n = v.len();
+        let m = if n % 2 == 1 { v[n / 2] as i64 * 1000 } else { (v[n / 2 - 1] as i64 + v[n / 2] as i64) * 500 };
+        Some(m)
+    }
+
+    pub fn median_is_exact(&self) -> bool {
+        self.count as usize <= Self::RESERVOIR
+    }
+
+    pub fn merge_from(&mut self, other: &RttStats) {
+        // Used to fold summaries: keep exact extremes and count, approximate the rest.
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other.clone();
+            return;
+        }
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        for &s in &other.reservoir {
+            if self.reservoir.len() < Self::RESERVOIR {
+                self.reservoir.push(s);
+            }
+        }
+    }
+}
+
+/// Counters of one direction, kept for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct DirStats {
+    pub packets: u64,
+    pub payload_bytes: u64,
+    pub retransmitted_bytes: u64,
+    pub max_bytes_in_flight: u32,
+    pub events: [u32; EventKind::COUNT],
+    pub rtt: RttStats,
+}
+
+/// State of one direction of a connection (Wireshark's `tcp_flow_t` + tcpviz counters).
+#[derive(Debug, Clone)]
+pub struct DirState {
+    pub base_seq: u32,
+    pub base_seq_set: bool,
+    pub saw_syn: bool,
+    pub saw_synack: bool,
+    /// -1: not known yet; -2: no scaling in use; >= 0: the shift.
+    pub win_scale: i8,
+    /// Last raw window advertised by this direction (u32::MAX before the first packet).
+    pub window: u32,
+    /// True from a SYN until the first pure ACK (window not yet scaled).
+    pub is_first_ack: bool,
+    pub valid_bif: bool,
+    /// Analysis flags of the last segment of this direction.
+    pub lastsegmentflags: u32,
+    pub nextseq: u32,
+    pub nextseqtime: TimestampNs,
+    pub nextseqframe: u64,
+    pub maxseqtobeacked: u32,
+    pub lastack: u32,
+    pub lastacktime: TimestampNs,
+    pub lastnondupack: u64,
+    pub dupacknum: i32,
+    pub unacked: UnackedList,
+    /// SACK blocks of the last segment of this direction.
+    pub sack: SackBlocks,
+    /// tcpviz: when the oldest data still unacknowledged was sent, for ack-stall detection.
+    pub outstanding_since: Option<TimestampNs>,
+    /// tcpviz: last timer-driven retransmission of this direction.
+    pub last_timer_retransmission: Option<TimestampNs>,
+    /// tcpviz: data sent by timer retransmissions of the same head segment.
+    pub timer_attempts: u32,
+    pub timer_head_seq: u32,
+    pub fin_seen: bool,
+    pub stats: DirStats,
+}
+
+impl Default for DirState {
+    fn default() -> Self {
+        DirState {
+            base_seq: 0,
+            base_seq_set: false,
+            saw_syn: false,
+            saw_synack: false,
+            win_scale: -1,
+            window: u32::MAX,
+            is_first_ack: false,
+            valid_bif: true,
+            lastsegmentflags: 0,
+            nextseq: 0,
+            nextseqtime: 0,
+            nextseqframe: 0,
+            maxseqtobeacked: 0,
+            lastack: 0,
+            lastacktime: 0,
+            lastnondupack: 0,
+            dupacknum: 0,
+            unacked: UnackedList::default(),
+            sack: SackBlocks::default(),
+            outstanding_since: None,
+            last_timer_retransmission: None,
+            timer_attempts: 0,
+            timer_head_seq: 0,
+            fin_seen: false,
+            stats: DirStats::default(),
+        }
+    }
+}
+
+impl DirState {
+    /// The receive window this direction advertises, scaled when the scale is known.
+    pub fn scaled_window(&self) -> Option<u64> {
+        if self.window == u32::MAX {
+            return None;
+        }
+        match self.win_scale {
+            -2 => Some(self.window as u64),
+            s if s >= 0 && !self.is_first_ack => Some((self.window as u64) << s),
+            _ => None,
+        }
+    }
+}
+
+/// Handshake and teardown bookkeeping of a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// Direction that sent the first SYN (the client).
+    pub client_dir: Option<usize>,
+    pub first_syn_ts: Option<TimestampNs>,
+    pub syns: u32,
+    pub synacks: u32,
+    /// Frame of the most recent SYN and SYN-ACK, to point end-of-flow findings at them.
+    pub last_syn_frame: u64,
+    pub last_synack_frame: u64,
+    pub last_synack_ts: TimestampNs,
+    /// The client acknowledged the SYN-ACK (or data flowed both ways).
+    pub established: bool,
+    pub rst_seen: bool,
+    pub refused: bool,
+}
+
+/// One TCP connection (one tshark `tcp.stream`).
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub id: u64,
+    /// `endpoints[0]` sent the first packet seen; direction 0 is from it.
+    pub endpoints: [(IpAddr, u16); 2],
+    pub first_ts: TimestampNs,
+    pub last_ts: TimestampNs,
+    pub dirs: [DirState; 2],
+    /// Time of the most recent SYN (Wireshark's `ts_mru_syn`; 0 = none).
+    pub ts_mru_syn: TimestampNs,
+    /// Handshake RTT (Wireshark's `ts_first_rtt`; 0 = unknown).
+    pub first_rtt: TimestampNs,
+    pub lifecycle: Lifecycle,
+    /// Index of the input file of the latest packet (several files can make one run).
+    pub file_index: u16,
+}
+
+impl Flow {
+    pub fn new(id: u64, src: (IpAddr, u16), dst: (IpAddr, u16), ts: TimestampNs) -> Flow {
+        Flow {
+            id,
+            endpoints: [src, dst],
+            first_ts: ts,
+            last_ts: ts,
+            dirs: [DirState::default(), DirState::default()],
+            ts_mru_syn: 0,
+            first_rtt: 0,
+            lifecycle: Lifecycle::default(),
+            file_index: 0,
+        }
+    }
+
+    /// Direction of a packet from `src`.
+    pub fn direction_of(&self, src: (IpAddr, u16)) -> usize {
+        if src == self.endpoints[0] { 0 } else { 1 }
+    }
+
+    /// (sender side, receiver side) of a packet going in direction `dir`.
+    pub fn dirs_mut(&mut self, dir: usize) -> (&mut DirState, &mut DirState) {
+        let [a, b] = &mut self.dirs;
+        if dir == 0 { (a, b) } else { (b, a) }
+    }
+
+    /// Closed: reset, or both sides sent a FIN.
+    pub fn is_closed(&self) -> bool {
+        self.lifecycle.rst_seen || (self.dirs[0].fin_seen && self.dirs[1].fin_seen)
+    }
+
+    /// A score to sort flows by trouble: weighted problem events.
+    pub fn trouble_score(&self) -> u64 {
+        self.dirs.iter().map(|d| trouble_score(&d.stats.events)).sum()
+    }
+}
+
+/// Weighted count of problem events: losses and timeouts weigh more than reordering.
+pub fn trouble_score(events: &[u32; EventKind::COUNT]) -> u64 {
+    EventKind::ALL
+        .iter()
+        .map(|k| {
+            let w = match k {
+                EventKind::LossInfer | EventKind::HandshakeAnomaly => 10,
+                EventKind::Retransmission
+                | EventKind::FastRetransmission
+                | EventKind::LostSegment
+                | EventKind::ZeroWindow
+                | EventKind::TeardownAnomaly => 3,
+                EventKind::SpuriousRetransmission | EventKind::OutOfOrder | EventKind::AckLostSegment => 2,
+                EventKind::DuplicateAck | EventKind::WindowFull | EventKind::ZeroWindowProbe => 1,
+                _ => 0,
+            };
+            w * events[k.index()] as u64
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(seq: u32, len: u32, frame: u64) -> Unacked {
+        Unacked { seq, nextseq: seq.wrapping_add(len), ts: frame as i64 * 10, frame, retransmitted: false }
+    }
+
+    #[test]
+    fn ack_removes_covered_prefix_and_reports_exact_match() {
+        let mut l = UnackedList::default();
+        for (i, s) in [100u32, 200, 300, 400].iter().enumerate() {
+            l.insert(u(*s, 100, i as u64 + 1));
+        }
+        let out = l.ack(300);
+        assert_eq!(out.removed, 2);
+        assert_eq!(out.exact.map(|x| x.frame), Some(2));
+        assert_eq!(l.len(), 2);
+        // A retransmission of 300..400 sorts before the 400..500 original.
+        let mut r = u(300, 100, 9);
+        r.retransmitted = true;
+        l.insert(r);
+        l.mark_retransmitted(300, 400);
+        let out = l.ack(400);
+        assert_eq!(out.exact.map(|x| x.frame), Some(3), "the eldest of equals is reported");
+        assert!(out.exact_retransmitted);
+        assert_eq!(l.eldest().map(|x| x.frame), Some(4));
+    }
+
+    #[test]
+    fn ordering_is_wrap_safe() {
+        let mut l = UnackedList::default();
+        l.insert(u(u32::MAX - 150, 100, 1));
+        l.insert(u(u32::MAX - 50, 100, 2)); // wraps past zero
+        l.insert(u(49, 100, 3));
+        assert_eq!(l.ack(49).removed, 2);
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn rtt_stats_exact_then_bounded() {
+        let mut r = RttStats::default();
+        for ms in [30, 10, 20] {
+            r.add(ms * 1_000_000);
+        }
+        assert_eq!((r.min_ns, r.max_ns, r.count), (10_000_000, 30_000_000, 3));
+        assert_eq!(r.median_ns(), Some(20_000_000));
+        assert!(r.median_is_exact());
+        for i in 0..10_000 {
+            r.add(1_000_000 + (i % 100) * 1000);
+        }
+        assert_eq!(r.reservoir.len(), RttStats::RESERVOIR);
+        let m = r.median_ns().unwrap();
+        assert!((1_030_000..=1_070_000).contains(&m), "{m}");
+        assert!(!r.median_is_exact());
+        // SRTT follows RFC 6298's 1/8 gain.
+        let mut s = RttStats::default();
+        s.add(800);
+        s.add(1600);
+        assert_eq!(s.srtt_ns, Some(900));
+    }
+}

@@ -1,0 +1,162 @@
+//! The flow table: connections by canonical key, with bounded memory.
+//!
+//! Bounds (all counted when they act): at most `max_flows` connections (the least recently
+//! active are evicted first), idle connections retired after `idle_timeout` of packet time
+//! (`closed_timeout` once reset or closed by FINs both ways), and at most
+//! `MAX_UNACKED_SEGMENTS` tracked segments per direction. Per flow memory is about 1 KiB
+//! plus 40 bytes per tracked segment, so the default cap of 262,144 flows bounds the table
+//! at roughly 300 MiB even in the worst case.
+
+use rustc_hash::FxHashMap;
+
+use crate::capture::decode::Segment;
+use crate::capture::frame::{NS_PER_SEC, TimestampNs};
+
+use super::key::FlowKey;
+use super::state::Flow;
+
+#[derive(Debug, Clone, Copy)]
+pub struct FlowLimits {
+    pub max_flows: usize,
+    pub idle_timeout: TimestampNs,
+    pub closed_timeout: TimestampNs,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            max_flows: 262_144,
+            // Longer than the 2 h default TCP keep-alive interval, so keep-alives are seen
+            // as such rather than as the start of a new connection.
+            idle_timeout: 7_500 * NS_PER_SEC,
+            closed_timeout: 120 * NS_PER_SEC,
+        }
+    }
+}
+
+/// Why a flow left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    /// Idle past its timeout.
+    Idle,
+    /// Evicted because the table was full.
+    Capacity,
+    /// A new connection reused its ports.
+    Reused,
+    /// End of input.
+    End,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EvictionCounts {
+    pub idle: u64,
+    pub capacity: u64,
+}
+
+pub struct FlowTable {
+    flows: FxHashMap<FlowKey, Flow>,
+    next_id: u64,
+    limits: FlowLimits,
+    last_sweep: TimestampNs,
+    now: TimestampNs,
+    pub evicted: EvictionCounts,
+}
+
+impl FlowTable {
+    pub fn new(limits: FlowLimits) -> FlowTable {
+        FlowTable {
+            flows: FxHashMap::default(),
+            next_id: 0,
+            limits,
+            last_sweep: TimestampNs::MIN,
+            now: TimestampNs::MIN,
+            evicted: EvictionCounts::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Flow ids handed out so far.
+    pub fn flows_created(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Advances packet time and retires idle flows (at most once per second of packet
+    /// time), or the least recently active ones when the table is full.
+    pub fn advance(&mut self, ts: TimestampNs, retire: &mut impl FnMut(Flow, Retirement)) {
+        if ts > self.now {
+            self.now = ts;
+        }
+        let full = self.flows.len() >= self.limits.max_flows;
+        if !full && self.now.saturating_sub(self.last_sweep) < NS_PER_SEC {
+            return;
+        }
+        self.last_sweep = self.now;
+        let now = self.now;
+        let limits = self.limits;
+        let mut idle: Vec<FlowKey> = Vec::new();
+        for (k, f) in &self.flows {
+            let timeout = if f.is_closed() { limits.closed_timeout } else { limits.idle_timeout };
+            if now.saturating_sub(f.last_ts) > timeout {
+                idle.push(*k);
+            }
+        }
+        for k in idle {
+            if let Some(f) = self.flows.remove(&k) {
+                self.evicted.idle += 1;
+                retire(f, Retirement::Idle);
+            }
+        }
+        if self.flows.len() >= limits.max_flows {
+            // Evict the least recently active tenth, so this scan stays rare.
+            let target = limits.max_flows - limits.max_flows / 10 - 1;
+            let mut by_age: Vec<(TimestampNs, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+            let excess = by_age.len() - target;
+            by_age.select_nth_unstable(excess - 1);
+            for (_, k) in by_age.into_iter().take(excess) {
+                if let Some(f) = self.flows.remove(&k) {
+                    self.evicted.capacity += 1;
+                    retire(f, Retirement::Capacity);
+                }
+            }
+        }
+    }
+
+    /// The flow of `seg`, created if new. Returns the flow and the packet's direction.
+    pub fn get_or_create(&mut self, seg: &Segment) -> (&mut Flow, usize) {
+        let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
+        let next_id = &mut self.next_id;
+        let flow = self.flows.entry(key).or_insert_with(|| {
+            let id = *next_id;
+            *next_id += 1;
+            Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)
+        });
+        let dir = flow.direction_of((seg.src, seg.sport));
+        (flow, dir)
+    }
+
+    /// Replaces the flow of `seg` by a new connection (ports reused), returning the old one.
+    pub fn restart(&mut self, seg: &Segment) -> Option<Flow> {
+        let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
+        let old = self.flows.remove(&key);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.flows.insert(key, Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts));
+        old
+    }
+
+    /// Every flow still in the table, for the end of input.
+    pub fn drain(&mut self) -> impl Iterator<Item = Flow> + '_ {
+        self.flows.drain().map(|(_, f)| f)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Flow> {
+        self.flows.values()
+    }
+}

@@ -1,0 +1,5 @@
+//! Sinks: events.jsonl, summary.json, benchmark.log, and the session folder they live in.
+pub mod benchmark;
+pub mod jsonl;
+pub mod session;
+pub mod summary;

@@ -1,0 +1,339 @@
+//! `summary.json`: per-flow and overall figures, and the readable table of
+//! `tcpviz summary`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::frame::ts_to_secs;
+use crate::event::{Event, EventKind};
+use crate::flow::state::{DirState, Flow, RttStats, trouble_score};
+use crate::flow::table::Retirement;
+
+/// How many flows the summary lists individually; beyond, the least troubled are folded
+/// into `other_flows`, so the summary stays bounded on captures with millions of flows.
+pub const MAX_LISTED_FLOWS: usize = 100_000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RttSummary {
+    pub samples: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub min_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub median_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mean_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub srtt_ms: Option<f64>,
+    /// False when the median is estimated from a sample of the RTTs.
+    pub median_exact: bool,
+}
+
+impl RttSummary {
+    fn from_stats(r: &RttStats) -> RttSummary {
+        let ms = |ns: i64| ns as f64 / 1e6;
+        if r.count == 0 {
+            return RttSummary { median_exact: true, ..Default::default() };
+        }
+        RttSummary {
+            samples: r.count,
+            min_ms: Some(ms(r.min_ns)),
+            median_ms: r.median_ns().map(ms),
+            max_ms: Some(ms(r.max_ns)),
+            mean_ms: Some(ms(r.sum_ns / r.count as i64)),
+            srtt_ms: r.srtt_ns.map(ms),
+            median_exact: r.median_is_exact(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DirectionSummary {
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub packets: u64,
+    /// TCP payload bytes.
+    pub bytes: u64,
+    pub retransmitted_bytes: u64,
+    pub max_bytes_in_flight: u32,
+    /// RTT of this direction's data (its segments until their ACKs).
+    pub rtt: RttSummary,
+    pub events: BTreeMap<EventKind, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FlowSummary {
+    pub flow_id: u64,
+    pub first_ts: f64,
+    pub last_ts: f64,
+    pub duration_s: f64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Retransmitted payload bytes over all payload bytes.
+    pub retransmission_rate: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub handshake_rtt_ms: Option<f64>,
+    /// open, closed (FIN both ways), reset, or refused.
+    pub state: String,
+    /// Why it left the flow table: end, idle, capacity, reused.
+    pub ended_by: String,
+    pub trouble_score: u64,
+    pub events: BTreeMap<EventKind, u64>,
+    /// Direction 0 is from the endpoint that sent the first packet seen.
+    pub directions: [DirectionSummary; 2],
+    /// Kernel-reported figures (live sessions).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernel: Option<serde_json::Value>,
+}
+
+impl FlowSummary {
+    pub fn from_flow(flow: &Flow, why: Retirement) -> FlowSummary {
+        let dir = |i: usize| -> DirectionSummary {
+            let d: &DirState = &flow.dirs[i];
+            let (src, dst) = (flow.endpoints[i], flow.endpoints[1 - i]);
+            DirectionSummary {
+                src: src.0,
+                sport: src.1,
+                dst: dst.0,
+                dport: dst.1,
+                packets: d.stats.packets,
+                bytes: d.stats.payload_bytes,
+                retransmitted_bytes: d.stats.retransmitted_bytes,
+                max_bytes_in_flight: d.stats.max_bytes_in_flight,
+                rtt: RttSummary::from_stats(&d.stats.rtt),
+                events: counts_map(&d.stats.events),
+            }
+        };
+        let mut total = [0u32; EventKind::COUNT];
+        for d in &flow.dirs {
+            for (t, c) in total.iter_mut().zip(d.stats.events.iter()) {
+                *t += c;
+            }
+        }
+        let bytes: u64 = flow.dirs.iter().map(|d| d.stats.payload_bytes).sum();
+        let retrans: u64 = flow.dirs.iter().map(|d| d.stats.retransmitted_bytes).sum();
+        let lc = &flow.lifecycle;
+        let state = if lc.refused {
+            "refused"
+        } else if lc.rst_seen {
+            "reset"
+        } else if flow.dirs[0].fin_seen && flow.dirs[1].fin_seen {
+            "closed"
+        } else {
+            "open"
+        };
+        FlowSummary {
+            flow_id: flow.id,
+            first_ts: ts_to_secs(flow.first_ts),
+            last_ts: ts_to_secs(flow.last_ts),
+            duration_s: (flow.last_ts - flow.first_ts) as f64 / 1e9,
+            packets: flow.dirs.iter().map(|d| d.stats.packets).sum(),
+            bytes,
+            retransmission_rate: if bytes > 0 { retrans as f64 / bytes as f64 } else { 0.0 },
+            handshake_rtt_ms: (flow.first_rtt > 0).then(|| flow.first_rtt as f64 / 1e6),
+            state: state.into(),
+            ended_by: match why {
+                Retirement::End => "end",
+                Retirement::Idle => "idle",
+                Retirement::Capacity => "capacity",
+                Retirement::Reused => "reused",
+            }
+            .into(),
+            trouble_score: trouble_score(&total),
+            events: counts_map(&total),
+            directions: [dir(0), dir(1)],
+            kernel: None,
+        }
+    }
+
+    /// Short label: `a:port -> b:port`.
+    pub fn label(&self) -> String {
+        let d = &self.directions[0];
+        format!("{} -> {}", endpoint(d.src, d.sport), endpoint(d.dst, d.dport))
+    }
+
+    pub fn count(&self, kind: EventKind) -> u64 {
+        self.events.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+pub fn endpoint(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+fn counts_map(counts: &[u32; EventKind::COUNT]) -> BTreeMap<EventKind, u64> {
+    EventKind::ALL.iter().filter(|k| counts[k.index()] > 0).map(|k| (*k, counts[k.index()] as u64)).collect()
+}
+
+/// Overall figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Totals {
+    /// Packet records read.
+    pub packets: u64,
+    /// Packets that decoded as TCP segments.
+    pub tcp_segments: u64,
+    /// Frames skipped, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    pub flows: u64,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_ts: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_ts: Option<f64>,
+    pub duration_s: f64,
+    pub events: BTreeMap<EventKind, u64>,
+    pub flows_evicted_idle: u64,
+    pub flows_evicted_capacity: u64,
+    /// Flows not listed individually (folded because there were too many).
+    pub flows_folded: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub tool: String,
+    pub sources: Vec<String>,
+    pub totals: Totals,
+    /// Errors that stopped reading (damaged files); the figures cover what came before.
+    pub errors: Vec<String>,
+    /// Flows sorted by trouble (worst first), then by flow id.
+    pub flows: Vec<FlowSummary>,
+    /// Extra sections (alerts, kernel counts) added by other sources.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sections: BTreeMap<String, serde_json::Value>,
+}
+
+/// Collects flows as they end and keeps the listing bounded.
+#[derive(Debug, Default)]
+pub struct SummaryBuilder {
+    flows: Vec<FlowSummary>,
+    folded: u64,
+}
+
+impl SummaryBuilder {
+    pub fn add(&mut self, flow: &Flow, why: Retirement) {
+        self.flows.push(FlowSummary::from_flow(flow, why));
+        if self.flows.len() >= MAX_LISTED_FLOWS + MAX_LISTED_FLOWS / 4 {
+            self.fold();
+        }
+    }
+
+    fn fold(&mut self) {
+        self.flows.sort_by(|a, b| b.trouble_score.cmp(&a.trouble_score).then(a.flow_id.cmp(&b.flow_id)));
+        let extra = self.flows.len().saturating_sub(MAX_LISTED_FLOWS);
+        self.flows.truncate(MAX_LISTED_FLOWS);
+        self.folded += extra as u64;
+    }
+
+    pub fn flows(&self) -> &[FlowSummary] {
+        &self.flows
+    }
+
+    pub fn finish(mut self, mut totals: Totals, sources: Vec<String>, errors: Vec<String>) -> Summary {
+        if self.flows.len() > MAX_LISTED_FLOWS {
+            self.fold();
+        }
+        self.flows.sort_by(|a, b| b.trouble_score.cmp(&a.trouble_score).then(a.flow_id.cmp(&b.flow_id)));
+        totals.flows_folded = self.folded;
+        Summary {
+            schema_version: crate::event::SCHEMA_VERSION,
+            tool: format!("tcpviz {}", env!("CARGO_PKG_VERSION")),
+            sources,
+            totals,
+            errors,
+            flows: self.flows,
+            sections: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-flow event counts from an events file alone (when no summary.json exists).
+pub fn counts_from_events(events: &[Event]) -> BTreeMap<u64, (String, BTreeMap<EventKind, u64>)> {
+    let mut m: BTreeMap<u64, (String, BTreeMap<EventKind, u64>)> = BTreeMap::new();
+    for e in events {
+        let entry = m.entry(e.flow_id).or_insert_with(|| {
+            (format!("{} -> {}", endpoint(e.src, e.sport), endpoint(e.dst, e.dport)), BTreeMap::new())
+        });
+        *entry.1.entry(e.event).or_default() += 1;
+    }
+    m
+}
+
+/// The readable table of `tcpviz summary`: flows sorted by trouble.
+pub fn render_table(summary: &Summary, top: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let t = &summary.totals;
+    let _ = writeln!(
+        s,
+        "{} packets ({} TCP) in {:.1} s, {} flows, {} events",
+        t.packets,
+        t.tcp_segments,
+        t.duration_s,
+        t.flows,
+        t.events.values().sum::<u64>()
+    );
+    if !t.events.is_empty() {
+        let kinds: Vec<String> = t.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "events: {}", kinds.join(", "));
+    }
+    let skipped: u64 = t.skipped.values().sum();
+    if skipped > 0 {
+        let r: Vec<String> = t.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "skipped frames: {skipped} ({})", r.join(", "));
+    }
+    for e in &summary.errors {
+        let _ = writeln!(s, "error: {e}");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:>6}  {:<47} {:>8} {:>10} {:>7} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}  state",
+        "flow", "connection", "packets", "bytes", "retx%", "retx", "ooo", "lost", "zwin", "rtt(ms)", "score"
+    );
+    for f in summary.flows.iter().take(top) {
+        let retx = f.count(EventKind::Retransmission)
+            + f.count(EventKind::FastRetransmission)
+            + f.count(EventKind::SpuriousRetransmission);
+        let rtt = f
+            .directions
+            .iter()
+            .filter_map(|d| d.rtt.median_ms.map(|m| (d.rtt.samples, m)))
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, m)| format!("{m:.3}"))
+            .unwrap_or_else(|| "-".into());
+        let mut label = f.label();
+        if label.len() > 47 {
+            label.truncate(46);
+            label.push('…');
+        }
+        let _ = writeln!(
+            s,
+            "{:>6}  {:<47} {:>8} {:>10} {:>7.2} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}  {}",
+            f.flow_id,
+            label,
+            f.packets,
+            f.bytes,
+            f.retransmission_rate * 100.0,
+            retx,
+            f.count(EventKind::OutOfOrder),
+            f.count(EventKind::LostSegment),
+            f.count(EventKind::ZeroWindow),
+            rtt,
+            f.trouble_score,
+            f.state
+        );
+    }
+    if summary.flows.len() > top {
+        let _ = writeln!(s, "… {} more flows (see summary.json)", summary.flows.len() - top);
+    }
+    s
+}

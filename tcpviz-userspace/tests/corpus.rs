@@ -1,0 +1,185 @@
+//! Agreement with Wireshark on real captures.
+//!
+//! Runs the analysis on every capture of the corpus (`TCPVIZ_CORPUS`, e.g. `../shared/pcaps`;
+//! the test is skipped when the variable is unset and fails when it points nowhere) and
+//! compares, packet by packet, with tshark 4.0's flags in `<capture>.flagged.csv`. Summed over
+//! the corpus, each flag must reach F1 >= 0.98. `TCPVIZ_CORPUS_VERBOSE=1` prints every
+//! disagreement.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use tcpviz::capture::reader::{CaptureReader, Next};
+use tcpviz::event::{Event, EventKind};
+use tcpviz::flow::table::FlowLimits;
+use tcpviz::pipeline::Pipeline;
+
+/// The flags compared, with the tshark column each is read from.
+const FLAGS: [(&str, &str); 7] = [
+    ("retransmission", "tcp.analysis.retransmission"),
+    ("fast_retransmission", "tcp.analysis.fast_retransmission"),
+    ("spurious_retransmission", "tcp.analysis.spurious_retransmission"),
+    ("out_of_order", "tcp.analysis.out_of_order"),
+    ("lost_segment", "tcp.analysis.lost_segment"),
+    ("duplicate_ack", "tcp.analysis.duplicate_ack"),
+    ("zero_window", "tcp.analysis.zero_window"),
+];
+
+/// Cases where tcpviz is right and tshark is not, excluded with the reason.
+/// (file name, frame, flag, reason)
+const EXCLUSIONS: &[(&str, u64, &str, &str)] = &[];
+
+fn corpus_dir() -> Option<PathBuf> {
+    let mut dir = PathBuf::from(std::env::var_os("TCPVIZ_CORPUS")?);
+    if dir.is_relative() {
+        // Relative to the workspace root, where the test command runs.
+        dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    }
+    assert!(dir.is_dir(), "TCPVIZ_CORPUS={} is not a folder", dir.display());
+    Some(dir)
+}
+
+fn captures(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(name) = p.file_name().and_then(|n| n.to_str())
+                && let Some(cap) = name.strip_suffix(".flagged.csv")
+            {
+                out.push(p.with_file_name(cap));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// tshark's flags per frame.
+fn truth(csv_path: &Path) -> BTreeMap<&'static str, BTreeSet<u64>> {
+    let text = std::fs::read_to_string(csv_path).unwrap();
+    let mut lines = text.lines();
+    let mut out: BTreeMap<&'static str, BTreeSet<u64>> = FLAGS.iter().map(|(f, _)| (*f, BTreeSet::new())).collect();
+    let Some(header) = lines.next() else { return out };
+    let cols: Vec<&str> = header.split(',').collect();
+    let idx = |name: &str| cols.iter().position(|c| *c == name).unwrap();
+    let frame_col = idx("frame.number");
+    let flag_cols: Vec<(&'static str, usize)> = FLAGS.iter().map(|(f, c)| (*f, idx(c))).collect();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
+        let frame: u64 = fields[frame_col].parse().unwrap();
+        for (flag, col) in &flag_cols {
+            if fields.get(*col).is_some_and(|v| !v.is_empty()) {
+                out.get_mut(flag).unwrap().insert(frame);
+            }
+        }
+    }
+    out
+}
+
+/// Runs tcpviz on a capture; returns its events (a damaged file yields what came before).
+fn analyse(path: &Path) -> Vec<Event> {
+    let mut pipeline = Pipeline::new(FlowLimits::default());
+    let mut events: Vec<Event> = Vec::new();
+    let file = File::open(path).unwrap();
+    let mut reader = CaptureReader::new(file, path.display().to_string());
+    while let Ok(Next::Frame(f)) = reader.next_frame() {
+        pipeline.process_frame(&f, 0, &mut events).unwrap();
+    }
+    pipeline.finish(&mut events).unwrap();
+    events
+}
+
+fn ours(events: &[Event]) -> BTreeMap<&'static str, BTreeSet<u64>> {
+    let mut out: BTreeMap<&'static str, BTreeSet<u64>> = FLAGS.iter().map(|(f, _)| (*f, BTreeSet::new())).collect();
+    for e in events {
+        let Some(frame) = e.frame else { continue };
+        let flag = match e.event {
+            k if k.is_retransmission() => {
+                out.get_mut("retransmission").unwrap().insert(frame);
+                if k == EventKind::Retransmission {
+                    continue;
+                }
+                k.as_str()
+            }
+            EventKind::OutOfOrder | EventKind::LostSegment | EventKind::DuplicateAck | EventKind::ZeroWindow => {
+                e.event.as_str()
+            }
+            _ => continue,
+        };
+        if let Some(set) = out.iter_mut().find(|(f, _)| **f == flag).map(|(_, s)| s) {
+            set.insert(frame);
+        }
+    }
+    out
+}
+
+#[derive(Default, Clone, Copy)]
+struct Score {
+    tp: u64,
+    fp: u64,
+    fn_: u64,
+}
+
+impl Score {
+    fn f1(self) -> f64 {
+        if self.tp + self.fp + self.fn_ == 0 {
+            return 1.0;
+        }
+        2.0 * self.tp as f64 / (2 * self.tp + self.fp + self.fn_) as f64
+    }
+}
+
+#[test]
+fn per_packet_flags_agree_with_tshark() {
+    let Some(dir) = corpus_dir() else {
+        eprintln!("TCPVIZ_CORPUS not set: corpus comparison skipped");
+        return;
+    };
+    let verbose = std::env::var_os("TCPVIZ_CORPUS_VERBOSE").is_some();
+    let files = captures(&dir);
+    assert!(!files.is_empty(), "no *.flagged.csv in {}", dir.display());
+    let mut totals: BTreeMap<&str, Score> = BTreeMap::new();
+    for cap in &files {
+        let name = cap.file_name().unwrap().to_str().unwrap().to_string();
+        let truth = truth(&cap.with_file_name(format!("{name}.flagged.csv")));
+        let ours = ours(&analyse(cap));
+        let mut line = format!("{name:<45}");
+        for (flag, _) in FLAGS {
+            let excluded: BTreeSet<u64> =
+                EXCLUSIONS.iter().filter(|(f, _, fl, _)| *f == name && *fl == flag).map(|(_, fr, _, _)| *fr).collect();
+            let t: BTreeSet<u64> = truth[flag].difference(&excluded).copied().collect();
+            let o: BTreeSet<u64> = ours[flag].difference(&excluded).copied().collect();
+            let s = Score {
+                tp: t.intersection(&o).count() as u64,
+                fp: o.difference(&t).count() as u64,
+                fn_: t.difference(&o).count() as u64,
+            };
+            let tot = totals.entry(flag).or_default();
+            tot.tp += s.tp;
+            tot.fp += s.fp;
+            tot.fn_ += s.fn_;
+            line.push_str(&format!(" {}:{}/{}/{}", &flag[..4], s.tp, s.fp, s.fn_));
+            if verbose && (s.fp > 0 || s.fn_ > 0) {
+                eprintln!(
+                    "  {name} {flag}: extra {:?} missing {:?}",
+                    o.difference(&t).take(20).collect::<Vec<_>>(),
+                    t.difference(&o).take(20).collect::<Vec<_>>()
+                );
+            }
+        }
+        eprintln!("{line}");
+    }
+    let mut failed = Vec::new();
+    for (flag, s) in &totals {
+        eprintln!("{flag:<25} tp {:>6} fp {:>5} fn {:>5}  F1 {:.4}", s.tp, s.fp, s.fn_, s.f1());
+        if s.f1() < 0.98 {
+            failed.push(format!("{flag} F1 {:.4}", s.f1()));
+        }
+    }
+    assert!(failed.is_empty(), "below F1 0.98: {failed:?}");
+}
