@@ -1,1 +1,147 @@
-fn main() {}
+//! Developer and setup tasks: `cargo xtask <task>`.
+//!
+//! - `setup`: installs what is missing (Debian packages, the nightly `rust-src`, bpf-linker).
+//!   Running it twice does nothing the second time.
+//! - `demo`: setup, release build, analysis of the bundled samples with reports.
+//! - `test`: setup, formatting, lints (host and eBPF), unit/golden/corpus tests, and the
+//!   privileged namespace tests when run as root. This is what `.ci/run` calls.
+//! - `bench`: throughput and memory on a large capture, beside tshark on the same file.
+
+mod bench;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench [--capture FILE] [--make]  throughput and memory vs tshark"
+            );
+            bail!("unknown task {:?}", args.first());
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs a command, echoing it, failing on a non-zero exit.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", render(cmd));
+    let status = cmd.status().with_context(|| format!("cannot start {}", render(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", render(cmd));
+    }
+    Ok(())
+}
+
+pub fn render(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+pub fn is_root() -> bool {
+    // The effective uid is in /proc/self/status ("Uid: real effective ...").
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let mut corpus: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--corpus" => corpus = Some(PathBuf::from(it.next().context("--corpus needs a folder")?)),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    setup::run()?;
+    sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    sh(cargo().args(["clippy", "-p", "tcpviz-privileged-tests", "--all-targets", "--", "-D", "warnings"]))?;
+    clippy_ebpf()?;
+    let mut t = cargo();
+    t.arg("test");
+    if let Some(dir) = &corpus {
+        let dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("the corpus folder {} does not exist", dir.display()))?;
+        t.env("TCPVIZ_CORPUS", dir);
+    }
+    sh(&mut t)?;
+    if is_root() {
+        sh(cargo().args(["test", "-p", "tcpviz-privileged-tests", "--", "--test-threads=1"]))?;
+    } else {
+        eprintln!("privileged tests skipped: they need root (network namespaces, eBPF)");
+    }
+    eprintln!("all checks passed");
+    Ok(())
+}
+
+/// Lints the eBPF crate for its own target, as aya-build compiles it.
+fn clippy_ebpf() -> Result<()> {
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "-p",
+        "tcpviz-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--target-dir",
+        "target/ebpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    cmd.env("CARGO_CFG_BPF_TARGET_ARCH", "x86_64").env_remove("RUSTC").env_remove("RUSTC_WORKSPACE_WRAPPER");
+    sh(&mut cmd)
+}
+
+fn demo() -> Result<()> {
+    setup::run()?;
+    sh(cargo().args(["build", "--release", "-p", "tcpviz"]))?;
+    let bin = PathBuf::from("target/release/tcpviz");
+    let mut samples: Vec<PathBuf> = std::fs::read_dir("samples")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")))
+        .collect();
+    samples.sort();
+    if samples.is_empty() {
+        bail!("no captures in samples/");
+    }
+    for sample in &samples {
+        let stem = sample.file_stem().unwrap().to_string_lossy().into_owned();
+        let out = PathBuf::from("artifacts/demo").join(&stem);
+        let _ = std::fs::remove_dir_all(&out);
+        sh(Command::new(&bin).arg("parse-pcap").arg("--in").arg(sample).arg("--out").arg(&out))?;
+        sh(Command::new(&bin).arg("summary").arg("--in").arg(&out).args(["--top", "5"]))?;
+    }
+    eprintln!("\nsession folders: artifacts/demo/<sample>/ (events.jsonl, summary.json, benchmark.log)");
+    Ok(())
+}

@@ -3,11 +3,15 @@
 //!
 //! - `loss_infer`:
 //!   - `triple_duplicate_ack` (WARNING): the third duplicate ACK of a run; the receiver is
-//!     missing the segment the ACKs name.
+//!     missing the segment the ACKs name. Duplicate ACKs are counted as TCP counts them: a
+//!     pure ACK repeating the highest ACK with the same window (RFC 5681) or with SACK
+//!     blocks (RFC 6675), so a receiver whose window grows while it waits still counts.
 //!   - `retransmission_timeout` (WARNING, CRITICAL from the second attempt): a retransmission
 //!     of the oldest unacknowledged data (it covers the receiver's last ACK) with no duplicate
-//!     ACKs before it, so the sender's timer fired (RTO, or a tail-loss probe). One per timer
-//!     expiry, not one per segment resent after it.
+//!     ACKs before it and after a quiet time of at least max(2 x SRTT, 10 ms) since the
+//!     receiver's last packet, so the sender's timer fired (RTO, or a tail-loss probe) rather
+//!     than a partial ACK of an ongoing recovery. One per timer expiry, not one per segment
+//!     resent after it.
 //!   - `ack_stall` (WARNING, CRITICAL from 3 s): data in flight and no ACK progress for
 //!     max(1 s, 4 x SRTT), with the receive window open and no timer retransmission in that
 //!     time (a stall explained by a timeout is reported as the timeout).
@@ -28,6 +32,10 @@ use super::flags::AnalysisFlags as A;
 use super::rules::PacketAnalysis;
 
 const MIN_STALL: TimestampNs = NS_PER_SEC;
+/// The shortest quiet time before a timer-driven retransmission: Linux's tail-loss probe
+/// fires after max(2 x SRTT, 10 ms), its RTO after at least 200 ms. A retransmission sooner
+/// after the other side's last packet answers that packet (a partial ACK in recovery).
+const TIMER_FLOOR: TimestampNs = 10_000_000;
 const CRITICAL_STALL: TimestampNs = 3 * NS_PER_SEC;
 /// How long an unanswered SYN must have waited before it counts as never answered.
 const HANDSHAKE_GRACE: TimestampNs = NS_PER_SEC;
@@ -109,12 +117,15 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
     }
 
     // Loss inferred from duplicate ACKs.
-    if fl.has(A::DUPLICATE_ACK) && pa.dupack_num == 3 {
+    if pa.repeat_ack_num == 3 {
         out.push(Finding::new(EventKind::LossInfer, Severity::Warning, Reason::TripleDuplicateAck));
     }
 
     let (fwd, rev) = flow.dirs_mut(dir);
     let seglen = seg.payload_len;
+    if seg.window == 0 && !flags.syn() && !flags.fin() && !flags.rst() {
+        fwd.last_zero_window = Some(ts);
+    }
 
     // Loss inferred from a timer retransmission of the head of the unacknowledged data.
     let una = pa.rev_lastack_before;
@@ -124,7 +135,11 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         && una != 0
         && seq_le(seg.seq, una)
         && seq_lt(una, seg.seq.wrapping_add(seglen))
-        && pa.rev_dupacknum_before <= 0
+        && pa.rev_repeat_acks_before == 0
+        && pa.since_rev_packet.is_some_and(|quiet| quiet >= timer_floor(fwd.stats.rtt.srtt_ns))
+        // The copy must also come that long after the original (a capture's duplicated
+        // frames are "retransmissions" sent at once).
+        && pa.rto.is_some_and(|(age, _)| age >= timer_floor(fwd.stats.rtt.srtt_ns))
     {
         fwd.timer_attempts = if fwd.timer_head_seq == una && fwd.last_timer_retransmission.is_some() {
             fwd.timer_attempts + 1
@@ -139,8 +154,11 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         out.push(f);
     }
 
-    // Data sent with nothing outstanding starts the clock of an ack stall.
-    if (seglen > 0 || flags.syn() || flags.fin()) && fwd.outstanding_since.is_none() {
+    // Data sent with nothing outstanding starts the clock of an ack stall, unless the other
+    // side had already acknowledged it (a late copy).
+    let end = seg.seq.wrapping_add(seglen).wrapping_add((flags.syn() || flags.fin()) as u32);
+    let unacked = rev.highest_ack.is_none_or(|h| seq_gt(end, h));
+    if (seglen > 0 || flags.syn() || flags.fin()) && unacked && fwd.outstanding_since.is_none() {
         fwd.outstanding_since = Some(ts);
     }
 
@@ -151,7 +169,9 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
             let srtt = rev.stats.rtt.srtt_ns.unwrap_or(0);
             let threshold = MIN_STALL.max(4 * srtt);
             let explained = rev.last_timer_retransmission.is_some_and(|t| t >= since);
-            let window_closed = pa.fwd_window_before == 0;
+            // A receiver that closed its window during the wait explains it (and is
+            // reported as zero_window).
+            let window_closed = fwd.last_zero_window.is_some_and(|t| t >= since);
             if stall >= threshold && !explained && !window_closed {
                 let severity = if stall >= CRITICAL_STALL { Severity::Critical } else { Severity::Warning };
                 let mut f = Finding::new(EventKind::LossInfer, severity, Reason::AckStall);
@@ -161,6 +181,10 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         }
         rev.outstanding_since = if rev.nextseq != 0 && seq_lt(seg.ack, rev.nextseq) { Some(ts) } else { None };
     }
+}
+
+fn timer_floor(srtt: Option<TimestampNs>) -> TimestampNs {
+    TIMER_FLOOR.max(2 * srtt.unwrap_or(0))
 }
 
 fn data_in_flight(flow: &Flow) -> bool {

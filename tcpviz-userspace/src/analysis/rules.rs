@@ -37,14 +37,18 @@ pub struct PacketAnalysis {
     pub bytes_in_flight: Option<u32>,
     /// An RTT sample this packet's ACK produced for the reverse direction.
     pub rtt_sample: Option<TimestampNs>,
-    /// The packet's ACK moved the acknowledged point forward.
+    /// The packet's ACK moved the acknowledged point forward (or is the first ACK).
     pub ack_advanced: bool,
-    /// `rev.lastack` and `rev.dupacknum` before this packet (for findings).
+    /// This packet repeats the direction's highest ACK as a duplicate ACK in the sense of
+    /// RFC 5681 (pure ACK, same number, same window), or with SACK blocks (RFC 6675): the
+    /// count of such repeats since the ACK last moved. 0 when it is not one.
+    pub repeat_ack_num: u32,
+    /// `rev.lastack` before this packet, and how many duplicate ACKs (as above) the other
+    /// side had sent for it.
     pub rev_lastack_before: u32,
-    pub rev_dupacknum_before: i32,
-    /// `fwd.lastack` and `fwd.window` before this packet.
-    pub fwd_lastack_before: u32,
-    pub fwd_window_before: u32,
+    pub rev_repeat_acks_before: u32,
+    /// Time since the other direction's last packet (None before it sent any).
+    pub since_rev_packet: Option<TimestampNs>,
 }
 
 /// Wireshark's conversation step before the sequence analysis: a SYN with a new initial
@@ -154,9 +158,8 @@ fn sequence_rules(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &
     let a = &mut out.flags;
 
     out.rev_lastack_before = rev.lastack;
-    out.rev_dupacknum_before = rev.dupacknum;
-    out.fwd_lastack_before = fwd.lastack;
-    out.fwd_window_before = fwd.window;
+    out.rev_repeat_acks_before = rev.repeat_acks;
+    out.since_rev_packet = (rev.lastacktime != 0).then(|| ts - rev.lastacktime);
 
     if flags.ack() {
         rev.valid_bif = true;
@@ -309,7 +312,29 @@ fn sequence_rules(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &
         fwd.maxseqtobeacked = fwd.nextseq;
     }
 
-    out.ack_advanced = flags.ack() && seq_gt(ack, fwd.lastack);
+    // tcpviz's own ACK bookkeeping (Wireshark's lastack also takes the ack field of
+    // packets without the ACK flag, such as a SYN's zero).
+    if flags.ack() {
+        match fwd.highest_ack {
+            Some(h) if !seq_gt(ack, h) => {
+                // An ACK answering a keep-alive or a zero-window probe, or closing the
+                // window, says nothing about loss.
+                // A duplicate ACK sits at the sender's next sequence number (a probe sits one
+                // before it).
+                let pure = seglen == 0 && !syn_or_fin && !flags.rst() && window != 0 && seq == fwd.nextseq;
+                let answers_probe = rev.lastsegmentflags & (A::KEEP_ALIVE | A::ZERO_WINDOW_PROBE) != 0;
+                if pure && !answers_probe && ack == h && (window == fwd.window || seg.options.sack.len > 0) {
+                    fwd.repeat_acks += 1;
+                    out.repeat_ack_num = fwd.repeat_acks;
+                }
+            }
+            _ => {
+                out.ack_advanced = true;
+                fwd.highest_ack = Some(ack);
+                fwd.repeat_acks = 0;
+            }
+        }
+    }
     fwd.window = window;
     fwd.lastack = ack;
     fwd.lastacktime = ts;

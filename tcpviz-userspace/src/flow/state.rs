@@ -223,8 +223,13 @@ pub struct DirState {
     pub unacked: UnackedList,
     /// SACK blocks of the last segment of this direction.
     pub sack: SackBlocks,
+    /// tcpviz: highest ACK sent with the ACK flag, and duplicate ACKs of it since it moved.
+    pub highest_ack: Option<u32>,
+    pub repeat_acks: u32,
     /// tcpviz: when the oldest data still unacknowledged was sent, for ack-stall detection.
     pub outstanding_since: Option<TimestampNs>,
+    /// tcpviz: last time this direction advertised a zero window.
+    pub last_zero_window: Option<TimestampNs>,
     /// tcpviz: last timer-driven retransmission of this direction.
     pub last_timer_retransmission: Option<TimestampNs>,
     /// tcpviz: data sent by timer retransmissions of the same head segment.
@@ -256,7 +261,10 @@ impl Default for DirState {
             dupacknum: 0,
             unacked: UnackedList::default(),
             sack: SackBlocks::default(),
+            highest_ack: None,
+            repeat_acks: 0,
             outstanding_since: None,
+            last_zero_window: None,
             last_timer_retransmission: None,
             timer_attempts: 0,
             timer_head_seq: 0,

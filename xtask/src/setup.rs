@@ -1,0 +1,107 @@
+//! `cargo xtask setup`: installs what the project needs and is missing. Idempotent.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{is_root, sh};
+
+/// Debian packages: LLVM 22 to build bpf-linker and to run it; the tools of the tests and
+/// of the demo (namespaces, loss, captures, tshark as the reference, a browser for the
+/// HTML reports).
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libllvm22",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+    "iptables",
+    "ethtool",
+    "tcpdump",
+    "tshark",
+    "iperf3",
+    "bpftool",
+    "chromium",
+    "python3",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    eprintln!("setup: everything is installed");
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {}. As root: apt-get update && apt-get install -y {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    sh(Command::new("apt-get").args(["update", "-q"]))?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    sh(&mut install)
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let out = Command::new("rustup").args(["toolchain", "list"]).output().context("rustup is needed")?;
+    if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("nightly")) {
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    let out = Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]).output()?;
+    if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let current = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(o) = &current
+        && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    // Without LLVM_PREFIX the build finds Debian's default LLVM 14 and fails.
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "install",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ])
+    .env("LLVM_PREFIX", "/usr/lib/llvm-22");
+    sh(&mut cmd)
+}
