@@ -53,9 +53,10 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
     let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| progress_bar(total_bytes));
     let started = Instant::now();
-    for path in &opts.inputs {
+    // Register every file first: events name their file as soon as there are several.
+    let indexes: Vec<u16> = opts.inputs.iter().map(|p| pipeline.add_file(&p.display().to_string())).collect();
+    for (path, &file_index) in opts.inputs.iter().zip(&indexes) {
         let name = path.display().to_string();
-        let file_index = pipeline.add_file(&name);
         let file = match File::open(path) {
             Ok(f) => f,
             Err(source) => {
@@ -73,6 +74,12 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
                         && pipeline.counters.packets.is_multiple_of(16_384)
                     {
                         bar.set_position(bytes + reader.offset());
+                        let rate = pipeline.counters.packets as f64 / started.elapsed().as_secs_f64().max(1e-6);
+                        bar.set_message(format!(
+                            "{} packets, {:.0} k packets/s",
+                            pipeline.counters.packets,
+                            rate / 1e3
+                        ));
                     }
                 }
                 Ok(Next::End { pending: 0 }) => break,

@@ -119,7 +119,12 @@ fn clippy_ebpf() -> Result<()> {
         "-D",
         "warnings",
     ]);
-    cmd.env("CARGO_CFG_BPF_TARGET_ARCH", "x86_64").env_remove("RUSTC").env_remove("RUSTC_WORKSPACE_WRAPPER");
+    // The same cfg aya-build passes: aya-ebpf's bindings are chosen by it.
+    let arch = std::env::consts::ARCH;
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("--cfg=bpf_target_arch=\"{arch}\""))
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
     sh(&mut cmd)
 }
 

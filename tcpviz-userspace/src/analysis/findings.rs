@@ -190,7 +190,7 @@ fn timer_floor(srtt: Option<TimestampNs>) -> TimestampNs {
 fn data_in_flight(flow: &Flow) -> bool {
     (0..2).any(|d| {
         let (snd, rcv) = (&flow.dirs[d], &flow.dirs[1 - d]);
-        snd.nextseq != 0 && rcv.lastack != 0 && seq_gt(snd.nextseq, rcv.lastack)
+        snd.nextseq != 0 && rcv.highest_ack.is_some_and(|a| seq_gt(snd.nextseq, a))
     })
 }
 

@@ -280,3 +280,5 @@ fn push_end_findings(flow: &Flow, now: TimestampNs, files: &[Arc<str>], events: 
         file,
     });
 }
+#[cfg(test)]
+mod tests;
