@@ -324,9 +324,64 @@ fn decode_ip(
         IpNumber::GRE if depth < MAX_LAYERS => {
             return decode_gre(data, at + payload_off, frame, uncaptured, depth + 1);
         }
+        IpNumber::UDP if depth < MAX_LAYERS => {
+            return decode_udp_tunnel(data, at + payload_off, frame, uncaptured, depth + 1);
+        }
         _ => return Err(SkipReason::NotTcp),
     }
     decode_tcp(payload.payload, reported_payload_len, ip.source_addr(), ip.destination_addr(), frame)
+}
+
+/// UDP tunnels Wireshark decodes by default, by destination port: VXLAN (4789), Geneve
+/// (6081), GTP-U (2152). Anything else on UDP is not TCP.
+fn decode_udp_tunnel(
+    data: &[u8],
+    at: usize,
+    frame: &Frame<'_>,
+    uncaptured: usize,
+    depth: usize,
+) -> Result<Segment, SkipReason> {
+    let dport = be16(data, at + 2).ok_or(SkipReason::NotTcp)?;
+    let inner = at + 8;
+    match dport {
+        4789 => {
+            // VXLAN: 8-byte header with the I flag, then Ethernet.
+            if data.get(inner).is_none_or(|f| f & 0x08 == 0) {
+                return Err(SkipReason::NotTcp);
+            }
+            decode_ether(data, inner + 8, frame, uncaptured, depth)
+        }
+        6081 => {
+            // Geneve: 8 bytes plus options (length in 4-byte words), protocol type inside.
+            let opt_words = (*data.get(inner).ok_or(SkipReason::TruncatedHeader)? & 0x3f) as usize;
+            let proto = be16(data, inner + 2).ok_or(SkipReason::TruncatedHeader)?;
+            decode_ethertype(proto, data, inner + 8 + opt_words * 4, frame, uncaptured, depth)
+        }
+        2152 => {
+            // GTP-U version 1, G-PDU (type 255): 8 bytes, 4 more when E, S or PN is set.
+            let flags = *data.get(inner).ok_or(SkipReason::TruncatedHeader)?;
+            let msg = *data.get(inner + 1).ok_or(SkipReason::TruncatedHeader)?;
+            if flags >> 5 != 1 || msg != 255 {
+                return Err(SkipReason::NotTcp);
+            }
+            let mut off = inner + 8;
+            if flags & 0x07 != 0 {
+                off += 4;
+                // Extension headers: length in 4-byte units, next type in the last byte.
+                let mut next = *data.get(off - 1).ok_or(SkipReason::TruncatedHeader)?;
+                while next != 0 {
+                    let words = *data.get(off).ok_or(SkipReason::TruncatedHeader)? as usize;
+                    if words == 0 {
+                        return Err(SkipReason::Malformed);
+                    }
+                    off += words * 4;
+                    next = *data.get(off - 1).ok_or(SkipReason::TruncatedHeader)?;
+                }
+            }
+            decode_ip(data, off, frame, uncaptured, depth)
+        }
+        _ => Err(SkipReason::NotTcp),
+    }
 }
 
 fn decode_gre(
@@ -349,7 +404,16 @@ fn decode_gre(
             len += 4;
         }
     }
-    decode_ethertype(proto, data, at + len, frame, uncaptured, depth)
+    match proto {
+        // ERSPAN type II (8-byte header) and III (12, plus 8 with the platform flag), then
+        // the mirrored Ethernet frame.
+        0x88be => decode_ether(data, at + len + 8, frame, uncaptured, depth),
+        0x22eb => {
+            let o = *data.get(at + len + 11).ok_or(SkipReason::TruncatedHeader)?;
+            decode_ether(data, at + len + 12 + if o & 1 != 0 { 8 } else { 0 }, frame, uncaptured, depth)
+        }
+        _ => decode_ethertype(proto, data, at + len, frame, uncaptured, depth),
+    }
 }
 
 fn decode_tcp(
@@ -553,6 +617,35 @@ mod tests {
                 let _ = decode_frame(&frame(lt, &junk, 1500));
             }
         }
+    }
+
+    #[test]
+    fn tunnels_vxlan_gtp_and_erspan_reach_the_inner_tcp() {
+        let inner = tcp_packet_v4(b"inner!");
+        let udp = |dport: u16, header: &[u8], payload: &[u8]| {
+            let builder =
+                PacketBuilder::ethernet2([0; 6], [0; 6]).ipv4([9, 9, 9, 9], [8, 8, 8, 8], 64).udp(5555, dport);
+            let mut body = header.to_vec();
+            body.extend_from_slice(payload);
+            let mut out = Vec::new();
+            builder.write(&mut out, &body).unwrap();
+            out
+        };
+        let vx = udp(4789, &[0x08, 0, 0, 0, 0, 0, 1, 0], &inner);
+        let seg = decode_frame(&frame(LinkType::ETHERNET, &vx, vx.len() as u32)).unwrap();
+        assert_eq!((seg.src, seg.payload_len), ("10.0.0.1".parse().unwrap(), 6));
+        let gtp = udp(2152, &[0x30, 0xff, 0, 0, 0, 0, 0, 1], &inner[14..]);
+        assert_eq!(decode_frame(&frame(LinkType::ETHERNET, &gtp, gtp.len() as u32)).unwrap().sport, 40000);
+        let dns = udp(53, &[0; 8], b"not a tunnel");
+        assert_eq!(decode_frame(&frame(LinkType::ETHERNET, &dns, dns.len() as u32)), Err(SkipReason::NotTcp));
+        // ERSPAN II: GRE with the sequence flag, protocol 0x88be, 8-byte ERSPAN header.
+        let mut gre = vec![0x10, 0x00, 0x88, 0xbe, 0, 0, 0, 1];
+        gre.extend_from_slice(&[0x10, 0, 0, 1, 0, 0, 0, 0]);
+        gre.extend_from_slice(&inner);
+        let outer = PacketBuilder::ethernet2([0; 6], [0; 6]).ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64);
+        let mut pkt = Vec::new();
+        outer.write(&mut pkt, etherparse::IpNumber::GRE, &gre).unwrap();
+        assert_eq!(decode_frame(&frame(LinkType::ETHERNET, &pkt, pkt.len() as u32)).unwrap().payload_len, 6);
     }
 
     #[test]
