@@ -229,6 +229,17 @@ pub struct Event {
     pub file: Option<Arc<str>>,
 }
 
+/// `#[serde(with = "ts_secs")]`: a nanosecond timestamp as float seconds.
+pub mod ts_secs {
+    use super::TimestampNs;
+    pub fn serialize<S: serde::Serializer>(ts: &TimestampNs, s: S) -> Result<S::Ok, S::Error> {
+        super::ser_ts(ts, s)
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimestampNs, D::Error> {
+        super::de_ts(d)
+    }
+}
+
 fn ser_ts<S: serde::Serializer>(ts: &TimestampNs, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(ts_to_secs(*ts))
 }
@@ -283,4 +294,29 @@ mod tests {
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }
+}
+
+/// One line of `kernel_samples.jsonl` (live sessions): the kernel's own view of a socket,
+/// from the `tcp:tcp_probe` tracepoint, for plotting next to what the wire shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelSample {
+    #[serde(with = "ts_secs")]
+    pub ts: TimestampNs,
+    /// The wire flow this socket matched, when it did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub flow_id: Option<u64>,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    /// Congestion window, in segments.
+    pub snd_cwnd: u32,
+    /// Slow-start threshold, in segments (a huge value means "not set yet").
+    pub ssthresh: u32,
+    /// Smoothed RTT, microseconds.
+    pub srtt_us: u32,
+    pub snd_wnd: u32,
+    pub rcv_wnd: u32,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
 }

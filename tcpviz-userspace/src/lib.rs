@@ -3,6 +3,7 @@
 //! Data flow (see DESIGN.md): sources in [`capture`] produce frames, [`capture::decode_frame`]
 //! turns them into segments, [`flow`] keeps per-connection state, [`analysis`] applies the
 //! rules and emits [`event::Event`]s, which the [`output`] sinks write.
+pub mod alert;
 pub mod analysis;
 pub mod capture;
 pub mod cli;

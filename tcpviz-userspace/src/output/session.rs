@@ -7,6 +7,7 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 pub const ALERTS_FILE: &str = "alerts.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const BENCHMARK_FILE: &str = "benchmark.log";
+pub const KERNEL_SAMPLES_FILE: &str = "kernel_samples.jsonl";
 
 /// `DIR` when given, else a new `artifacts/session_YYYYmmdd_HHMMSS/` (with a suffix if
 /// that name is taken). Creates it.
