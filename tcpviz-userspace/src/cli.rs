@@ -31,6 +31,72 @@ pub enum Command {
     ParsePcap(ParsePcapArgs),
     /// Print the per-flow table of a session, sorted by trouble.
     Summary(SummaryArgs),
+    /// Follow a capture that is being written (a growing file, a symlink a capture tool
+    /// re-points, or a glob of ring files), with sliding-window alerts.
+    Monitor(MonitorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// The capture: a file, a symlink, or a quoted glob of ring files ('/var/cap/ring_*').
+    #[arg(long, value_name = "PATH")]
+    pub pcap_path: String,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
+    /// Seconds between checks when no file-change notification arrives.
+    #[arg(long, env = "TCPVIZ_POLL_INTERVAL", default_value_t = 2.0)]
+    pub poll_interval: f64,
+    /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Session folder to write (default: a new artifacts/session_YYYYmmdd_HHMMSS/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Alert settings: flags, then TCPVIZ_* environment variables, then defaults.
+#[derive(Args, Debug, Clone)]
+pub struct AlertArgs {
+    /// Sliding window of the alerts, in seconds of event time.
+    #[arg(long, env = "TCPVIZ_WINDOW", default_value_t = 60.0)]
+    pub window: f64,
+    /// Events of one kind in one flow within the window that raise WARN.
+    #[arg(long, env = "TCPVIZ_THRESHOLD", default_value_t = 10)]
+    pub threshold: u64,
+    /// ... that raise CRITICAL.
+    #[arg(long, env = "TCPVIZ_CRITICAL", default_value_t = 50)]
+    pub critical: u64,
+    /// WARN threshold for loss (retransmissions, lost segments, inferred loss); CRITICAL at 5x.
+    #[arg(long, env = "TCPVIZ_LOSS_THRESHOLD")]
+    pub loss_threshold: Option<u64>,
+    /// WARN threshold for out-of-order segments; CRITICAL at 5x.
+    #[arg(long, env = "TCPVIZ_OOO_THRESHOLD")]
+    pub ooo_threshold: Option<u64>,
+}
+
+impl AlertArgs {
+    pub fn config(&self) -> Result<crate::alert::AlertConfig> {
+        if !(self.window > 0.0 && self.window.is_finite()) {
+            bail!("--window must be a positive number of seconds");
+        }
+        if self.threshold == 0 || self.critical < self.threshold {
+            bail!("need 0 < --threshold <= --critical");
+        }
+        let mut c = crate::alert::AlertConfig {
+            window: (self.window * 1e9) as i64,
+            default: crate::alert::Thresholds { warn: self.threshold, critical: self.critical },
+            ..Default::default()
+        };
+        if let Some(t) = self.loss_threshold {
+            c.set_loss_threshold(t.max(1));
+        }
+        if let Some(t) = self.ooo_threshold {
+            c.set_ooo_threshold(t.max(1));
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +174,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::ParsePcap(args) => parse_pcap(args),
         Command::Summary(args) => summary(args),
+        Command::Monitor(args) => monitor(args),
     }
 }
 
@@ -156,4 +223,25 @@ fn summary(args: SummaryArgs) -> Result<ExitCode> {
     let summary = load_summary(&args.input)?;
     print!("{}", render_table(&summary, args.top));
     Ok(ExitCode::SUCCESS)
+}
+
+fn monitor(args: MonitorArgs) -> Result<ExitCode> {
+    if !(args.poll_interval > 0.0 && args.poll_interval.is_finite()) {
+        bail!("--poll-interval must be a positive number of seconds");
+    }
+    let session_dir = session::create_session_dir(args.out.as_deref()).context("cannot create the session folder")?;
+    let opts = crate::monitor::MonitorOptions {
+        pcap_path: args.pcap_path,
+        session_dir,
+        limits: args.limits.limits(),
+        alerts: args.alerts.config()?,
+        poll_interval: std::time::Duration::from_secs_f64(args.poll_interval),
+        duration: args.duration.map(std::time::Duration::from_secs_f64),
+    };
+    let (summary, written) = crate::monitor::run(&opts)?;
+    print!("{}", render_table(&summary, 20));
+    for p in &written {
+        println!("{}", p.display());
+    }
+    Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -54,7 +54,7 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
     let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| progress_bar(total_bytes));
     let started = Instant::now();
     // Register every file first: events name their file as soon as there are several.
-    let indexes: Vec<u16> = opts.inputs.iter().map(|p| pipeline.add_file(&p.display().to_string())).collect();
+    let indexes: Vec<u32> = opts.inputs.iter().map(|p| pipeline.add_file(&p.display().to_string())).collect();
     for (path, &file_index) in opts.inputs.iter().zip(&indexes) {
         let name = path.display().to_string();
         let file = match File::open(path) {

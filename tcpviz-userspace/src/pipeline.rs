@@ -71,8 +71,12 @@ impl Pipeline {
         }
     }
 
-    pub fn add_file(&mut self, name: &str) -> u16 {
+    pub fn add_file(&mut self, name: &str) -> u32 {
         self.analyzer.add_file(name)
+    }
+
+    pub fn set_always_name_files(&mut self, on: bool) {
+        self.analyzer.set_always_name_files(on);
     }
 
     pub fn analyzer(&self) -> &Analyzer {
@@ -83,7 +87,7 @@ impl Pipeline {
     pub fn process_frame(
         &mut self,
         frame: &Frame<'_>,
-        file_index: u16,
+        file_index: u32,
         sink: &mut dyn EventSink,
     ) -> std::io::Result<()> {
         self.counters.packets += 1;

@@ -21,7 +21,7 @@ pub struct PacketRef {
     /// 1-based packet number in its file.
     pub frame: u64,
     /// Index into the analyzer's file names.
-    pub file_index: u16,
+    pub file_index: u32,
 }
 
 /// Severity of each Wireshark flag, from its expert-info level (note/chat: INFO, warn:
@@ -46,6 +46,9 @@ pub struct Analyzer {
     findings: Vec<Finding>,
     now: TimestampNs,
     segments: u64,
+    /// Name the file in events even when there is only one so far (a follower of ring
+    /// files cannot know that more will come).
+    always_name_files: bool,
 }
 
 impl Analyzer {
@@ -57,13 +60,14 @@ impl Analyzer {
             findings: Vec::new(),
             now: TimestampNs::MIN,
             segments: 0,
+            always_name_files: false,
         }
     }
 
     /// Registers an input file; events name it when there is more than one.
-    pub fn add_file(&mut self, name: &str) -> u16 {
+    pub fn add_file(&mut self, name: &str) -> u32 {
         self.files.push(Arc::from(name));
-        (self.files.len() - 1) as u16
+        (self.files.len() - 1) as u32
     }
 
     pub fn flows_active(&self) -> usize {
@@ -91,8 +95,12 @@ impl Analyzer {
         self.retired.drain(..)
     }
 
-    fn file_name(&self, index: u16) -> Option<Arc<str>> {
-        if self.files.len() > 1 { self.files.get(index as usize).cloned() } else { None }
+    pub fn set_always_name_files(&mut self, on: bool) {
+        self.always_name_files = on;
+    }
+
+    fn file_name(&self, index: u32) -> Option<Arc<str>> {
+        name_file(&self.files, self.always_name_files, index)
     }
 
     /// Analyses one segment, appending its events to `events`.
@@ -103,9 +111,9 @@ impl Analyzer {
         }
         let now = self.now;
         {
-            let Analyzer { table, retired, files, .. } = self;
+            let Analyzer { table, retired, files, always_name_files, .. } = self;
             table.advance(seg.ts, &mut |flow, why| {
-                push_end_findings(&flow, now, files, events);
+                push_end_findings(&flow, now, name_file(files, *always_name_files, flow.file_index), events);
                 retired.push((flow, why));
             });
         }
@@ -114,7 +122,7 @@ impl Analyzer {
         let (flow, dir) = self.table.get_or_create(seg);
         if let ConversationCheck::NewConversation = rules::check_conversation(flow, dir, seg, &mut pa) {
             if let Some(old) = self.table.restart(seg) {
-                push_end_findings(&old, now, &self.files, events);
+                push_end_findings(&old, now, self.file_name(old.file_index), events);
                 self.retired.push((old, Retirement::Reused));
             }
             pa.flags.set(A::REUSED_PORTS);
@@ -150,7 +158,7 @@ impl Analyzer {
         }
 
         let extra = packet_extra(flow, dir, seg, &pa);
-        let file = if self.files.len() > 1 { self.files.get(at.file_index as usize).cloned() } else { None };
+        let file = name_file(&self.files, self.always_name_files, at.file_index);
         let flags = seg.flags.letters();
         let mut emit = |kind: EventKind, severity: Severity, extra: Extra, flow: &mut Flow| {
             flow.dirs[dir].stats.events[kind.index()] += 1;
@@ -205,18 +213,13 @@ impl Analyzer {
     /// Ends the input: every flow still open is retired, with its end-of-flow findings.
     pub fn finish(&mut self, events: &mut Vec<Event>) {
         let now = self.now;
-        let Analyzer { table, retired, files, .. } = self;
+        let Analyzer { table, retired, files, always_name_files, .. } = self;
         for flow in table.drain() {
-            push_end_findings(&flow, now, files, events);
+            push_end_findings(&flow, now, name_file(files, *always_name_files, flow.file_index), events);
             retired.push((flow, Retirement::End));
         }
         // Flows in creation order make the summary stable from run to run.
         retired.sort_by_key(|(f, _)| f.id);
-    }
-
-    #[doc(hidden)]
-    pub fn file_name_of(&self, index: u16) -> Option<Arc<str>> {
-        self.file_name(index)
     }
 }
 
@@ -241,7 +244,11 @@ fn packet_extra(flow: &Flow, dir: usize, seg: &Segment, pa: &PacketAnalysis) -> 
     }
 }
 
-fn push_end_findings(flow: &Flow, now: TimestampNs, files: &[Arc<str>], events: &mut Vec<Event>) {
+fn name_file(files: &[Arc<str>], always: bool, index: u32) -> Option<Arc<str>> {
+    if always || files.len() > 1 { files.get(index as usize).cloned() } else { None }
+}
+
+fn push_end_findings(flow: &Flow, now: TimestampNs, file: Option<Arc<str>>, events: &mut Vec<Event>) {
     let Some(f) = findings::end_findings(flow, now) else { return };
     let Some(client) = flow.lifecycle.client_dir else { return };
     let lc = &flow.lifecycle;
@@ -251,7 +258,6 @@ fn push_end_findings(flow: &Flow, now: TimestampNs, files: &[Arc<str>], events: 
         (1 - client, lc.last_synack_ts, lc.last_synack_frame, TcpFlags(TcpFlags::SYN | TcpFlags::ACK))
     };
     let (src, dst) = (flow.endpoints[from], flow.endpoints[1 - from]);
-    let file = if files.len() > 1 { files.get(flow.file_index as usize).cloned() } else { None };
     events.push(Event {
         ts,
         event: f.kind,

@@ -2,6 +2,7 @@
 pub mod decode;
 pub mod frame;
 pub mod reader;
+pub mod tail;
 
 pub use decode::{Segment, SkipReason, TcpFlags, decode_frame};
 pub use frame::{Direction, Frame, LinkType, TimestampNs};

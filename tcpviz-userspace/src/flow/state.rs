@@ -321,7 +321,7 @@ pub struct Flow {
     pub first_rtt: TimestampNs,
     pub lifecycle: Lifecycle,
     /// Index of the input file of the latest packet (several files can make one run).
-    pub file_index: u16,
+    pub file_index: u32,
 }
 
 impl Flow {

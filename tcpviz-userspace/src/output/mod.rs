@@ -1,5 +1,6 @@
 //! Sinks: events.jsonl, summary.json, benchmark.log, and the session folder they live in.
 pub mod benchmark;
+pub mod console;
 pub mod jsonl;
 pub mod session;
 pub mod summary;

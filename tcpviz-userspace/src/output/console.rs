@@ -1,0 +1,49 @@
+//! Alert lines on the terminal: one per change of level, coloured on a TTY.
+
+use std::io::{IsTerminal, Write};
+
+use crate::alert::{Alert, Level};
+use crate::capture::frame::NS_PER_SEC;
+use crate::output::summary::endpoint;
+
+pub struct Console {
+    colour: bool,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console { colour: std::io::stdout().is_terminal() }
+    }
+}
+
+impl Console {
+    pub fn render(&self, a: &Alert) -> String {
+        let when = chrono::DateTime::from_timestamp(a.ts.div_euclid(NS_PER_SEC), a.ts.rem_euclid(NS_PER_SEC) as u32)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_else(|| a.ts.to_string());
+        let (level, colour) = match a.level {
+            Level::Critical => ("CRITICAL", "\x1b[1;31m"),
+            Level::Warn => ("WARN    ", "\x1b[33m"),
+            Level::Ok => ("OK      ", "\x1b[32m"),
+        };
+        let level = if self.colour { format!("{colour}{level}\x1b[0m") } else { level.to_string() };
+        format!(
+            "{when} {level} flow {} {} -> {}  {}",
+            a.flow_id,
+            endpoint(a.src, a.sport),
+            endpoint(a.dst, a.dport),
+            a.message
+        )
+    }
+
+    pub fn print(&self, alerts: &[Alert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        for a in alerts {
+            let _ = writeln!(out, "{}", self.render(a));
+        }
+        let _ = out.flush();
+    }
+}

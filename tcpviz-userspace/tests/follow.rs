@@ -1,0 +1,244 @@
+//! Follow mode on captures written while `tcpviz monitor` runs: a file growing packet by
+//! packet and in half-packets, ring files, a re-pointed symlink, a rewritten file. The
+//! events must equal those of `parse-pcap` over the same files in order.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tcpviz")
+}
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(name)
+}
+
+/// A legacy pcap split into its file header and its records.
+struct Pcap {
+    header: Vec<u8>,
+    records: Vec<Vec<u8>>,
+}
+
+fn read_pcap(path: &Path) -> Pcap {
+    let data = std::fs::read(path).unwrap();
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        records.push(data[at..at + 16 + caplen].to_vec());
+        at += 16 + caplen;
+    }
+    Pcap { header: data[..24].to_vec(), records }
+}
+
+fn write_file(path: &Path, header: &[u8], records: &[Vec<u8>]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(header).unwrap();
+    for r in records {
+        f.write_all(r).unwrap();
+    }
+}
+
+/// Runs `parse-pcap` on files in order; returns its events.jsonl.
+fn parse_pcap(files: &[PathBuf], out: &Path) -> String {
+    let o = Command::new(bin()).arg("parse-pcap").arg("--quiet").args(files).arg("--out").arg(out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(out.join("events.jsonl")).unwrap()
+}
+
+struct Monitor {
+    child: Child,
+    out: PathBuf,
+    /// Lines of stdout with the time they arrived.
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+fn monitor(path: &str, out: &Path, extra: &[&str]) -> Monitor {
+    let mut child = Command::new(bin())
+        .args(["monitor", "--pcap-path", path, "--poll-interval", "0.3"])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    Monitor { child, out: out.to_path_buf(), lines: rx }
+}
+
+impl Monitor {
+    /// Ctrl-C, then wait; returns (events.jsonl, stderr).
+    fn stop(self) -> (String, String) {
+        std::thread::sleep(Duration::from_millis(800));
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let o = self.child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "monitor failed: {stderr}");
+        (std::fs::read_to_string(self.out.join("events.jsonl")).unwrap(), stderr)
+    }
+}
+
+fn assert_same_events(got: &str, want: &str) {
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    if let Some(i) = g.iter().zip(&w).position(|(a, b)| a != b) {
+        panic!("event {} differs:\n got {}\nwant {}", i + 1, g[i], w[i]);
+    }
+    assert_eq!(g.len(), w.len(), "event count");
+}
+
+#[test]
+fn a_file_growing_packet_by_packet_and_in_half_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
+    let grow = dir.path().join("grow.pcap");
+    let m = monitor(grow.to_str().unwrap(), &dir.path().join("m"), &["--threshold", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut f = std::fs::File::create(&grow).unwrap();
+    // The header in two pieces, then packets: one at a time, or cut in two with a pause.
+    f.write_all(&pcap.header[..10]).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    f.write_all(&pcap.header[10..]).unwrap();
+    // Stop just before the first retransmission, to time its alert.
+    let first_retx = 464 - 1;
+    for (i, r) in pcap.records[..first_retx].iter().enumerate() {
+        if i % 97 == 0 {
+            let cut = r.len() / 2;
+            f.write_all(&r[..cut]).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+            f.write_all(&r[cut..]).unwrap();
+        } else {
+            f.write_all(r).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    while m.lines.try_recv().is_ok() {}
+    let t0 = Instant::now();
+    f.write_all(&pcap.records[first_retx]).unwrap();
+    f.flush().unwrap();
+    // The alert for it must be on screen within the poll interval (0.3 s) + 0.5 s.
+    let (when, line) = loop {
+        let (when, line) = m.lines.recv_timeout(Duration::from_secs(5)).expect("no alert after the retransmission");
+        if line.contains("retransmission") {
+            break (when, line);
+        }
+    };
+    let latency = when.duration_since(t0);
+    assert!(latency <= Duration::from_millis(800), "alert after {latency:?}: {line}");
+    for r in &pcap.records[first_retx + 1..] {
+        f.write_all(r).unwrap();
+    }
+    f.flush().unwrap();
+    let (got, _) = m.stop();
+    let want = parse_pcap(std::slice::from_ref(&grow), &dir.path().join("p"));
+    assert_same_events(&got, &want);
+    let alerts = std::fs::read_to_string(dir.path().join("m/alerts.jsonl")).unwrap();
+    assert!(alerts.lines().count() >= 3, "{alerts}");
+}
+
+#[test]
+fn ring_files_are_followed_in_order_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
+    let ring: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("ring_{i:05}.pcap"))).collect();
+    let m = monitor(&format!("{}/ring_*.pcap", dir.path().display()), &dir.path().join("m"), &[]);
+    let chunk = pcap.records.len().div_ceil(4);
+    for (i, part) in pcap.records.chunks(chunk).enumerate() {
+        // Like tcpdump -C: the next file appears once the previous one is complete.
+        let mut f = std::fs::File::create(&ring[i]).unwrap();
+        f.write_all(&pcap.header).unwrap();
+        for (j, r) in part.iter().enumerate() {
+            f.write_all(r).unwrap();
+            if j % 200 == 0 {
+                f.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (got, stderr) = m.stop();
+    let want = parse_pcap(&ring, &dir.path().join("p"));
+    assert_same_events(&got, &want);
+    assert!(stderr.contains("finished; following"), "{stderr}");
+}
+
+#[test]
+fn a_symlink_re_pointed_mid_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = read_pcap(&sample("zero_window.pcap"));
+    let b = read_pcap(&sample("handshake_failures.pcap"));
+    let (pa, pb) = (dir.path().join("a.pcap"), dir.path().join("b.pcap"));
+    let link = dir.path().join("current.pcap");
+    write_file(&pa, &a.header, &a.records[..100]);
+    std::os::unix::fs::symlink(&pa, &link).unwrap();
+    let m = monitor(link.to_str().unwrap(), &dir.path().join("m"), &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    write_file(&pa, &a.header, &a.records);
+    // The capture tool starts the next file and moves the link (atomically).
+    write_file(&pb, &b.header, &b.records);
+    let tmp = dir.path().join("current.tmp");
+    std::os::unix::fs::symlink(&pb, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    let (got, _) = m.stop();
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap();
+    let want = parse_pcap(&[canon(&pa), canon(&pb)], &dir.path().join("p"));
+    assert_same_events(&got, &want);
+}
+
+#[test]
+fn a_truncated_then_rewritten_file_is_read_again_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = read_pcap(&sample("ipv4_loss_sender.pcap"));
+    let b = read_pcap(&sample("zero_window.pcap"));
+    let path = dir.path().join("cap.pcap");
+    write_file(&path, &a.header, &a.records);
+    let m = monitor(path.to_str().unwrap(), &dir.path().join("m"), &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    write_file(&path, &b.header, &b.records);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (_, stderr) = m.stop();
+    assert!(stderr.contains("was truncated or rewritten") && stderr.contains("cap.pcap"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["totals"]["packets"], (a.records.len() + b.records.len()) as u64);
+    assert_eq!(summary["sections"]["follow"]["rewrites"], 1);
+}
+
+#[test]
+fn settings_come_from_flags_then_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.pcap");
+    write_file(&path, &read_pcap(&sample("ipv4_loss_sender.pcap")).header, &[]);
+    // The environment sets a threshold the flag overrides, and a bad one is refused.
+    let o = Command::new(bin())
+        .args(["monitor", "--pcap-path", path.to_str().unwrap(), "--duration", "0.5", "--threshold", "3"])
+        .env("TCPVIZ_THRESHOLD", "0")
+        .arg("--out")
+        .arg(dir.path().join("m"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(bin())
+        .args(["monitor", "--pcap-path", path.to_str().unwrap(), "--duration", "0.5"])
+        .env("TCPVIZ_THRESHOLD", "0")
+        .arg("--out")
+        .arg(dir.path().join("m2"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--threshold"));
+}
