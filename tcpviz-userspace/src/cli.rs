@@ -125,6 +125,10 @@ pub struct LimitArgs {
     /// Seconds of packet time after which an idle connection is retired.
     #[arg(long, default_value_t = (FlowLimits::default().idle_timeout / 1_000_000_000) as u64)]
     pub idle_timeout: u64,
+    /// Flows listed individually in summary.json (the most troubled; the rest are counted).
+    /// Default: 100000 for files, 10000 for the long-running modes.
+    #[arg(long)]
+    pub summary_flows: Option<usize>,
 }
 
 impl LimitArgs {
@@ -189,6 +193,7 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
         inputs,
         session_dir: session_dir.clone(),
         limits: args.limits.limits(),
+        summary_flows: args.limits.summary_flows.unwrap_or(crate::output::summary::MAX_LISTED_FLOWS),
         progress: !args.quiet,
     };
     let result = offline::run(&opts)?;
@@ -231,6 +236,7 @@ fn monitor(args: MonitorArgs) -> Result<ExitCode> {
     }
     let session_dir = session::create_session_dir(args.out.as_deref()).context("cannot create the session folder")?;
     let opts = crate::monitor::MonitorOptions {
+        summary_flows: args.limits.summary_flows.unwrap_or(10_000),
         pcap_path: args.pcap_path,
         session_dir,
         limits: args.limits.limits(),

@@ -23,6 +23,8 @@ pub struct MonitorOptions {
     pub pcap_path: String,
     pub session_dir: PathBuf,
     pub limits: FlowLimits,
+    /// Flows listed individually in the summary.
+    pub summary_flows: usize,
     pub alerts: AlertConfig,
     pub poll_interval: Duration,
     /// Stop by itself after this long (wall time).
@@ -106,6 +108,7 @@ pub fn run(opts: &MonitorOptions) -> Result<(Summary, Vec<PathBuf>), MonitorErro
     let out_err = |path: PathBuf| move |source| MonitorError::Output { path, source };
     let mut sink = AlertingSink::create(dir, opts.alerts.clone()).map_err(out_err(dir.join(EVENTS_FILE)))?;
     let mut pipeline = Pipeline::new(opts.limits);
+    pipeline.set_summary_limit(opts.summary_flows);
     let mut tailer = Tailer::new(&opts.pcap_path)?;
     pipeline.set_always_name_files(tailer.may_span_files());
 

@@ -18,6 +18,8 @@ pub struct OfflineOptions {
     pub inputs: Vec<PathBuf>,
     pub session_dir: PathBuf,
     pub limits: FlowLimits,
+    /// Flows listed individually in the summary.
+    pub summary_flows: usize,
     /// Show a progress bar (only on a terminal).
     pub progress: bool,
 }
@@ -48,6 +50,7 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
     };
     let mut writer = JsonlWriter::create(&events_path).map_err(out_err(&events_path))?;
     let mut pipeline = Pipeline::new(opts.limits);
+    pipeline.set_summary_limit(opts.summary_flows);
     let mut errors = Vec::new();
     let mut bytes = 0u64;
     let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();

@@ -75,6 +75,11 @@ impl Pipeline {
         self.analyzer.add_file(name)
     }
 
+    /// Lists at most `n` flows individually in the summary (the most troubled).
+    pub fn set_summary_limit(&mut self, n: usize) {
+        self.summary = SummaryBuilder::with_limit(n);
+    }
+
     pub fn set_always_name_files(&mut self, on: bool) {
         self.analyzer.set_always_name_files(on);
     }

@@ -75,8 +75,36 @@ impl Lab {
             run(&["ip", "netns", "add", ns]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        run(&["ip", "link", "add", &lab.veth_a, "netns", &lab.a, "type", "veth", "peer", "name", &lab.veth_ra, "netns", &lab.r]);
-        run(&["ip", "link", "add", &lab.veth_b, "netns", &lab.b, "type", "veth", "peer", "name", &lab.veth_rb, "netns", &lab.r]);
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &lab.veth_a,
+            "netns",
+            &lab.a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.veth_ra,
+            "netns",
+            &lab.r,
+        ]);
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &lab.veth_b,
+            "netns",
+            &lab.b,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.veth_rb,
+            "netns",
+            &lab.r,
+        ]);
         let addrs = [
             (&lab.a, &lab.veth_a, "10.201.1.1/24", "fd20:1::1/64"),
             (&lab.r, &lab.veth_ra, "10.201.1.254/24", "fd20:1::fe/64"),
@@ -98,7 +126,9 @@ impl Lab {
 
     /// MTU-sized segments on the wire (no TSO/GSO/GRO super-packets).
     pub fn offloads_off(&self) {
-        for (ns, dev) in [(&self.a, &self.veth_a), (&self.r, &self.veth_ra), (&self.r, &self.veth_rb), (&self.b, &self.veth_b)] {
+        for (ns, dev) in
+            [(&self.a, &self.veth_a), (&self.r, &self.veth_ra), (&self.r, &self.veth_rb), (&self.b, &self.veth_b)]
+        {
             let _ = self.sh(ns, &format!("ethtool -K {dev} tso off gso off gro off tx off rx off"));
         }
     }

@@ -31,7 +31,24 @@ fn ring_capture_followed_live_equals_offline() {
     // 1 MB files, up to 30 of them (no wrap during the test), flushed per packet.
     let tcpdump = lab.spawn(
         &lab.a,
-        &["tcpdump", "-Z", "root", "-i", &lab.veth_a, "-s", "0", "-U", "--immediate-mode", "-C", "1", "-W", "30", "-w", ring.to_str().unwrap(), "tcp port 5201"],
+        &[
+            "tcpdump",
+            "-Z",
+            "root",
+            "-i",
+            &lab.veth_a,
+            "-s",
+            "0",
+            "-U",
+            "--immediate-mode",
+            "-C",
+            "1",
+            "-W",
+            "30",
+            "-w",
+            ring.to_str().unwrap(),
+            "tcp port 5201",
+        ],
     );
     std::thread::sleep(Duration::from_secs(1));
     lab.send(SERVER_V4, 5201, 6_000_000);
@@ -51,7 +68,14 @@ fn ring_capture_followed_live_equals_offline() {
     files.sort();
     assert!(files.len() >= 3, "tcpdump wrote {} files: {}", files.len(), String::from_utf8_lossy(&dump.stderr));
     let offline = work.path().join("offline");
-    let o = Command::new(tcpviz_bin()).arg("parse-pcap").arg("--quiet").args(&files).arg("--out").arg(&offline).output().unwrap();
+    let o = Command::new(tcpviz_bin())
+        .arg("parse-pcap")
+        .arg("--quiet")
+        .args(&files)
+        .arg("--out")
+        .arg(&offline)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let live = std::fs::read_to_string(session.join("events.jsonl")).unwrap();
@@ -63,7 +87,8 @@ fn ring_capture_followed_live_equals_offline() {
     assert_eq!(l.len(), w.len(), "event count");
     assert!(w.iter().any(|e| e.contains("\"retransmission\"") || e.contains("fast_retransmission")), "the loss shows");
     // Every packet tcpdump wrote was read once.
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(session.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("summary.json")).unwrap()).unwrap();
     let offline_summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(offline.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["totals"]["packets"], offline_summary["totals"]["packets"]);

@@ -6,9 +6,11 @@
 //! - `test`: setup, formatting, lints (host and eBPF), unit/golden/corpus tests, and the
 //!   privileged namespace tests when run as root. This is what `.ci/run` calls.
 //! - `bench`: throughput and memory on a large capture, beside tshark on the same file.
+//! - `soak`: memory of the follow mode over a long run.
 
 mod bench;
 mod setup;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,9 +26,10 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench [--capture FILE] [--make]  throughput and memory vs tshark"
+                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench --capture FILE  throughput and memory vs tshark\n  soak [--rounds N]   memory of the follow mode over a long run"
             );
             bail!("unknown task {:?}", args.first());
         }

@@ -11,8 +11,9 @@ use crate::event::{Event, EventKind};
 use crate::flow::state::{DirState, Flow, RttStats, trouble_score};
 use crate::flow::table::Retirement;
 
-/// How many flows the summary lists individually; beyond, the least troubled are folded
-/// into `other_flows`, so the summary stays bounded on captures with millions of flows.
+/// How many flows the summary lists individually by default; beyond, the least troubled
+/// are folded into a count, so the summary stays bounded on captures with millions of
+/// flows. Long-running modes use a smaller bound (`--summary-flows`).
 pub const MAX_LISTED_FLOWS: usize = 100_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -212,24 +213,35 @@ pub struct Summary {
 }
 
 /// Collects flows as they end and keeps the listing bounded.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SummaryBuilder {
     flows: Vec<FlowSummary>,
     folded: u64,
+    limit: usize,
+}
+
+impl Default for SummaryBuilder {
+    fn default() -> Self {
+        SummaryBuilder::with_limit(MAX_LISTED_FLOWS)
+    }
 }
 
 impl SummaryBuilder {
+    pub fn with_limit(limit: usize) -> SummaryBuilder {
+        SummaryBuilder { flows: Vec::new(), folded: 0, limit: limit.max(1) }
+    }
+
     pub fn add(&mut self, flow: &Flow, why: Retirement) {
         self.flows.push(FlowSummary::from_flow(flow, why));
-        if self.flows.len() >= MAX_LISTED_FLOWS + MAX_LISTED_FLOWS / 4 {
+        if self.flows.len() >= self.limit + self.limit / 4 + 1 {
             self.fold();
         }
     }
 
     fn fold(&mut self) {
         self.flows.sort_by(|a, b| b.trouble_score.cmp(&a.trouble_score).then(a.flow_id.cmp(&b.flow_id)));
-        let extra = self.flows.len().saturating_sub(MAX_LISTED_FLOWS);
-        self.flows.truncate(MAX_LISTED_FLOWS);
+        let extra = self.flows.len().saturating_sub(self.limit);
+        self.flows.truncate(self.limit);
         self.folded += extra as u64;
     }
 
@@ -238,7 +250,7 @@ impl SummaryBuilder {
     }
 
     pub fn finish(mut self, mut totals: Totals, sources: Vec<String>, errors: Vec<String>) -> Summary {
-        if self.flows.len() > MAX_LISTED_FLOWS {
+        if self.flows.len() > self.limit {
             self.fold();
         }
         self.flows.sort_by(|a, b| b.trouble_score.cmp(&a.trouble_score).then(a.flow_id.cmp(&b.flow_id)));
