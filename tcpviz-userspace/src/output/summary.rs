@@ -233,7 +233,7 @@ impl SummaryBuilder {
 
     pub fn add(&mut self, flow: &Flow, why: Retirement) {
         self.flows.push(FlowSummary::from_flow(flow, why));
-        if self.flows.len() >= self.limit + self.limit / 4 + 1 {
+        if self.flows.len() > self.limit + self.limit / 4 {
             self.fold();
         }
     }
