@@ -16,6 +16,44 @@ pub const DIR_EGRESS: u8 = 1;
 
 /// Record kinds, the first byte of every ring-buffer record.
 pub const RECORD_PACKET: u8 = 1;
+pub const RECORD_TRACE: u8 = 2;
+
+/// The tracepoints, in the order of the config and counter arrays.
+pub const TP_RETRANSMIT_SKB: u32 = 0;
+pub const TP_RETRANSMIT_SYNACK: u32 = 1;
+pub const TP_PROBE: u32 = 2;
+pub const TP_CONG_STATE_SET: u32 = 3;
+pub const TP_INET_SOCK_SET_STATE: u32 = 4;
+pub const TP_SEND_RESET: u32 = 5;
+pub const TP_RECEIVE_RESET: u32 = 6;
+pub const TP_COUNT: usize = 7;
+
+/// (category, name) of each tracepoint, indexed by the `TP_*` constants.
+pub const TRACEPOINTS: [(&str, &str); TP_COUNT] = [
+    ("tcp", "tcp_retransmit_skb"),
+    ("tcp", "tcp_retransmit_synack"),
+    ("tcp", "tcp_probe"),
+    ("tcp", "tcp_cong_state_set"),
+    ("sock", "inet_sock_set_state"),
+    ("tcp", "tcp_send_reset"),
+    ("tcp", "tcp_receive_reset"),
+];
+
+/// Bytes of a tracepoint's record copied as they are; userspace reads the fields at the
+/// offsets of the tracefs `format` file, so the kernel side needs no layout knowledge.
+pub const TRACE_RAW_LEN: usize = 144;
+
+/// Index of the per-CPU counters (array `COUNTERS`).
+pub const COUNTER_PACKETS_SEEN: u32 = 0;
+pub const COUNTER_PACKETS_LOST: u32 = 1;
+pub const COUNTER_TRACE_LOST: u32 = 2;
+pub const COUNTER_TRACE_FILTERED: u32 = 3;
+/// Then one "seen" counter per tracepoint: `COUNTER_TRACE_SEEN + TP_*`.
+pub const COUNTER_TRACE_SEEN: u32 = 4;
+pub const COUNTERS: usize = COUNTER_TRACE_SEEN as usize + TP_COUNT;
+
+/// "This tracepoint has no such field."
+pub const NO_FIELD: u16 = 0xffff;
 
 /// A packet header snapshot taken by the TC classifier.
 #[repr(C)]
@@ -33,16 +71,93 @@ pub struct PacketRecord {
     pub ts_boot_ns: u64,
     /// Length of the whole packet (skb->len).
     pub orig_len: u32,
-    pub _pad: u32,
+    /// Segments of a GSO super-packet (TC egress sees them before segmentation; capture
+    /// tools see each segment); 0 or 1 for an ordinary packet.
+    pub gso_segs: u16,
+    pub _pad: u16,
     pub data: [u8; SNAP_LEN],
 }
 
 const _: () = assert!(core::mem::size_of::<PacketRecord>() == 24 + SNAP_LEN);
 
+/// A tracepoint hit: the record as the kernel wrote it, plus what only the kernel side can
+/// read (the socket's network namespace, a retransmitted skb's sequence range).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TraceRecord {
+    /// `RECORD_TRACE`.
+    pub kind: u8,
+    /// `TP_*`.
+    pub tracepoint: u8,
+    /// Valid bytes in `raw`.
+    pub raw_len: u16,
+    /// Inode number of the socket's network namespace (0 when unknown).
+    pub netns: u32,
+    pub ts_boot_ns: u64,
+    /// `TCP_SKB_CB(skb)->seq` and `end_seq` of a retransmitted skb (0 otherwise).
+    pub skb_seq: u32,
+    pub skb_end_seq: u32,
+    pub raw: [u8; TRACE_RAW_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 24 + TRACE_RAW_LEN);
+
+/// Per-tracepoint settings, from the tracefs `format` file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceConfig {
+    /// Bytes to copy (the record size, at most `TRACE_RAW_LEN`); 0 disables the program.
+    pub raw_len: u16,
+    /// Offset of the `skaddr` field, or `NO_FIELD`.
+    pub skaddr_off: u16,
+    /// Offset of the `skbaddr` field, or `NO_FIELD`.
+    pub skbaddr_off: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
+
+/// Most ports / IPv4 addresses the TC filter takes.
+pub const FILTER_SLOTS: usize = 8;
+
+/// Agent-wide settings (array `CONFIG`, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentConfig {
+    /// Only sockets of this network namespace (its inode number); 0 = all.
+    pub netns_inum: u32,
+    /// `offsetof(struct sock, __sk_common.skc_net.net)`, from the kernel's BTF.
+    pub sk_net_off: u32,
+    /// `offsetof(struct net, ns.inum)`.
+    pub net_inum_off: u32,
+    /// `offsetof(struct sk_buff, cb)`.
+    pub skb_cb_off: u32,
+    /// Bytes of link header before IP at TC (14 on Ethernet, 0 on L3 devices).
+    pub l2_len: u32,
+    /// Wake the reader once this many bytes wait in a ring (it also polls on a timer).
+    pub wakeup_bytes: u32,
+    /// TCP ports to keep (either side); empty = all.
+    pub port_count: u32,
+    pub ports: [u16; FILTER_SLOTS],
+    /// IPv4 addresses to keep (either side, network byte order); empty = all.
+    pub addr4_count: u32,
+    pub addr4: [u32; FILTER_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 28 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS);
+
+// SAFETY: plain integers and arrays of them, no padding bytes left undefined (explicit
+// padding fields), so any bit pattern is valid and the layout is stable.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AgentConfig {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TraceConfig {}
+
 #[cfg(feature = "user")]
 pub mod decode {
     //! Size-checked decoding of ring-buffer records.
-    use super::PacketRecord;
+    use super::{PacketRecord, TraceRecord};
 
     /// Why a record could not be decoded.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +168,14 @@ pub mod decode {
         UnknownKind(u8),
         /// The record is empty.
         Empty,
+        /// A length field inside the record exceeds its buffer.
+        BadLength,
+    }
+
+    /// A decoded record.
+    pub enum Record {
+        Packet(PacketRecord),
+        Trace(TraceRecord),
     }
 
     /// Reads a `T` from the start of `bytes` if there are enough of them.
@@ -68,17 +191,39 @@ pub mod decode {
         Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
     }
 
+    fn too_short<T>(kind: u8, bytes: &[u8]) -> DecodeError {
+        DecodeError::TooShort { kind, len: bytes.len(), want: core::mem::size_of::<T>() }
+    }
+
+    /// Decodes any record.
+    pub fn record(bytes: &[u8]) -> Result<Record, DecodeError> {
+        match bytes.first() {
+            None => Err(DecodeError::Empty),
+            Some(&super::RECORD_PACKET) => packet(bytes).map(Record::Packet),
+            Some(&super::RECORD_TRACE) => {
+                // SAFETY: TraceRecord is plain integers.
+                let rec = unsafe { read_record::<TraceRecord>(bytes) }
+                    .ok_or_else(|| too_short::<TraceRecord>(super::RECORD_TRACE, bytes))?;
+                if rec.raw_len as usize > super::TRACE_RAW_LEN {
+                    return Err(DecodeError::BadLength);
+                }
+                Ok(Record::Trace(rec))
+            }
+            Some(&other) => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+
     /// Decodes a TC packet snapshot.
     pub fn packet(bytes: &[u8]) -> Result<PacketRecord, DecodeError> {
         match bytes.first() {
             None => Err(DecodeError::Empty),
             Some(&super::RECORD_PACKET) => {
                 // SAFETY: PacketRecord is plain integers.
-                let rec = unsafe { read_record::<PacketRecord>(bytes) }.ok_or(DecodeError::TooShort {
-                    kind: super::RECORD_PACKET,
-                    len: bytes.len(),
-                    want: core::mem::size_of::<PacketRecord>(),
-                })?;
+                let rec = unsafe { read_record::<PacketRecord>(bytes) }
+                    .ok_or_else(|| too_short::<PacketRecord>(super::RECORD_PACKET, bytes))?;
+                if rec.snap_len as usize > super::SNAP_LEN {
+                    return Err(DecodeError::BadLength);
+                }
                 Ok(rec)
             }
             Some(&other) => Err(DecodeError::UnknownKind(other)),
@@ -90,11 +235,21 @@ pub mod decode {
         use super::*;
 
         #[test]
-        fn short_record_is_rejected() {
+        fn short_or_inconsistent_records_are_rejected() {
             let bytes = [super::super::RECORD_PACKET, 0, 0];
             assert!(matches!(packet(&bytes), Err(DecodeError::TooShort { .. })));
             assert_eq!(packet(&[]).unwrap_err(), DecodeError::Empty);
             assert_eq!(packet(&[99]).unwrap_err(), DecodeError::UnknownKind(99));
+            let mut full = [0u8; core::mem::size_of::<PacketRecord>()];
+            full[0] = super::super::RECORD_PACKET;
+            full[2] = 200; // snap_len 200 > SNAP_LEN
+            assert_eq!(packet(&full).unwrap_err(), DecodeError::BadLength);
+            full[2] = 60;
+            assert_eq!(packet(&full).unwrap().snap_len, 60);
+            let mut t = [0u8; core::mem::size_of::<TraceRecord>()];
+            t[0] = super::super::RECORD_TRACE;
+            assert!(matches!(record(&t), Ok(Record::Trace(_))));
+            assert!(matches!(record(&t[..20]), Err(DecodeError::TooShort { .. })));
         }
     }
 }

@@ -1,64 +1,308 @@
-//! tcpviz kernel side: a TC classifier that copies the headers of every TCP packet into a
-//! ring buffer. It only observes: every path returns `TC_ACT_PIPE`.
+//! tcpviz kernel side.
+//!
+//! - A TC classifier (ingress and egress) copies the headers of every TCP packet into the
+//!   `PACKETS` ring buffer. It only observes: every path returns `TC_ACT_UNSPEC`, which
+//!   for TCX is "next program" and for clsact "the default action", so the packet's fate is
+//!   never changed.
+//! - Tracepoint programs copy the tracepoint's record as it is into the `TRACES` ring
+//!   buffer; userspace decodes the fields with the offsets of the tracefs `format` files.
+//!   The kernel side adds only what it alone can read: the socket's network namespace (for
+//!   the namespace filter) and a retransmitted skb's sequence range.
+//! - Records that find no room are counted per CPU (`COUNTS`), never lost silently.
+//!
+//! Readers are not woken for every record (that costs microseconds per packet): a record is
+//! sent with `BPF_RB_NO_WAKEUP` until `wakeup_bytes` are queued, and the reader also polls.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    bindings::TC_ACT_PIPE,
-    helpers::bpf_ktime_get_boot_ns,
-    macros::{classifier, map},
-    maps::{PerCpuArray, RingBuf},
-    programs::TcContext,
+    EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes},
+    macros::{classifier, map, tracepoint},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::{TcContext, TracePointContext},
 };
-use tcpviz_common::{DIR_EGRESS, DIR_INGRESS, PacketRecord, RECORD_PACKET, SNAP_LEN};
+use tcpviz_common::*;
 
 #[map]
-static PACKETS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+static PACKETS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Per-CPU count of records that found no room in the ring buffer.
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static TRACES: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+
+#[map]
+static CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(TP_COUNT as u32, 0);
+
+#[map]
+static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS as u32, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = COUNTS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn submit_flags(ring: &RingBuf, wakeup_bytes: u32) -> u64 {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 #[classifier]
 pub fn tcpviz_ingress(ctx: TcContext) -> i32 {
     snapshot(&ctx, DIR_INGRESS);
-    TC_ACT_PIPE
+    TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn tcpviz_egress(ctx: TcContext) -> i32 {
     snapshot(&ctx, DIR_EGRESS);
-    TC_ACT_PIPE
+    TC_ACT_UNSPEC
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+
+/// Reads a big-endian u16 at `off` of the linear packet data, bounds-checked.
+#[inline(always)]
+fn be16_at(ctx: &TcContext, off: usize) -> Option<u16> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + off + 2 > end {
+        return None;
+    }
+    // SAFETY: bounds checked against data_end just above (direct packet access).
+    let p = (start + off) as *const [u8; 2];
+    Some(u16::from_be_bytes(unsafe { *p }))
+}
+
+#[inline(always)]
+fn u8_at(ctx: &TcContext, off: usize) -> Option<u8> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + off + 1 > end {
+        return None;
+    }
+    // SAFETY: bounds checked against data_end just above.
+    Some(unsafe { *((start + off) as *const u8) })
+}
+
+/// Reads a big-endian u32 with the load helper (used only by the optional address filter:
+/// direct access to two adjacent words makes the compiler combine them in ways the
+/// verifier rejects).
+#[inline(always)]
+fn be32_at(ctx: &TcContext, off: usize) -> Option<u32> {
+    ctx.load::<u32>(off).ok().map(u32::from_be)
+}
+
+/// Is this a TCP packet we keep? Reads the headers in place (no helper calls). A header
+/// outside the linear data is given the benefit of the doubt: userspace decodes it.
+#[inline(always)]
+fn wanted(ctx: &TcContext, cfg: &AgentConfig) -> bool {
+    // Only two layouts exist (Ethernet or none): constants keep packet offsets provable.
+    let ethernet = cfg.l2_len == 14;
+    let mut off: usize = if ethernet { 14 } else { 0 };
+    let ethertype = if ethernet {
+        let mut t = match be16_at(ctx, 12) {
+            Some(t) => t,
+            None => return true,
+        };
+        if t == 0x8100 || t == 0x88a8 {
+            t = match be16_at(ctx, 16) {
+                Some(t) => t,
+                None => return true,
+            };
+            off = 18;
+        }
+        t
+    } else {
+        // L3 device: skb->protocol says what follows.
+        // SAFETY: the context's skb pointer is valid while the program runs.
+        u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16)
+    };
+    let (proto, l4) = match ethertype {
+        ETH_P_IP => {
+            let Some(vihl) = u8_at(ctx, off) else { return true };
+            (u8_at(ctx, off + 9), off + ((vihl & 0x0f) as usize) * 4)
+        }
+        // Extension headers are rare on TCP: keep those packets, userspace decides.
+        ETH_P_IPV6 => (u8_at(ctx, off + 6), off + 40),
+        _ => return false,
+    };
+    match proto {
+        Some(IPPROTO_TCP) => {}
+        Some(0 | 43 | 44 | 60) => return true,
+        Some(_) => return false,
+        None => return true,
+    }
+    if cfg.port_count > 0 {
+        // Through the load helper: see be32_at.
+        let Ok(ports) = ctx.load::<[u8; 4]>(l4) else { return true };
+        let (sport, dport) = (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]));
+        let mut hit = false;
+        let mut i = 0;
+        while i < FILTER_SLOTS {
+            if (i as u32) < cfg.port_count && (cfg.ports[i] == sport || cfg.ports[i] == dport) {
+                hit = true;
+            }
+            i += 1;
+        }
+        if !hit {
+            return false;
+        }
+    }
+    if cfg.addr4_count > 0 && ethertype == ETH_P_IP {
+        let (Some(src), Some(dst)) = (be32_at(ctx, off + 12), be32_at(ctx, off + 16)) else { return true };
+        let mut hit = false;
+        let mut i = 0;
+        while i < FILTER_SLOTS {
+            let a = u32::from_be(cfg.addr4[i]);
+            if (i as u32) < cfg.addr4_count && (a == src || a == dst) {
+                hit = true;
+            }
+            i += 1;
+        }
+        if !hit {
+            return false;
+        }
+    }
+    true
 }
 
 #[inline(always)]
 fn snapshot(ctx: &TcContext, direction: u8) {
+    let Some(cfg) = CONFIG.get(0) else { return };
+    if !wanted(ctx, cfg) {
+        return;
+    }
+    let len = ctx.len();
+    if len == 0 {
+        return;
+    }
+    count(COUNTER_PACKETS_SEEN);
     let Some(mut entry) = PACKETS.reserve::<PacketRecord>(0) else {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-            unsafe { *lost += 1 };
-        }
+        count(COUNTER_PACKETS_LOST);
         return;
     };
-    let len = ctx.len();
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points at a reserved ring-buffer slot that only this program owns
-    // until it is submitted.
-    let rec = unsafe { &mut *rec };
+    // SAFETY: a reserved ring-buffer slot that only this program owns until it is submitted.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.kind = RECORD_PACKET;
     rec.direction = direction;
-    // SAFETY: the context's skb pointer is valid for the duration of the program.
+    // SAFETY: the context's skb pointer is valid while the program runs.
     rec.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: helper without preconditions.
     rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     rec.orig_len = len;
+    // SAFETY: the context's skb pointer is valid while the program runs.
+    rec.gso_segs = unsafe { (*ctx.skb.skb).gso_segs }.min(u16::MAX as u32) as u16;
     rec._pad = 0;
-    // load_bytes copies min(len, SNAP_LEN) bytes.
-    rec.snap_len = match ctx.load_bytes(0, &mut rec.data) {
-        Ok(n) if n <= SNAP_LEN => n as u16,
-        _ => 0,
+    // One copy of the headers straight into the slot: min(len, SNAP_LEN) bytes. The mask
+    // shows the verifier the size is within 1..=SNAP_LEN (SNAP_LEN is a power of two).
+    let n = if (len as usize) < SNAP_LEN { len as usize } else { SNAP_LEN };
+    let n = ((n - 1) & (SNAP_LEN - 1)) + 1;
+    // SAFETY: the destination holds SNAP_LEN bytes and n <= SNAP_LEN.
+    let r = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, rec.data.as_mut_ptr() as *mut _, n as u32) };
+    rec.snap_len = if r == 0 { n as u16 } else { 0 };
+    entry.submit(submit_flags(&PACKETS, cfg.wakeup_bytes));
+}
+
+/// Copies a tracepoint's record into the `TRACES` ring.
+#[inline(always)]
+fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
+    let (Some(cfg), Some(tcfg)) = (CONFIG.get(0), TRACE_CONFIG.get(tp)) else { return 0 };
+    let len = tcfg.raw_len as usize;
+    if len == 0 || len > TRACE_RAW_LEN {
+        return 0;
+    }
+    count(COUNTER_TRACE_SEEN + tp);
+    // The socket's namespace: sk -> sk_net -> ns.inum (offsets from BTF).
+    let mut netns = 0u32;
+    if tcfg.skaddr_off != NO_FIELD && cfg.net_inum_off != 0 {
+        // SAFETY: reads of kernel memory through the probe helper, which fails safely.
+        let sk: u64 = unsafe { ctx.read_at(tcfg.skaddr_off as usize) }.unwrap_or(0);
+        if sk != 0 {
+            let net: u64 = unsafe { bpf_probe_read_kernel((sk + cfg.sk_net_off as u64) as *const u64) }.unwrap_or(0);
+            if net != 0 {
+                netns = unsafe { bpf_probe_read_kernel((net + cfg.net_inum_off as u64) as *const u32) }.unwrap_or(0);
+            }
+        }
+    }
+    if cfg.netns_inum != 0 && netns != cfg.netns_inum {
+        count(COUNTER_TRACE_FILTERED);
+        return 0;
+    }
+    let Some(mut entry) = TRACES.reserve::<TraceRecord>(0) else {
+        count(COUNTER_TRACE_LOST);
+        return 0;
     };
-    entry.submit(0);
+    // SAFETY: a reserved slot owned by this program until submitted.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    rec.kind = RECORD_TRACE;
+    rec.tracepoint = tp as u8;
+    rec.netns = netns;
+    // SAFETY: helper without preconditions.
+    rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    rec.skb_seq = 0;
+    rec.skb_end_seq = 0;
+    if tcfg.skbaddr_off != NO_FIELD && cfg.skb_cb_off != 0 {
+        // SAFETY: probe reads of kernel memory.
+        let skb: u64 = unsafe { ctx.read_at(tcfg.skbaddr_off as usize) }.unwrap_or(0);
+        if skb != 0 {
+            // TCP_SKB_CB(skb) starts with seq and end_seq.
+            let range: [u32; 2] =
+                unsafe { bpf_probe_read_kernel((skb + cfg.skb_cb_off as u64) as *const [u32; 2]) }.unwrap_or([0, 0]);
+            rec.skb_seq = range[0];
+            rec.skb_end_seq = range[1];
+        }
+    }
+    // SAFETY: the tracepoint record is at least `len` bytes (its size from tracefs).
+    let copied = unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut rec.raw[..len]) };
+    rec.raw_len = if copied.is_ok() { len as u16 } else { 0 };
+    entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes));
+    0
+}
+
+#[tracepoint]
+pub fn tcpviz_retransmit_skb(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_RETRANSMIT_SKB)
+}
+
+#[tracepoint]
+pub fn tcpviz_retransmit_synack(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_RETRANSMIT_SYNACK)
+}
+
+#[tracepoint]
+pub fn tcpviz_probe(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_PROBE)
+}
+
+#[tracepoint]
+pub fn tcpviz_cong_state_set(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_CONG_STATE_SET)
+}
+
+#[tracepoint]
+pub fn tcpviz_inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_INET_SOCK_SET_STATE)
+}
+
+#[tracepoint]
+pub fn tcpviz_send_reset(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_SEND_RESET)
+}
+
+#[tracepoint]
+pub fn tcpviz_receive_reset(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_RECEIVE_RESET)
 }
 
 #[cfg(not(test))]

@@ -34,6 +34,59 @@ pub enum Command {
     /// Follow a capture that is being written (a growing file, a symlink a capture tool
     /// re-points, or a glob of ring files), with sliding-window alerts.
     Monitor(MonitorArgs),
+    /// Live agent (root): eBPF on an interface's traffic (TC) and the kernel's TCP
+    /// tracepoints, with sliding-window alerts; writes a session with capture.pcapng.
+    Live(LiveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LiveArgs {
+    /// Interface whose TCP packets are analysed (TC ingress and egress).
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// Network namespace of the interface (as `ip netns` names it); kernel events are then
+    /// limited to sockets of that namespace.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Session folder to write (default: a new artifacts/session_YYYYmmdd_HHMMSS/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
+    /// Take the wire packets from a capture that dumpcap or tcpdump is writing (as
+    /// `monitor` follows it) instead of the TC snapshots.
+    #[arg(long, value_name = "PATH")]
+    pub pcap_path: Option<String>,
+    /// How to attach to the interface: tcx (Linux 6.6+), clsact, or auto (tcx, else clsact).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tc_mode: TcModeArg,
+    /// Keep only packets to or from these TCP ports (up to 8; repeat the flag).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Keep only packets to or from these IPv4 addresses (up to 8).
+    #[arg(long = "addr", value_name = "IPV4")]
+    pub addrs: Vec<std::net::Ipv4Addr>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Size of the packet ring buffer in MiB (a power of two).
+    #[arg(long, default_value_t = 8)]
+    pub ring_mb: u32,
+    /// Size of the packet ring buffer in bytes (overrides --ring-mb; for tests).
+    #[arg(long, hide = true)]
+    pub ring_bytes: Option<u32>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum TcModeArg {
+    Auto,
+    Tcx,
+    Clsact,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +232,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::ParsePcap(args) => parse_pcap(args),
         Command::Summary(args) => summary(args),
         Command::Monitor(args) => monitor(args),
+        Command::Live(args) => live(args),
     }
 }
 
@@ -250,4 +304,45 @@ fn monitor(args: MonitorArgs) -> Result<ExitCode> {
         println!("{}", p.display());
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn live(args: LiveArgs) -> Result<ExitCode> {
+    use crate::live::{LiveOptions, TcMode};
+    if args.ports.len() > tcpviz_common::FILTER_SLOTS || args.addrs.len() > tcpviz_common::FILTER_SLOTS {
+        bail!("at most {} --port and {} --addr", tcpviz_common::FILTER_SLOTS, tcpviz_common::FILTER_SLOTS);
+    }
+    let ring = args.ring_bytes.unwrap_or(args.ring_mb.saturating_mul(1024 * 1024));
+    if !ring.is_power_of_two() || ring < 4096 {
+        bail!("the ring buffer size must be a power of two of at least 4096 bytes");
+    }
+    let session_dir = session::create_session_dir(args.out.as_deref()).context("cannot create the session folder")?;
+    let opts = LiveOptions {
+        iface: args.iface,
+        netns: args.netns,
+        duration: args.duration.map(std::time::Duration::from_secs_f64),
+        session_dir,
+        limits: args.limits.limits(),
+        summary_flows: args.limits.summary_flows.unwrap_or(10_000),
+        alerts: args.alerts.config()?,
+        pcap_path: args.pcap_path,
+        tc_mode: match args.tc_mode {
+            TcModeArg::Auto => TcMode::Auto,
+            TcModeArg::Tcx => TcMode::Tcx,
+            TcModeArg::Clsact => TcMode::Clsact,
+        },
+        ports: args.ports,
+        addrs: args.addrs,
+        metrics_addr: args.metrics_addr,
+        packet_ring_bytes: Some(ring),
+        wakeup_bytes: (ring / 8).clamp(4096, 64 * 1024),
+    };
+    let result = crate::live::run(&opts)?;
+    print!("{}", render_table(&result.summary, 20));
+    if result.lost_events > 0 {
+        eprintln!("warning: {} records were lost (ring buffer full); raise --ring-mb", result.lost_events);
+    }
+    for p in &result.written {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

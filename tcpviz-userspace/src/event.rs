@@ -36,10 +36,22 @@ pub enum EventKind {
     LossInfer,
     HandshakeAnomaly,
     TeardownAnomaly,
+    /// The kernel retransmitted a segment (`tcp:tcp_retransmit_skb`).
+    KernelRetransmit,
+    /// The kernel retransmitted a SYN-ACK (`tcp:tcp_retransmit_synack`).
+    KernelRetransmitSynack,
+    /// The socket entered the Loss state: its retransmission timer fired.
+    KernelRto,
+    /// The socket entered fast recovery.
+    KernelRecovery,
+    KernelResetSent,
+    KernelResetReceived,
+    /// A TCP state change (`sock:inet_sock_set_state`).
+    KernelStateChange,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::Retransmission,
         EventKind::FastRetransmission,
         EventKind::SpuriousRetransmission,
@@ -58,6 +70,13 @@ impl EventKind {
         EventKind::LossInfer,
         EventKind::HandshakeAnomaly,
         EventKind::TeardownAnomaly,
+        EventKind::KernelRetransmit,
+        EventKind::KernelRetransmitSynack,
+        EventKind::KernelRto,
+        EventKind::KernelRecovery,
+        EventKind::KernelResetSent,
+        EventKind::KernelResetReceived,
+        EventKind::KernelStateChange,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -85,6 +104,13 @@ impl EventKind {
             EventKind::LossInfer => "loss_infer",
             EventKind::HandshakeAnomaly => "handshake_anomaly",
             EventKind::TeardownAnomaly => "teardown_anomaly",
+            EventKind::KernelRetransmit => "kernel_retransmit",
+            EventKind::KernelRetransmitSynack => "kernel_retransmit_synack",
+            EventKind::KernelRto => "kernel_rto",
+            EventKind::KernelRecovery => "kernel_recovery",
+            EventKind::KernelResetSent => "kernel_reset_sent",
+            EventKind::KernelResetReceived => "kernel_reset_received",
+            EventKind::KernelStateChange => "kernel_state_change",
         }
     }
 
@@ -200,6 +226,24 @@ pub struct Extra {
     /// Human-readable explanation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Kernel events: the socket's TCP state (e.g. `ESTABLISHED`), or the new state of a
+    /// state change and the one before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_state: Option<String>,
+    /// `kernel_retransmit`: the kernel's error code when the retransmission failed (0 = sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub err: Option<i64>,
+    /// `kernel_reset_sent`: the kernel's reset reason (enum sk_rst_reason), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_reason: Option<i64>,
+    /// Kernel retransmissions: the frame of the wire retransmission it matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire_frame: Option<u64>,
+    /// Kernel retransmissions: the retransmitted sequence range's end (`seq` is its start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_seq: Option<u32>,
 }
 
 /// One event.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod ebpf;
 pub mod event;
 pub mod flow;
+pub mod live;
 pub mod monitor;
 pub mod offline;
 pub mod output;

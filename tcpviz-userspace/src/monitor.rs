@@ -130,43 +130,8 @@ pub fn run(opts: &MonitorOptions) -> Result<(Summary, Vec<PathBuf>), MonitorErro
     let mut errors: Vec<String> = Vec::new();
     eprintln!("following {} (Ctrl-C to stop)", opts.pcap_path);
     loop {
-        // Read everything available now.
-        let mut progressed = false;
-        loop {
-            let open = tailer.ensure_open()?;
-            register_opened(&mut tailer, &mut pipeline, &mut sources);
-            if !open {
-                if !waiting_notice {
-                    eprintln!("waiting for {} to appear", opts.pcap_path);
-                    waiting_notice = true;
-                }
-                break;
-            }
-            let cur = tailer.current().expect("ensure_open opened one");
-            let file_index = cur.file_index;
-            match cur.reader.next_frame() {
-                Ok(Next::Frame(frame)) => {
-                    pipeline.process_frame(&frame, file_index, &mut sink).map_err(out_err(dir.join(EVENTS_FILE)))?;
-                    progressed = true;
-                }
-                Ok(Next::End { pending }) => {
-                    let next = tailer.caught_up(pending)?;
-                    register_opened(&mut tailer, &mut pipeline, &mut sources);
-                    if next == AfterEnd::Wait {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    // A damaged file: report it, and go on with the next file.
-                    eprintln!("error: {e}");
-                    errors.push(e.to_string());
-                    tailer.abandon_current();
-                }
-            }
-        }
-        for n in tailer.take_notices() {
-            eprintln!("{n}");
-        }
+        let progressed =
+            follow_pass(&mut tailer, &mut pipeline, &mut sink, &mut sources, &mut errors, &mut waiting_notice)?;
         if progressed {
             last_packet_wall = Instant::now();
         } else if let Some(last) = pipeline.counters.last_ts {
@@ -197,26 +162,58 @@ pub fn run(opts: &MonitorOptions) -> Result<(Summary, Vec<PathBuf>), MonitorErro
         }
     }
     // Read what arrived since the last pass before stopping.
-    while let Some(cur) = tailer.current() {
+    follow_pass(&mut tailer, &mut pipeline, &mut sink, &mut sources, &mut errors, &mut waiting_notice)?;
+    finish(opts, pipeline, sink, &tailer, sources, errors, started)
+}
+
+/// Reads everything the followed capture holds now. Returns whether any packet was read.
+pub(crate) fn follow_pass(
+    tailer: &mut Tailer,
+    pipeline: &mut Pipeline,
+    sink: &mut dyn EventSink,
+    sources: &mut Vec<String>,
+    errors: &mut Vec<String>,
+    waiting_notice: &mut bool,
+) -> Result<bool, MonitorError> {
+    let mut progressed = false;
+    loop {
+        let open = tailer.ensure_open()?;
+        register_opened(tailer, pipeline, sources);
+        if !open {
+            if !*waiting_notice {
+                eprintln!("waiting for the capture to appear");
+                *waiting_notice = true;
+            }
+            break;
+        }
+        let cur = tailer.current().expect("ensure_open opened one");
         let file_index = cur.file_index;
         match cur.reader.next_frame() {
             Ok(Next::Frame(frame)) => {
-                pipeline.process_frame(&frame, file_index, &mut sink).map_err(out_err(dir.join(EVENTS_FILE)))?
+                pipeline
+                    .process_frame(&frame, file_index, sink)
+                    .map_err(|source| MonitorError::Output { path: PathBuf::from(EVENTS_FILE), source })?;
+                progressed = true;
             }
             Ok(Next::End { pending }) => {
                 let next = tailer.caught_up(pending)?;
-                register_opened(&mut tailer, &mut pipeline, &mut sources);
+                register_opened(tailer, pipeline, sources);
                 if next == AfterEnd::Wait {
                     break;
                 }
             }
             Err(e) => {
+                // A damaged file: report it, and go on with the next file.
+                eprintln!("error: {e}");
                 errors.push(e.to_string());
-                break;
+                tailer.abandon_current();
             }
         }
     }
-    finish(opts, pipeline, sink, &tailer, sources, errors, started)
+    for n in tailer.take_notices() {
+        eprintln!("{n}");
+    }
+    Ok(progressed)
 }
 
 /// Names newly opened files in the pipeline, in the order the tailer numbered them.

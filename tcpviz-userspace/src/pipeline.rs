@@ -129,6 +129,23 @@ impl Pipeline {
         r
     }
 
+    /// Joins a kernel report (live sessions, `parse-pcap --kernel-events`).
+    pub fn process_kernel(
+        &mut self,
+        k: &crate::analysis::kernel::KernelEvent,
+        sink: &mut dyn EventSink,
+    ) -> std::io::Result<()> {
+        let c = &mut self.counters;
+        c.first_ts = Some(c.first_ts.map_or(k.ts, |t| t.min(k.ts)));
+        c.last_ts = Some(c.last_ts.map_or(k.ts, |t| t.max(k.ts)));
+        self.analyzer.process_kernel(k, &mut self.events);
+        self.drain(sink)
+    }
+
+    pub fn set_kernel_mode(&mut self, on: bool) {
+        self.analyzer.set_kernel_mode(on);
+    }
+
     /// Ends the input: flows still open are finished (end-of-flow findings).
     pub fn finish(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
         self.analyzer.finish(&mut self.events);

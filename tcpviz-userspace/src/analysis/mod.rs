@@ -1,6 +1,7 @@
 //! The analyzer: per-segment rules on per-connection state, producing events.
 pub mod findings;
 pub mod flags;
+pub mod kernel;
 pub mod rules;
 
 use std::sync::Arc;
@@ -8,8 +9,11 @@ use std::sync::Arc;
 use crate::capture::decode::{Segment, TcpFlags};
 use crate::capture::frame::TimestampNs;
 use crate::event::{Event, EventKind, Extra, Origin, Severity};
+use crate::flow::key::FlowKey;
 use crate::flow::state::Flow;
 use crate::flow::table::{FlowLimits, FlowTable, Retirement};
+
+use kernel::{KERNEL_ONLY_FLOW_BASE, KernelEvent, KernelFlowState, MATCH_WINDOW};
 
 use findings::Finding;
 use flags::AnalysisFlags as A;
@@ -49,7 +53,20 @@ pub struct Analyzer {
     /// Name the file in events even when there is only one so far (a follower of ring
     /// files cannot know that more will come).
     always_name_files: bool,
+    /// Kernel events are joined (live sessions, `parse-pcap --kernel-events`): wire
+    /// retransmissions are then remembered for matching.
+    kernel_mode: bool,
+    /// Kernel events of connections the wire has not shown (yet).
+    orphans: std::collections::VecDeque<KernelEvent>,
+    /// Connections only the kernel hooks saw.
+    kernel_only: rustc_hash::FxHashMap<FlowKey, Flow>,
+    next_kernel_only: u64,
+    last_kernel_sweep: TimestampNs,
 }
+
+/// Bounds of the kernel side tables.
+const MAX_ORPHANS: usize = 4096;
+const MAX_KERNEL_ONLY_FLOWS: usize = 65_536;
 
 impl Analyzer {
     pub fn new(limits: FlowLimits) -> Analyzer {
@@ -61,6 +78,11 @@ impl Analyzer {
             now: TimestampNs::MIN,
             segments: 0,
             always_name_files: false,
+            kernel_mode: false,
+            orphans: Default::default(),
+            kernel_only: Default::default(),
+            next_kernel_only: KERNEL_ONLY_FLOW_BASE,
+            last_kernel_sweep: TimestampNs::MIN,
         }
     }
 
@@ -95,6 +117,16 @@ impl Analyzer {
         self.retired.drain(..)
     }
 
+    /// Joins kernel events to the wire flows (see [`kernel`]).
+    pub fn set_kernel_mode(&mut self, on: bool) {
+        self.kernel_mode = on;
+    }
+
+    /// The wire flow of a socket, if the wire has shown it.
+    pub fn flow_id_of(&self, src: std::net::IpAddr, sport: u16, dst: std::net::IpAddr, dport: u16) -> Option<u64> {
+        self.table.get(&FlowKey::new(src, sport, dst, dport)).map(|f| f.id)
+    }
+
     pub fn set_always_name_files(&mut self, on: bool) {
         self.always_name_files = on;
     }
@@ -113,20 +145,22 @@ impl Analyzer {
         {
             let Analyzer { table, retired, files, always_name_files, .. } = self;
             table.advance(seg.ts, &mut |flow, why| {
-                push_end_findings(&flow, now, name_file(files, *always_name_files, flow.file_index), events);
-                retired.push((flow, why));
+                let file = name_file(files, *always_name_files, flow.file_index);
+                retire(flow, why, now, file, retired, events);
             });
         }
 
         let mut pa = PacketAnalysis { frame: at.frame, ..Default::default() };
+        let created_before = self.table.flows_created();
         let (flow, dir) = self.table.get_or_create(seg);
         if let ConversationCheck::NewConversation = rules::check_conversation(flow, dir, seg, &mut pa) {
             if let Some(old) = self.table.restart(seg) {
-                push_end_findings(&old, now, self.file_name(old.file_index), events);
-                self.retired.push((old, Retirement::Reused));
+                let file = self.file_name(old.file_index);
+                retire(old, Retirement::Reused, now, file, &mut self.retired, events);
             }
             pa.flags.set(A::REUSED_PORTS);
         }
+        let new_flow = self.table.flows_created() != created_before;
         let (flow, dir) = self.table.get_or_create(seg);
         flow.file_index = at.file_index;
         if seg.ts > flow.last_ts {
@@ -153,73 +187,218 @@ impl Analyzer {
 
         self.findings.clear();
         findings::packet_findings(flow, dir, seg, &pa, &mut self.findings);
-        if pa.flags.is_empty() && self.findings.is_empty() {
-            return;
+        if !pa.flags.is_empty() || !self.findings.is_empty() {
+            let file = name_file(&self.files, self.always_name_files, at.file_index);
+            emit_packet_events(flow, dir, seg, at.frame, file, &pa, &self.findings, events);
         }
 
-        let extra = packet_extra(flow, dir, seg, &pa);
-        let file = name_file(&self.files, self.always_name_files, at.file_index);
-        let flags = seg.flags.letters();
-        let mut emit = |kind: EventKind, severity: Severity, extra: Extra, flow: &mut Flow| {
-            flow.dirs[dir].stats.events[kind.index()] += 1;
-            events.push(Event {
-                ts: seg.ts,
-                event: kind,
-                flow_id: flow.id,
-                src: seg.src,
-                dst: seg.dst,
-                sport: seg.sport,
-                dport: seg.dport,
-                seq: seg.seq,
-                ack: seg.ack,
-                len: seg.payload_len,
-                flags: flags.clone(),
-                severity,
-                extra,
-                origin: Origin::Wire,
-                frame: Some(at.frame),
-                file: file.clone(),
-            });
-        };
-        for (bit, kind) in A::EVENTS {
-            if !pa.flags.has(bit) {
-                continue;
+        if self.kernel_mode {
+            // A retransmitted segment the wire rules called out-of-order is still one the
+            // kernel may report.
+            if retransmitted || pa.flags.has(A::OUT_OF_ORDER) {
+                let k = flow.kernel.get_or_insert_with(Default::default);
+                k.counts.wire_retransmissions += retransmitted as u64;
+                k.on_wire_retransmission(seg.ts, (seg.src, seg.sport), seg.seq, seg.payload_len, at.frame, events);
             }
-            let mut x = extra.clone();
-            match kind {
-                EventKind::DuplicateAck => {
-                    x.dupack_num = Some(pa.dupack_num);
-                    x.dupack_frame = Some(pa.dupack_frame);
-                }
-                k if k.is_retransmission() => {
-                    if let Some((rto, rto_frame)) = pa.rto {
-                        x.rto_ms = Some(ms(rto));
-                        x.rto_frame = Some(rto_frame);
-                    }
-                }
-                _ => {}
+            if let Some(k) = flow.kernel.as_mut() {
+                k.expire(seg.ts, events);
             }
-            emit(kind, flag_severity(kind), x, flow);
+            if new_flow && !self.orphans.is_empty() {
+                self.adopt_orphans(FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport), events);
+            }
+            self.kernel_sweep(events);
         }
-        for f in &self.findings {
-            let mut x = extra.clone();
-            x.reason = Some(f.reason);
-            x.attempt = f.attempt;
-            x.stall_ms = f.stall_ns.map(ms);
-            emit(f.kind, f.severity, x, flow);
+    }
+
+    /// Joins a kernel report to its flow (see [`kernel`]).
+    pub fn process_kernel(&mut self, k: &KernelEvent, events: &mut Vec<Event>) {
+        if k.ts > self.now {
+            self.now = k.ts;
+        }
+        let key = FlowKey::new(k.src, k.sport, k.dst, k.dport);
+        if let Some(flow) = self.table.get_mut(&key) {
+            attach_kernel(flow, k, events);
+        } else if let Some(flow) = self.kernel_only.get_mut(&key) {
+            attach_kernel(flow, k, events);
+        } else if kernel::is_reported(k) {
+            if self.orphans.len() == MAX_ORPHANS {
+                let oldest = self.orphans.pop_front().expect("full queue");
+                self.orphan_to_kernel_only(oldest, events);
+            }
+            self.orphans.push_back(k.clone());
+        }
+        self.kernel_sweep(events);
+    }
+
+    /// Kernel events that waited for a wire flow with this key.
+    fn adopt_orphans(&mut self, key: FlowKey, events: &mut Vec<Event>) {
+        let (mine, rest): (Vec<KernelEvent>, Vec<KernelEvent>) =
+            self.orphans.drain(..).partition(|k| FlowKey::new(k.src, k.sport, k.dst, k.dport) == key);
+        self.orphans = rest.into();
+        if let Some(flow) = self.table.get_mut(&key) {
+            for k in &mine {
+                attach_kernel(flow, k, events);
+            }
+        }
+    }
+
+    fn orphan_to_kernel_only(&mut self, k: KernelEvent, events: &mut Vec<Event>) {
+        let key = FlowKey::new(k.src, k.sport, k.dst, k.dport);
+        if !self.kernel_only.contains_key(&key) {
+            if self.kernel_only.len() >= MAX_KERNEL_ONLY_FLOWS
+                && let Some(old_key) = self.kernel_only.iter().min_by_key(|(_, f)| f.last_ts).map(|(k, _)| *k)
+                && let Some(old) = self.kernel_only.remove(&old_key)
+            {
+                retire(old, Retirement::Capacity, self.now, None, &mut self.retired, events);
+            }
+            let id = self.next_kernel_only;
+            self.next_kernel_only += 1;
+            self.kernel_only.insert(key, Flow::new(id, (k.src, k.sport), (k.dst, k.dport), k.ts));
+        }
+        let flow = self.kernel_only.get_mut(&key).expect("inserted above");
+        attach_kernel(flow, &k, events);
+    }
+
+    /// Releases what waited longer than the match window (at most every 10 ms of event time).
+    fn kernel_sweep(&mut self, events: &mut Vec<Event>) {
+        if self.now.saturating_sub(self.last_kernel_sweep) < 10_000_000 {
+            return;
+        }
+        self.last_kernel_sweep = self.now;
+        let now = self.now;
+        while self.orphans.front().is_some_and(|k| now - k.ts > MATCH_WINDOW) {
+            let k = self.orphans.pop_front().expect("front checked");
+            self.orphan_to_kernel_only(k, events);
+        }
+        for flow in self.table.iter_mut().chain(self.kernel_only.values_mut()) {
+            if let Some(k) = flow.kernel.as_mut() {
+                k.expire(now, events);
+            }
         }
     }
 
     /// Ends the input: every flow still open is retired, with its end-of-flow findings.
     pub fn finish(&mut self, events: &mut Vec<Event>) {
         let now = self.now;
-        let Analyzer { table, retired, files, always_name_files, .. } = self;
-        for flow in table.drain() {
-            push_end_findings(&flow, now, name_file(files, *always_name_files, flow.file_index), events);
-            retired.push((flow, Retirement::End));
+        while let Some(k) = self.orphans.pop_front() {
+            self.orphan_to_kernel_only(k, events);
+        }
+        let Analyzer { table, retired, files, always_name_files, kernel_only, .. } = self;
+        let flows: Vec<Flow> = table.drain().chain(kernel_only.drain().map(|(_, f)| f)).collect();
+        for flow in flows {
+            let file = name_file(files, *always_name_files, flow.file_index);
+            retire(flow, Retirement::End, now, file, retired, events);
         }
         // Flows in creation order make the summary stable from run to run.
         retired.sort_by_key(|(f, _)| f.id);
+    }
+}
+
+/// A flow leaves the table: its end-of-flow findings and held kernel events go out.
+fn retire(
+    mut flow: Flow,
+    why: Retirement,
+    now: TimestampNs,
+    file: Option<Arc<str>>,
+    retired: &mut Vec<(Flow, Retirement)>,
+    events: &mut Vec<Event>,
+) {
+    push_end_findings(&flow, now, file, events);
+    if let Some(k) = flow.kernel.as_mut() {
+        k.flush(events);
+    }
+    retired.push((flow, why));
+}
+
+fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
+    use kernel::KernelKind;
+    let state = flow.kernel.get_or_insert_with(|| Box::new(KernelFlowState::default()));
+    let c = &mut state.counts;
+    match k.kind {
+        KernelKind::Retransmit { err: 0, .. } => c.kernel_retransmissions += 1,
+        KernelKind::Retransmit { .. } => c.kernel_retransmit_failures += 1,
+        KernelKind::RetransmitSynack => c.synack_retransmissions += 1,
+        KernelKind::CongState(4) => c.rto += 1,
+        KernelKind::CongState(3) => c.recovery += 1,
+        KernelKind::CongState(_) => return,
+        KernelKind::StateChange { .. } => c.state_changes += 1,
+        KernelKind::ResetSent { .. } => c.resets_sent += 1,
+        KernelKind::ResetReceived => c.resets_received += 1,
+    }
+    let e = kernel::kernel_event(k, flow.id);
+    let dir = flow.direction_of((k.src, k.sport));
+    flow.dirs[dir].stats.events[e.event.index()] += 1;
+    if k.ts > flow.last_ts {
+        flow.last_ts = k.ts;
+    }
+    let state = flow.kernel.as_mut().expect("created above");
+    if matches!(k.kind, KernelKind::Retransmit { err: 0, .. }) {
+        state.on_kernel_retransmission(e, events);
+    } else {
+        events.push(e);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_packet_events(
+    flow: &mut Flow,
+    dir: usize,
+    seg: &Segment,
+    frame: u64,
+    file: Option<Arc<str>>,
+    pa: &PacketAnalysis,
+    findings: &[Finding],
+    events: &mut Vec<Event>,
+) {
+    let extra = packet_extra(flow, dir, seg, pa);
+    let flags = seg.flags.letters();
+    let mut emit = |kind: EventKind, severity: Severity, extra: Extra, flow: &mut Flow| {
+        flow.dirs[dir].stats.events[kind.index()] += 1;
+        events.push(Event {
+            ts: seg.ts,
+            event: kind,
+            flow_id: flow.id,
+            src: seg.src,
+            dst: seg.dst,
+            sport: seg.sport,
+            dport: seg.dport,
+            seq: seg.seq,
+            ack: seg.ack,
+            len: seg.payload_len,
+            flags: flags.clone(),
+            severity,
+            extra,
+            origin: Origin::Wire,
+            frame: Some(frame),
+            file: file.clone(),
+        });
+    };
+    for (bit, kind) in A::EVENTS {
+        if !pa.flags.has(bit) {
+            continue;
+        }
+        let mut x = extra.clone();
+        match kind {
+            EventKind::DuplicateAck => {
+                x.dupack_num = Some(pa.dupack_num);
+                x.dupack_frame = Some(pa.dupack_frame);
+            }
+            k if k.is_retransmission() => {
+                if let Some((rto, rto_frame)) = pa.rto {
+                    x.rto_ms = Some(ms(rto));
+                    x.rto_frame = Some(rto_frame);
+                }
+            }
+            _ => {}
+        }
+        emit(kind, flag_severity(kind), x, flow);
+    }
+    for f in findings {
+        let mut x = extra.clone();
+        x.reason = Some(f.reason);
+        x.attempt = f.attempt;
+        x.stall_ms = f.stall_ns.map(ms);
+        emit(f.kind, f.severity, x, flow);
     }
 }
 

@@ -322,6 +322,8 @@ pub struct Flow {
     pub lifecycle: Lifecycle,
     /// Index of the input file of the latest packet (several files can make one run).
     pub file_index: u32,
+    /// What the kernel hooks said about this connection (live sessions).
+    pub kernel: Option<Box<crate::analysis::kernel::KernelFlowState>>,
 }
 
 impl Flow {
@@ -336,6 +338,7 @@ impl Flow {
             first_rtt: 0,
             lifecycle: Lifecycle::default(),
             file_index: 0,
+            kernel: None,
         }
     }
 

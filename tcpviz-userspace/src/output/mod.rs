@@ -2,5 +2,6 @@
 pub mod benchmark;
 pub mod console;
 pub mod jsonl;
+pub mod pcapng;
 pub mod session;
 pub mod summary;

@@ -87,9 +87,9 @@ pub struct FlowSummary {
     pub events: BTreeMap<EventKind, u64>,
     /// Direction 0 is from the endpoint that sent the first packet seen.
     pub directions: [DirectionSummary; 2],
-    /// Kernel-reported figures (live sessions).
+    /// What the kernel hooks reported, beside the wire counts (live sessions).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub kernel: Option<serde_json::Value>,
+    pub kernel: Option<crate::analysis::kernel::KernelCounts>,
 }
 
 impl FlowSummary {
@@ -148,7 +148,7 @@ impl FlowSummary {
             trouble_score: trouble_score(&total),
             events: counts_map(&total),
             directions: [dir(0), dir(1)],
-            kernel: None,
+            kernel: flow.kernel.as_ref().map(|k| k.counts.clone()),
         }
     }
 
