@@ -228,3 +228,47 @@ pub fn namespaces_named(prefix: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `Tcp: RetransSegs` of a namespace (/proc/net/snmp).
+pub fn retrans_segs(lab: &Lab, ns: &str) -> u64 {
+    let o = lab.exec(ns, "cat /proc/net/snmp");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
+    let i = names.split_whitespace().position(|n| n == "RetransSegs").expect("RetransSegs");
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Programs named tcpviz_* loaded in the kernel (`bpftool prog show`).
+pub fn tcpviz_programs() -> Vec<String> {
+    let o = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool");
+    String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("tcpviz_")).map(str::to_string).collect()
+}
+
+/// What TC has on an interface of a namespace: filters, TCX programs, and qdiscs.
+pub fn tc_state(lab: &Lab, ns: &str, dev: &str) -> String {
+    let mut s = String::new();
+    for cmd in [
+        format!("tc filter show dev {dev} ingress"),
+        format!("tc filter show dev {dev} egress"),
+        format!("tc qdisc show dev {dev}"),
+        format!("bpftool net show dev {dev}"),
+    ] {
+        let o = lab.sh(ns, &cmd);
+        s.push_str(&format!("$ {cmd}\n{}", String::from_utf8_lossy(&o.stdout)));
+    }
+    s
+}
+
+/// Events of a session, parsed.
+pub fn events(session: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(session.join("events.jsonl"))
+        .expect("events.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+pub fn summary(session: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(session.join("summary.json")).expect("summary.json")).expect("JSON")
+}

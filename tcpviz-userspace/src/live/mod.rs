@@ -492,7 +492,7 @@ async fn agent_loop(
     let started = Instant::now();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut frame_no = 0u64;
-    // Packets as a capture tool sees them: a GSO super-packet counts its segments.
+    // TCP packets as a capture tool sees them: a GSO super-packet counts its segments.
     let mut segments_seen = 0u64;
     let mut bad_records = 0u64;
     let mut lost_reported = 0u64;
@@ -534,7 +534,6 @@ async fn agent_loop(
             match rec {
                 Rec::Packet(p) => {
                     frame_no += 1;
-                    segments_seen += p.gso_segs.max(1) as u64;
                     let ts = clock.to_wall(p.ts_boot_ns);
                     let data = &p.data[..p.snap_len as usize];
                     let direction = Some(if p.direction == tcpviz_common::DIR_EGRESS {
@@ -545,17 +544,18 @@ async fn agent_loop(
                     if let Some(c) = capture.as_mut() {
                         c.write_packet(ts, data, p.orig_len, direction).map_err(out_err(CAPTURE_FILE))?;
                     }
-                    if use_tc_for_wire {
-                        let frame = Frame {
-                            ts,
-                            link_type,
-                            data,
-                            orig_len: p.orig_len,
-                            interface: 0,
-                            number: frame_no,
-                            direction,
-                        };
+                    let frame =
+                        Frame { ts, link_type, data, orig_len: p.orig_len, interface: 0, number: frame_no, direction };
+                    // What a capture tool would count: TCP packets, a GSO packet as its segments.
+                    let is_tcp = if use_tc_for_wire {
+                        let before = pipeline.counters.tcp_segments;
                         pipeline.process_frame(&frame, 0, &mut sink).map_err(out_err(EVENTS_FILE))?;
+                        pipeline.counters.tcp_segments > before
+                    } else {
+                        crate::capture::decode_frame(&frame).is_ok()
+                    };
+                    if is_tcp {
+                        segments_seen += p.gso_segs.max(1) as u64;
                     }
                     if panic_after.is_some_and(|n| frame_no >= n) {
                         panic!("TCPVIZ_TEST_PANIC_AFTER_PACKETS reached (a test of the crash path)");
@@ -628,7 +628,7 @@ async fn agent_loop(
             "tc_mode": tc_mode,
             "hooks": hooks,
             "packets_seen_by_tc": c[COUNTER_PACKETS_SEEN as usize],
-            "segments_seen_by_tc": segments_seen,
+            "tcp_segments_seen_by_tc": segments_seen,
             "packets_lost": c[COUNTER_PACKETS_LOST as usize],
             "kernel_events_lost": c[COUNTER_TRACE_LOST as usize],
             "kernel_events_filtered_by_netns": c[COUNTER_TRACE_FILTERED as usize],
@@ -658,7 +658,7 @@ async fn agent_loop(
     figures.extra.insert("lost.packets".into(), c[COUNTER_PACKETS_LOST as usize].to_string());
     figures.extra.insert("lost.kernel_events".into(), c[COUNTER_TRACE_LOST as usize].to_string());
     figures.extra.insert("hook.tc.packets".into(), c[COUNTER_PACKETS_SEEN as usize].to_string());
-    figures.extra.insert("hook.tc.segments".into(), segments_seen.to_string());
+    figures.extra.insert("hook.tc.tcp_segments".into(), segments_seen.to_string());
     for (i, (cat, name)) in TRACEPOINTS.iter().enumerate() {
         figures.extra.insert(format!("hook.{cat}:{name}"), c[COUNTER_TRACE_SEEN as usize + i].to_string());
     }
