@@ -163,6 +163,10 @@ pub struct ParsePcapArgs {
     /// Session folder to write (default: a new artifacts/session_YYYYmmdd_HHMMSS/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Join the kernel events of a `tcpviz live` session (its folder) recorded over the same
+    /// period: kernel retransmissions are matched to the capture's.
+    #[arg(long, value_name = "SESSION")]
+    pub kernel_events: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// No progress bar.
@@ -249,6 +253,11 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
         limits: args.limits.limits(),
         summary_flows: args.limits.summary_flows.unwrap_or(crate::output::summary::MAX_LISTED_FLOWS),
         progress: !args.quiet,
+        kernel_events: match &args.kernel_events {
+            Some(p) => offline::load_kernel_events(p)
+                .with_context(|| format!("cannot read the kernel events of {}", p.display()))?,
+            None => Vec::new(),
+        },
     };
     let result = offline::run(&opts)?;
     for e in &result.errors {

@@ -22,6 +22,21 @@ pub struct OfflineOptions {
     pub summary_flows: usize,
     /// Show a progress bar (only on a terminal).
     pub progress: bool,
+    /// Kernel events of a live session of the same period, joined to the wire flows.
+    pub kernel_events: Vec<crate::analysis::kernel::KernelEvent>,
+}
+
+/// Kernel events recorded by a live session (its folder or its events file), in time order.
+pub fn load_kernel_events(path: &Path) -> std::io::Result<Vec<crate::analysis::kernel::KernelEvent>> {
+    let (_, events_path) = crate::output::session::resolve_events_path(path)?;
+    let (events, _bad) = crate::output::jsonl::read_events(&events_path)?;
+    let mut out: Vec<_> = events
+        .iter()
+        .filter(|e| e.origin == crate::event::Origin::Kernel)
+        .filter_map(crate::analysis::kernel::KernelEvent::from_event)
+        .collect();
+    out.sort_by_key(|k| k.ts);
+    Ok(out)
 }
 
 /// What a run produced.
@@ -51,6 +66,8 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
     let mut writer = JsonlWriter::create(&events_path).map_err(out_err(&events_path))?;
     let mut pipeline = Pipeline::new(opts.limits);
     pipeline.set_summary_limit(opts.summary_flows);
+    let mut kernel = opts.kernel_events.iter().peekable();
+    pipeline.set_kernel_mode(!opts.kernel_events.is_empty());
     let mut errors = Vec::new();
     let mut bytes = 0u64;
     let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
@@ -72,6 +89,10 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
         loop {
             match reader.next_frame() {
                 Ok(Next::Frame(frame)) => {
+                    // Kernel events join in time order.
+                    while let Some(k) = kernel.next_if(|k| k.ts <= frame.ts) {
+                        pipeline.process_kernel(k, &mut writer).map_err(out_err(&events_path))?;
+                    }
                     pipeline.process_frame(&frame, file_index, &mut writer).map_err(out_err(&events_path))?;
                     if let Some(bar) = &bar
                         && pipeline.counters.packets.is_multiple_of(16_384)
@@ -98,6 +119,9 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
             last_offset = reader.offset();
         }
         bytes += last_offset.max(reader.offset());
+    }
+    for k in kernel {
+        pipeline.process_kernel(k, &mut writer).map_err(out_err(&events_path))?;
     }
     pipeline.finish(&mut writer).map_err(out_err(&events_path))?;
     writer.flush().map_err(out_err(&events_path))?;

@@ -188,10 +188,90 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
         assert_eq!(a, b);
     }
 
+    // The session's kernel events join the offline analysis of tcpdump's capture of the
+    // same period, with the same matching.
+    let joined = work.path().join("joined");
+    let o = Command::new(tcpviz_bin())
+        .args(["parse-pcap", "--quiet", "--kernel-events"])
+        .arg(&session)
+        .arg(&dump_path)
+        .arg("--out")
+        .arg(&joined)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let joined_summary = tcpviz_privileged_tests::summary(&joined);
+    let sum = |k: &str| -> u64 {
+        joined_summary["flows"].as_array().unwrap().iter().filter_map(|f| f["kernel"][k].as_u64()).sum()
+    };
+    assert_eq!(sum("kernel_retransmissions"), kernel.len() as u64);
+    assert!(
+        sum("matched") * 10 >= sum("kernel_retransmissions") * 9,
+        "offline join matched {} of {}",
+        sum("matched"),
+        sum("kernel_retransmissions")
+    );
+    assert!(sum("wire_retransmissions") > 0);
+
     // Nothing of tcpviz stays attached.
     let state = tc_state(&lab, &lab.a, &lab.veth_a);
     assert!(!state.contains("tcpviz") && !state.contains("clsact"), "{state}");
     assert!(tcpviz_programs().is_empty(), "{:?}", tcpviz_programs());
+}
+
+#[test]
+fn wire_packets_from_a_capture_being_written_beside_the_kernel_hooks() {
+    if !privileged() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let session = work.path().join("live");
+    let lab = Lab::new();
+    lab.offloads_off();
+    lab.loss(0.03, 5201);
+    let dump_path = work.path().join("growing.pcap");
+    let tcpdump = lab.spawn(
+        &lab.a,
+        &[
+            "tcpdump",
+            "-Z",
+            "root",
+            "-i",
+            &lab.veth_a,
+            "-s",
+            "128",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            dump_path.to_str().unwrap(),
+            "tcp",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // No --iface: the wire comes from the file tcpdump writes, the kernel from the hooks.
+    let live = Command::new(tcpviz_bin())
+        .args(["live", "--netns", &lab.a, "--pcap-path", dump_path.to_str().unwrap(), "--out"])
+        .arg(&session)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let server = lab.server(SERVER_V4, 5201);
+    lab.send(SERVER_V4, 5201, 4_000_000);
+    let _ = server.wait_with_output();
+    std::thread::sleep(Duration::from_secs(1));
+    interrupt(tcpdump);
+    let stderr = stop(live);
+    let events = events(&session);
+    let kernel: Vec<_> = events.iter().filter(|e| e["event"] == "kernel_retransmit").collect();
+    assert!(!kernel.is_empty(), "{stderr}");
+    assert!(events.iter().any(|e| e["origin"] == "wire" && e["event"] == "retransmission"));
+    let summary = tcpviz_privileged_tests::summary(&session);
+    assert!(summary["sources"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("growing.pcap")));
+    let matched = kernel.iter().filter(|e| e["extra"]["wire_frame"].is_u64()).count();
+    assert!(matched * 10 >= kernel.len() * 9, "matched {matched} of {}", kernel.len());
+    assert!(!session.join("capture.pcapng").exists(), "no TC capture without --iface");
 }
 
 #[test]

@@ -80,6 +80,40 @@ pub fn tcp_state_name(state: i64) -> String {
     .to_string()
 }
 
+fn tcp_state_number(name: &str) -> i64 {
+    (1..=12).find(|&n| tcp_state_name(n) == name).unwrap_or(0)
+}
+
+impl KernelEvent {
+    /// The kernel report behind a recorded kernel event (to join a live session's kernel
+    /// events into the offline analysis of a capture of the same period).
+    pub fn from_event(e: &Event) -> Option<KernelEvent> {
+        let x = &e.extra;
+        let state = || x.state.as_deref().map(tcp_state_number).unwrap_or(0);
+        let kind = match e.event {
+            EventKind::KernelRetransmit => KernelKind::Retransmit { state: state(), err: x.err.unwrap_or(0) },
+            EventKind::KernelRetransmitSynack => KernelKind::RetransmitSynack,
+            EventKind::KernelRto => KernelKind::CongState(4),
+            EventKind::KernelRecovery => KernelKind::CongState(3),
+            EventKind::KernelStateChange => {
+                KernelKind::StateChange { old: x.old_state.as_deref().map(tcp_state_number).unwrap_or(0), new: state() }
+            }
+            EventKind::KernelResetSent => KernelKind::ResetSent { state: state(), reason: x.reset_reason },
+            EventKind::KernelResetReceived => KernelKind::ResetReceived,
+            _ => return None,
+        };
+        Some(KernelEvent {
+            ts: e.ts,
+            kind,
+            src: e.src,
+            sport: e.sport,
+            dst: e.dst,
+            dport: e.dport,
+            seq_range: x.end_seq.map(|end| (e.seq, end)),
+        })
+    }
+}
+
 /// Kernel counts of one flow, reported beside the wire counts in the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelCounts {
@@ -260,6 +294,33 @@ mod tests {
             },
             7,
         )
+    }
+
+    #[test]
+    fn recorded_kernel_events_convert_back() {
+        for k in [
+            KernelKind::Retransmit { state: 1, err: 0 },
+            KernelKind::Retransmit { state: 4, err: -11 },
+            KernelKind::RetransmitSynack,
+            KernelKind::CongState(4),
+            KernelKind::CongState(3),
+            KernelKind::StateChange { old: 2, new: 1 },
+            KernelKind::ResetSent { state: 1, reason: Some(3) },
+            KernelKind::ResetReceived,
+        ] {
+            let ke = KernelEvent {
+                ts: 5,
+                kind: k,
+                src: "10.0.0.1".parse().unwrap(),
+                sport: 1,
+                dst: "10.0.0.2".parse().unwrap(),
+                dport: 2,
+                seq_range: matches!(k, KernelKind::Retransmit { .. }).then_some((10, 20)),
+            };
+            let json = serde_json::to_string(&kernel_event(&ke, 3)).unwrap();
+            let back: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!(KernelEvent::from_event(&back), Some(ke));
+        }
     }
 
     #[test]

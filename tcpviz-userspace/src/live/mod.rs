@@ -466,6 +466,9 @@ async fn agent_loop(
         Some(p) => Some(Tailer::new(p)?),
         None => None,
     };
+    if let Some(t) = &tailer {
+        pipeline.set_always_name_files(t.may_span_files());
+    }
     let (mut sources, mut follow_errors, mut waiting) = (Vec::new(), Vec::new(), false);
 
     let packets = RingBuf::try_from(ebpf.take_map("PACKETS").expect("PACKETS map"))
