@@ -43,8 +43,10 @@ pub const TRACEPOINTS: [(&str, &str); TP_COUNT] = [
 /// offsets of the tracefs `format` file, so the kernel side needs no layout knowledge.
 pub const TRACE_RAW_LEN: usize = 144;
 
-/// Index of the per-CPU counters (array `COUNTERS`).
-pub const COUNTER_PACKETS_SEEN: u32 = 0;
+/// Index of the per-CPU counters (array `COUNTS`). Slot 0 holds the bytes of packet records
+/// queued since the last reader wakeup on this CPU (packets seen are the records received
+/// plus the ones lost, so they need no counter).
+pub const COUNTER_PACKETS_PENDING: u32 = 0;
 pub const COUNTER_PACKETS_LOST: u32 = 1;
 pub const COUNTER_TRACE_LOST: u32 = 2;
 pub const COUNTER_TRACE_FILTERED: u32 = 3;
@@ -65,7 +67,7 @@ pub struct PacketRecord {
     pub direction: u8,
     /// Number of valid bytes in `data`.
     pub snap_len: u16,
-    /// Interface index the packet was seen on.
+    /// Interface index the packet was seen on (0: the one the agent attached to).
     pub ifindex: u32,
     /// `bpf_ktime_get_boot_ns()` when the program ran.
     pub ts_boot_ns: u64,
@@ -134,7 +136,8 @@ pub struct AgentConfig {
     pub skb_cb_off: u32,
     /// Bytes of link header before IP at TC (14 on Ethernet, 0 on L3 devices).
     pub l2_len: u32,
-    /// Wake the reader once this many bytes wait in a ring (it also polls on a timer).
+    /// Wake the reader once this many bytes of records were queued (per CPU for packets); it
+    /// also drains on a timer.
     pub wakeup_bytes: u32,
     /// TCP ports to keep (either side); empty = all.
     pub port_count: u32,

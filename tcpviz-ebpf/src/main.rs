@@ -10,8 +10,9 @@
 //!   the namespace filter) and a retransmitted skb's sequence range.
 //! - Records that find no room are counted per CPU (`COUNTS`), never lost silently.
 //!
-//! Readers are not woken for every record (that costs microseconds per packet): a record is
-//! sent with `BPF_RB_NO_WAKEUP` until `wakeup_bytes` are queued, and the reader also polls.
+//! Readers are not woken for every record (that costs microseconds per packet): records are
+//! sent with `BPF_RB_NO_WAKEUP`, the one that makes the queue cross `wakeup_bytes` wakes the
+//! reader, and the reader also drains on a timer.
 #![no_std]
 #![no_main]
 
@@ -48,13 +49,17 @@ fn count(index: u32) {
     }
 }
 
+/// Wake the reader only when this record makes the queue cross `wakeup_bytes`: waking on
+/// every record above the mark would cost microseconds each while the reader is busy (it
+/// also drains on a timer, so a crossing missed by a race only delays it). Used for the
+/// kernel-event ring, whose rate is low.
 #[inline(always)]
-fn submit_flags(ring: &RingBuf, wakeup_bytes: u32) -> u64 {
-    if ring.query(BPF_RB_AVAIL_DATA as u64) >= wakeup_bytes as u64 {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
+fn submit_flags(ring: &RingBuf, wakeup_bytes: u32, record_bytes: u64) -> u64 {
+    let avail = ring.query(BPF_RB_AVAIL_DATA as u64);
+    let mark = wakeup_bytes as u64;
+    // Each record takes its size plus an 8-byte header, rounded up to 8.
+    let step = (record_bytes + 8 + 7) & !7;
+    if avail >= mark && avail < mark + step { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
 }
 
 #[classifier]
@@ -187,7 +192,8 @@ fn snapshot(ctx: &TcContext, direction: u8) {
     if len == 0 {
         return;
     }
-    count(COUNTER_PACKETS_SEEN);
+    // No "seen" counter here: userspace derives it (records received + lost), which keeps a
+    // per-CPU cache line out of the per-packet path.
     let Some(mut entry) = PACKETS.reserve::<PacketRecord>(0) else {
         count(COUNTER_PACKETS_LOST);
         return;
@@ -196,8 +202,9 @@ fn snapshot(ctx: &TcContext, direction: u8) {
     let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.kind = RECORD_PACKET;
     rec.direction = direction;
-    // SAFETY: the context's skb pointer is valid while the program runs.
-    rec.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // The agent attaches to one interface and knows it: reading skb->ifindex would chase a
+    // pointer to the device (a cache miss per packet).
+    rec.ifindex = 0;
     // SAFETY: helper without preconditions.
     rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     rec.orig_len = len;
@@ -211,7 +218,21 @@ fn snapshot(ctx: &TcContext, direction: u8) {
     // SAFETY: the destination holds SNAP_LEN bytes and n <= SNAP_LEN.
     let r = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, rec.data.as_mut_ptr() as *mut _, n as u32) };
     rec.snap_len = if r == 0 { n as u16 } else { 0 };
-    entry.submit(submit_flags(&PACKETS, cfg.wakeup_bytes));
+    // Wake the reader every `wakeup_bytes` of records per CPU, counted in a per-CPU slot:
+    // asking the ring how full it is reads a cache line the reader writes, which costs more
+    // than the rest of the program.
+    let mut flags = BPF_RB_NO_WAKEUP as u64;
+    if let Some(pending) = COUNTS.get_ptr_mut(COUNTER_PACKETS_PENDING) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe {
+            *pending += core::mem::size_of::<PacketRecord>() as u64;
+            if *pending >= cfg.wakeup_bytes as u64 {
+                *pending = 0;
+                flags = BPF_RB_FORCE_WAKEUP as u64;
+            }
+        }
+    }
+    entry.submit(flags);
 }
 
 /// Copies a tracepoint's record into the `TRACES` ring.
@@ -266,7 +287,7 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     // SAFETY: the tracepoint record is at least `len` bytes (its size from tracefs).
     let copied = unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut rec.raw[..len]) };
     rec.raw_len = if copied.is_ok() { len as u16 } else { 0 };
-    entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes));
+    entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes, core::mem::size_of::<TraceRecord>() as u64));
     0
 }
 

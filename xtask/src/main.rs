@@ -7,8 +7,10 @@
 //!   privileged namespace tests when run as root. This is what `.ci/run` calls.
 //! - `bench`: throughput and memory on a large capture, beside tshark on the same file.
 //! - `soak`: memory of the follow mode over a long run.
+//! - `bench-live`: cost of the live agent: TC program time per packet, throughput loss.
 
 mod bench;
+mod bench_live;
 mod setup;
 mod soak;
 
@@ -27,9 +29,10 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("bench-live") => bench_live::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench --capture FILE  throughput and memory vs tshark\n  soak [--rounds N]   memory of the follow mode over a long run"
+                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench --capture FILE  throughput and memory vs tshark\n  soak [--rounds N]   memory of the follow mode over a long run\n  bench-live [--offloads-off]  cost of the live agent (root)"
             );
             bail!("unknown task {:?}", args.first());
         }

@@ -24,9 +24,9 @@ use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tcpviz_common::{
-    AgentConfig, COUNTER_PACKETS_LOST, COUNTER_PACKETS_SEEN, COUNTER_TRACE_FILTERED, COUNTER_TRACE_LOST,
-    COUNTER_TRACE_SEEN, COUNTERS, FILTER_SLOTS, NO_FIELD, PacketRecord, SNAP_LEN, TP_COUNT, TP_RETRANSMIT_SKB,
-    TRACE_RAW_LEN, TRACEPOINTS, TraceConfig, TraceRecord,
+    AgentConfig, COUNTER_PACKETS_LOST, COUNTER_TRACE_FILTERED, COUNTER_TRACE_LOST, COUNTER_TRACE_SEEN, COUNTERS,
+    FILTER_SLOTS, NO_FIELD, PacketRecord, SNAP_LEN, TP_COUNT, TP_RETRANSMIT_SKB, TRACE_RAW_LEN, TRACEPOINTS,
+    TraceConfig, TraceRecord,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -630,7 +630,7 @@ async fn agent_loop(
             "netns": opts.netns,
             "tc_mode": tc_mode,
             "hooks": hooks,
-            "packets_seen_by_tc": c[COUNTER_PACKETS_SEEN as usize],
+            "packets_seen_by_tc": frame_no + c[COUNTER_PACKETS_LOST as usize],
             "tcp_segments_seen_by_tc": segments_seen,
             "packets_lost": c[COUNTER_PACKETS_LOST as usize],
             "kernel_events_lost": c[COUNTER_TRACE_LOST as usize],
@@ -660,7 +660,7 @@ async fn agent_loop(
     figures.extra.insert("lost_events".into(), lost.to_string());
     figures.extra.insert("lost.packets".into(), c[COUNTER_PACKETS_LOST as usize].to_string());
     figures.extra.insert("lost.kernel_events".into(), c[COUNTER_TRACE_LOST as usize].to_string());
-    figures.extra.insert("hook.tc.packets".into(), c[COUNTER_PACKETS_SEEN as usize].to_string());
+    figures.extra.insert("hook.tc.packets".into(), (frame_no + c[COUNTER_PACKETS_LOST as usize]).to_string());
     figures.extra.insert("hook.tc.tcp_segments".into(), segments_seen.to_string());
     for (i, (cat, name)) in TRACEPOINTS.iter().enumerate() {
         figures.extra.insert(format!("hook.{cat}:{name}"), c[COUNTER_TRACE_SEEN as usize + i].to_string());
