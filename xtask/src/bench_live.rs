@@ -55,6 +55,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let mut server = lab.spawn(&lab.b, &["iperf3", "-s", "-p", "5301"]);
     std::thread::sleep(Duration::from_millis(500));
+    let result = measure(&lab, &bin, rounds, secs, offloads);
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn measure(lab: &Lab, bin: &std::path::Path, rounds: usize, secs: u32, offloads: bool) -> Result<()> {
     let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("cannot enable BPF statistics")?;
 
@@ -62,9 +69,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut lost = 0u64;
     let session = PathBuf::from("target/bench-live");
     for round in 0..rounds {
-        without.push(iperf(&lab, secs)?);
+        without.push(iperf(lab, secs)?);
         let _ = std::fs::remove_dir_all(&session);
-        let agent = Command::new(&bin)
+        let agent = Command::new(bin)
             .args(["live", "--iface", &lab.veth_a, "--netns", &lab.a, "--out"])
             .arg(&session)
             .stdout(Stdio::null())
@@ -72,7 +79,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .spawn()?;
         std::thread::sleep(Duration::from_millis(2000));
         let before = tcpviz_progs()?;
-        with.push(iperf(&lab, secs)?);
+        with.push(iperf(lab, secs)?);
         let after = tcpviz_progs()?;
         let out = interrupt(agent);
         if !out.status.success() {
@@ -95,8 +102,6 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
-    let _ = server.kill();
-    let _ = server.wait();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
