@@ -154,5 +154,38 @@ fn demo() -> Result<()> {
         sh(Command::new(&bin).arg("summary").arg("--in").arg(&out).args(["--top", "5"]))?;
     }
     eprintln!("\nsession folders: artifacts/demo/<sample>/ (events.jsonl, summary.json, benchmark.log)");
+    if is_root() {
+        demo_live(&bin)?;
+    } else {
+        eprintln!("(as root, the demo also runs the live agent on a namespace lab with induced loss)");
+    }
+    Ok(())
+}
+
+/// The live side: a namespace lab with 2 % loss in its router, `tcpviz live` on the
+/// sender's interface for a few seconds while IPv4 and IPv6 transfers run.
+fn demo_live(bin: &std::path::Path) -> Result<()> {
+    use tcpviz_privileged_tests::{Lab, SERVER_V4, SERVER_V6};
+    let out = PathBuf::from("artifacts/demo/live");
+    let _ = std::fs::remove_dir_all(&out);
+    let lab = Lab::new();
+    lab.offloads_off();
+    lab.loss(0.02, 5201);
+    eprintln!("\nlive agent on {} in namespace {} (a lab with 2% loss in its router), 8 seconds:", lab.veth_a, lab.a);
+    let mut agent = Command::new(bin)
+        .args(["live", "--iface", &lab.veth_a, "--netns", &lab.a, "--duration", "8", "--out"])
+        .arg(&out)
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for addr in [SERVER_V4, SERVER_V6] {
+        let server = lab.server(addr, 5201);
+        lab.send(addr, 5201, 3_000_000);
+        let _ = server.wait_with_output();
+    }
+    let status = agent.wait()?;
+    if !status.success() {
+        bail!("tcpviz live failed ({status})");
+    }
+    eprintln!("live session: {}/", out.display());
     Ok(())
 }

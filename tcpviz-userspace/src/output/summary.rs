@@ -306,11 +306,17 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
         let _ = writeln!(s, "error: {e}");
     }
     let _ = writeln!(s);
-    let _ = writeln!(
+    // Live sessions: the kernel's retransmissions beside the wire's, and how many matched.
+    let kernel = summary.flows.iter().any(|f| f.kernel.is_some());
+    let _ = write!(
         s,
-        "{:>6}  {:<47} {:>8} {:>10} {:>7} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}  state",
+        "{:>6}  {:<47} {:>8} {:>10} {:>7} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}",
         "flow", "connection", "packets", "bytes", "retx%", "retx", "ooo", "lost", "zwin", "rtt(ms)", "score"
     );
+    if kernel {
+        let _ = write!(s, " {:>6} {:>7}", "k-retx", "matched");
+    }
+    let _ = writeln!(s, "  state");
     for f in summary.flows.iter().take(top) {
         let retx = f.count(EventKind::Retransmission)
             + f.count(EventKind::FastRetransmission)
@@ -327,9 +333,9 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
             label.truncate(46);
             label.push('…');
         }
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "{:>6}  {:<47} {:>8} {:>10} {:>7.2} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}  {}",
+            "{:>6}  {:<47} {:>8} {:>10} {:>7.2} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}",
             f.flow_id,
             label,
             f.packets,
@@ -341,8 +347,18 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
             f.count(EventKind::ZeroWindow),
             rtt,
             f.trouble_score,
-            f.state
         );
+        if kernel {
+            match &f.kernel {
+                Some(k) => {
+                    let _ = write!(s, " {:>6} {:>7}", k.kernel_retransmissions, k.matched);
+                }
+                None => {
+                    let _ = write!(s, " {:>6} {:>7}", "-", "-");
+                }
+            }
+        }
+        let _ = writeln!(s, "  {}", f.state);
     }
     if summary.flows.len() > top {
         let _ = writeln!(s, "… {} more flows (see summary.json)", summary.flows.len() - top);
