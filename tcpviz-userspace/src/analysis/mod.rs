@@ -97,6 +97,20 @@ impl Analyzer {
 
     /// Analyses one segment, appending its events to `events`.
     pub fn process(&mut self, seg: &Segment, at: PacketRef, events: &mut Vec<Event>) {
+        self.process_observed(seg, at, events, |_, _, _| {});
+    }
+
+    /// [`process`](Self::process), then `observe(flow, dir, analysis)` with the segment's
+    /// flow after the rules ran (its events already appended). The report uses it to draw
+    /// per-packet series (sequence numbers, bytes in flight, RTT samples) that the events,
+    /// which only name flagged packets, do not carry.
+    pub fn process_observed(
+        &mut self,
+        seg: &Segment,
+        at: PacketRef,
+        events: &mut Vec<Event>,
+        mut observe: impl FnMut(&Flow, usize, &PacketAnalysis),
+    ) {
         self.segments += 1;
         if seg.ts > self.now {
             self.now = seg.ts;
@@ -146,6 +160,7 @@ impl Analyzer {
         self.findings.clear();
         findings::packet_findings(flow, dir, seg, &pa, &mut self.findings);
         if pa.flags.is_empty() && self.findings.is_empty() {
+            observe(flow, dir, &pa);
             return;
         }
 
@@ -200,6 +215,7 @@ impl Analyzer {
             x.stall_ms = f.stall_ns.map(ms);
             emit(f.kind, f.severity, x, flow);
         }
+        observe(flow, dir, &pa);
     }
 
     /// Ends the input: every flow still open is retired, with its end-of-flow findings.
