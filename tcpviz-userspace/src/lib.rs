@@ -13,3 +13,4 @@ pub mod flow;
 pub mod offline;
 pub mod output;
 pub mod pipeline;
+pub mod report;
