@@ -34,8 +34,12 @@ use crate::output::summary::endpoint;
 
 /// Flows drawn on rows of their own; the rest share one "other flows" row.
 pub const MAX_ROWS: usize = 30;
-/// Event markers drawn at most (sampled beyond).
-pub const MAX_MARKERS: u64 = 20_000;
+/// Event markers drawn at most (sampled beyond). SVG markers cost the browser about a
+/// fifth of a millisecond each: 10,000 draw in about two seconds on a slow machine.
+pub const MAX_MARKERS: u64 = 10_000;
+/// Markers of one flow, kind and severity at most: one sub-lane of a row is about a
+/// thousand pixels long, so more would only overlap (and slow the browser down).
+pub const MAX_MARKERS_PER_LANE: u64 = 1_000;
 /// Alert bands drawn at most (critical first, then the longest).
 pub const MAX_ALERT_BANDS: usize = 2_000;
 /// Time buckets of the event-rate bars.
@@ -305,7 +309,8 @@ pub fn render(files: &SessionFiles) -> Result<String, ReportError> {
     drop(tallies);
     let keys: Vec<(usize, EventKind, Severity)> = key_counts.keys().copied().collect();
     let key_sizes: Vec<u64> = key_counts.values().copied().collect();
-    let quotas = proportional_quotas(&key_sizes, MAX_MARKERS);
+    let quotas: Vec<u64> =
+        proportional_quotas(&key_sizes, MAX_MARKERS).into_iter().map(|q| q.min(MAX_MARKERS_PER_LANE)).collect();
     let mut pickers: FxHashMap<(usize, EventKind, Severity), EvenPicker> =
         keys.iter().zip(key_sizes.iter().zip(&quotas)).map(|(k, (&n, &q))| (*k, EvenPicker::new(n, q))).collect();
     let sampled = quotas.iter().sum::<u64>() < total_events;
@@ -389,9 +394,11 @@ pub fn render(files: &SessionFiles) -> Result<String, ReportError> {
         let _ = writeln!(
             intro,
             "<p class=\"warn\">{} events, showing {} sampled per flow, kind and severity in proportion (each \
-             keeps at least one, picked evenly through time). The rate bars count all events.</p>",
+             keeps at least one and at most {}, which already overlap on a row; picked evenly through time). The \
+             rate bars count all events.</p>",
             fmt_count(total_events),
-            fmt_count(shown as u64)
+            fmt_count(shown as u64),
+            fmt_count(MAX_MARKERS_PER_LANE)
         );
     }
     match alert_counts {
@@ -437,16 +444,15 @@ pub(super) fn unreadable_note(html: &mut String, file: &str, counts: LineCounts)
     }
 }
 
-/// Hover text of an event: kind, severity, flow, time, frame, numbers, flags, reason and
-/// every extra field. All text from the event is escaped for plotly.
+/// Hover text of an event, below the kind and severity its trace's template shows: flow,
+/// time, frame, numbers, flags, reason and every extra field. All text from the event is
+/// escaped for plotly. Kept short: it is most of the timeline's size.
 pub fn event_hover(e: &Event, t0: f64) -> String {
     let ts = ts_to_secs(e.ts);
-    let mut s = String::with_capacity(256);
+    let mut s = String::with_capacity(200);
     let _ = write!(
         s,
-        "<b>{}</b> · {}<br>flow {}: {} → {}<br>{} UTC (+{:.6} s)",
-        e.event,
-        e.severity.as_str(),
+        "flow {}: {} → {}<br>{} UTC (+{:.6} s)<br>",
         e.flow_id,
         endpoint(e.src, e.sport),
         endpoint(e.dst, e.dport),
@@ -454,14 +460,15 @@ pub fn event_hover(e: &Event, t0: f64) -> String {
         ts - t0
     );
     if let Some(frame) = e.frame {
-        let _ = write!(s, "<br>frame {frame}");
+        let _ = write!(s, "frame {frame}");
         if let Some(file) = &e.file {
             let _ = write!(s, " of {}", escape_plot_text(&truncate_chars(file, MAX_HOVER_TEXT)));
         }
+        s.push_str(" · ");
     }
     let _ = write!(
         s,
-        "<br>seq {} ack {} len {} flags {}",
+        "seq {} ack {} len {} flags {}",
         e.seq,
         e.ack,
         e.len,
@@ -469,10 +476,10 @@ pub fn event_hover(e: &Event, t0: f64) -> String {
     );
     let extra = serde_json::to_value(&e.extra).unwrap_or_default();
     if let Some(map) = extra.as_object() {
+        let mut fields = Vec::new();
         if let Some(reason) = map.get("reason").and_then(|v| v.as_str()) {
-            let _ = write!(s, "<br>reason: <b>{}</b>", escape_plot_text(reason));
+            fields.push(format!("reason {}", escape_plot_text(reason)));
         }
-        let mut on_line = 0;
         for (key, value) in map {
             if key == "reason" || key == "detail" {
                 continue;
@@ -485,9 +492,11 @@ pub fn event_hover(e: &Event, t0: f64) -> String {
                 serde_json::Value::String(t) => t.clone(),
                 other => other.to_string(),
             };
-            s.push_str(if on_line == 0 { "<br>" } else { ", " });
-            let _ = write!(s, "{}={}", escape_plot_text(key), escape_plot_text(&truncate_chars(&value, 40)));
-            on_line = (on_line + 1) % 4;
+            fields.push(format!("{}={}", escape_plot_text(key), escape_plot_text(&truncate_chars(&value, 40))));
+        }
+        if !fields.is_empty() {
+            s.push_str("<br>");
+            s.push_str(&fields.join(" · "));
         }
         if let Some(detail) = map.get("detail").and_then(|v| v.as_str()) {
             let _ = write!(s, "<br>{}", escape_plot_text(&truncate_chars(detail, MAX_HOVER_TEXT)));
@@ -618,15 +627,14 @@ fn build_plot(
                 .legend_group_title(LegendGroupTitle::with_text(sev.as_str()))
                 .mode(Mode::Markers)
                 .marker(
+                    // No per-marker opacity or outline: each costs the browser as much again.
                     Marker::new()
                         .symbol(kind_symbol(*kind))
                         .size(if *sev == Severity::Info { 8 } else { 10 })
-                        .color(severity_color(*sev))
-                        .opacity(0.85)
-                        .line(Line::new().width(1.0).color(severity_color(*sev))),
+                        .color(severity_color(*sev)),
                 )
                 .text_array(t.text.clone())
-                .hover_info(HoverInfo::Text),
+                .hover_template(format!("<b>{kind}</b> · {}<br>%{{text}}<extra></extra>", sev.as_str())),
         );
     }
 
@@ -795,12 +803,10 @@ mod tests {
         };
         let h = event_hover(&e, 1_700_000_000.0);
         for want in [
-            "<b>loss_infer</b> · CRITICAL",
             "flow 7: 10.0.0.1:443 → [fd00::2]:5555",
             "(+1.500000 s)",
-            "frame 42 of x&lt;/script&gt;&lt;b&gt;.pcap",
-            "seq 1 ack 2 len 3 flags PA",
-            "reason: <b>retransmission_timeout</b>",
+            "frame 42 of x&lt;/script&gt;&lt;b&gt;.pcap · seq 1 ack 2 len 3 flags PA",
+            "reason retransmission_timeout · ",
             "rto_ms=201.500",
             "&lt;script&gt;alert(1)&lt;/script&gt;",
         ] {
