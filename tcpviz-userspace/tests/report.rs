@@ -250,9 +250,32 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// A scratch folder, kept (and printed) when `TCPVIZ_KEEP_TEST_SESSIONS` is set, to look at
+/// the pages after a run.
+struct Scratch {
+    path: PathBuf,
+    _removed_on_drop: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("TCPVIZ_KEEP_TEST_SESSIONS").is_some() {
+            let path = dir.keep();
+            eprintln!("keeping {}", path.display());
+            return Scratch { path, _removed_on_drop: None };
+        }
+        Scratch { path: dir.path().to_path_buf(), _removed_on_drop: Some(dir) }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 #[test]
 fn dashboards_of_a_real_session_render_offline_without_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     // A capture whose path holds a crafted name (a file name cannot hold '/', so the name
     // runs through folders), next to a second capture, so events name their file.
     let crafted = dir.path().join(NASTY_FILE);
@@ -332,7 +355,7 @@ fn dashboards_of_a_real_session_render_offline_without_errors() {
 
 #[test]
 fn report_falls_back_to_the_events_when_the_capture_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let capture = dir.path().join("gone.pcap");
     std::fs::copy(sample("ipv4_loss_sender.pcap"), &capture).unwrap();
     let session = dir.path().join("s");
@@ -356,7 +379,7 @@ fn report_falls_back_to_the_events_when_the_capture_is_gone() {
 
 #[test]
 fn an_events_file_alone_makes_a_timeline_and_clear_errors_for_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let session = dir.path().join("s");
     run_ok(
         tcpviz()
@@ -523,7 +546,7 @@ struct ScaleFigures {
 }
 
 fn scale_run(events: u64, flows: u64, name: &str) -> ScaleFigures {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let session = dir.path().join("s");
     let started = Instant::now();
     synthetic_session(&session, events, flows);

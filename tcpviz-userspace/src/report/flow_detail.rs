@@ -568,13 +568,30 @@ fn with_empty_note(layout: Layout, empty: bool, text: &str) -> Layout {
     ])
 }
 
-fn layout(title: &str, height: usize) -> Layout {
+/// The layout of a flow's plots: fixed side margins and the legend in a row above the plot,
+/// so the three time axes of a flow line up one under the other. An empty plot is short.
+fn layout(title: &str, height: usize, empty: bool) -> Layout {
+    use plotly::common::{Anchor, Orientation};
     Layout::new()
-        .title(Title::with_text(title).x(0.0).x_anchor(plotly::common::Anchor::Left))
-        .height(height)
-        .margin(Margin::new().top(45).bottom(55).left(80).right(20))
+        .title(
+            Title::with_text(title)
+                .x(0.0)
+                .x_anchor(Anchor::Left)
+                .y(0.98)
+                .y_anchor(Anchor::Top)
+                .y_ref(plotly::common::Reference::Container),
+        )
+        .height(if empty { 200 } else { height })
+        .margin(Margin::new().top(if empty { 50 } else { 78 }).bottom(50).left(90).right(90).auto_expand(false))
         .hover_mode(plotly::layout::HoverMode::Closest)
-        .legend(Legend::new().trace_group_gap(4))
+        .legend(
+            Legend::new()
+                .orientation(Orientation::Horizontal)
+                .x(0.0)
+                .x_anchor(Anchor::Left)
+                .y(1.02)
+                .y_anchor(Anchor::Bottom),
+        )
 }
 
 /// The time–sequence graph of the data direction: each segment a vertical bar from its
@@ -629,7 +646,7 @@ pub fn time_sequence_plot(s: &FlowSeries) -> Plot {
     };
     let empty = s.segments.is_empty() && s.acks.is_empty() && s.marks.is_empty();
     plot.set_layout(
-        with_empty_note(layout(&escape_plot_text(&title), 460), empty, "no data segments and no ACKs")
+        with_empty_note(layout(&escape_plot_text(&title), 460, empty), empty, "no data segments and no ACKs")
             .x_axis(axis_time(&s.target))
             .y_axis(
                 Axis::new()
@@ -720,7 +737,7 @@ pub fn rtt_plot(s: &FlowSeries) -> Plot {
         SeriesOrigin::Events => "no RTT in the flow's events",
     };
     plot.set_layout(
-        with_empty_note(layout(&escape_plot_text(&title), 340), empty, why)
+        with_empty_note(layout(&escape_plot_text(&title), 340, empty), empty, why)
             .x_axis(axis_time(&s.target))
             .y_axis(Axis::new().title(Title::with_text("RTT (ms)")).range_mode(RangeMode::ToZero)),
     );
@@ -743,7 +760,7 @@ pub fn in_flight_plot(s: &FlowSeries) -> Plot {
     }
     let empty = s.in_flight.is_empty() && s.kernel.is_empty();
     let title = format!("Bytes in flight, data {}", s.target.data_label());
-    let mut layout = with_empty_note(layout(&escape_plot_text(&title), 340), empty, "no data in flight")
+    let mut layout = with_empty_note(layout(&escape_plot_text(&title), 340, empty), empty, "no data in flight")
         .x_axis(axis_time(&s.target))
         .y_axis(
             Axis::new()

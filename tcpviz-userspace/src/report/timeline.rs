@@ -638,10 +638,15 @@ fn build_plot(
         );
     }
 
-    // Heights in pixels: rows of 26 px, the rate bars 130 px.
-    let lanes_px = 26.0 * row_count as f64 + 40.0;
+    // Heights in pixels: rows of 26 px, the rate bars 130 px; tall enough for the legend
+    // (about 21 px an entry, 36 a group title and its gap) not to scroll.
     let rate_px = 130.0;
     let gap_px = 40.0;
+    let groups =
+        SEVERITIES.iter().filter(|sev| traces.keys().any(|(s, _)| s == *sev)).count() + usize::from(!spans.is_empty());
+    let alert_entries = [Level::Warn, Level::Critical].iter().filter(|l| spans.iter().any(|a| a.level == **l)).count();
+    let legend_px = 21.0 * (traces.len() + alert_entries) as f64 + 36.0 * groups as f64 + 20.0;
+    let lanes_px = (26.0 * row_count as f64 + 40.0).max(legend_px - rate_px - gap_px).max(120.0);
     let (top, bottom) = (60.0, 60.0);
     let height = lanes_px + rate_px + gap_px + top + bottom;
     let plot_px = lanes_px + rate_px + gap_px;
