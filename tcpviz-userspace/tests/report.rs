@@ -543,6 +543,8 @@ fn synthetic_session(dir: &Path, events: u64, flows: u64) {
 struct ScaleFigures {
     sizes: [u64; 3],
     write_seconds: f64,
+    /// Time each page took to draw all its plots in the browser (from the first script).
+    render_ms: Vec<u64>,
 }
 
 fn scale_run(events: u64, flows: u64, name: &str) -> ScaleFigures {
@@ -599,6 +601,7 @@ fn scale_run(events: u64, flows: u64, name: &str) -> ScaleFigures {
     assert!(report_html.contains("are not readable from here"));
     assert_eq!(report_html.matches("-tseq\"").count(), flow_detail::MAX_DETAIL_FLOWS * 2, "div and call per flow");
 
+    let mut render_ms = Vec::new();
     if have_chromium() {
         for (page, shot, ids) in [
             (report::TIMELINE_FILE, "timeline", vec![timeline::PLOT_ID.to_string()]),
@@ -607,9 +610,10 @@ fn scale_run(events: u64, flows: u64, name: &str) -> ScaleFigures {
         ] {
             let o = open(&session.join(page), &format!("{name}-{shot}"));
             assert_clean(&o, &format!("{name} {page}"), &ids);
+            render_ms.push(o.render_ms.expect("the page says how long it took"));
         }
     }
-    ScaleFigures { sizes: [sizes[0], sizes[1], sizes[2]], write_seconds }
+    ScaleFigures { sizes: [sizes[0], sizes[1], sizes[2]], write_seconds, render_ms }
 }
 
 #[test]
@@ -623,7 +627,8 @@ fn thousands_of_flows_and_many_events_stay_bounded() {
 fn million_events_render_in_seconds() {
     let f = scale_run(1_000_000, 2_000, "scale-1m");
     eprintln!(
-        "scale-1m: timeline {} bytes, summary {} bytes, report {} bytes, written in {:.1} s",
-        f.sizes[0], f.sizes[1], f.sizes[2], f.write_seconds
+        "scale-1m: timeline {} bytes, summary {} bytes, report {} bytes, written in {:.1} s, drawn in {:?} ms",
+        f.sizes[0], f.sizes[1], f.sizes[2], f.write_seconds, f.render_ms
     );
+    assert!(f.render_ms.iter().all(|&ms| ms < 15_000), "a page took more than 15 s to draw: {:?}", f.render_ms);
 }

@@ -6,6 +6,8 @@
 //! - `test`: setup, formatting, lints (host and eBPF), unit/golden/corpus tests, and the
 //!   privileged namespace tests when run as root. This is what `.ci/run` calls.
 //! - `bench`: throughput and memory on a large capture, beside tshark on the same file.
+//! - `report-scale`: the dashboards of a synthetic session of a million events over 2,000
+//!   flows (release build): page sizes, time to write them, render time in headless Chromium.
 
 mod bench;
 mod setup;
@@ -24,9 +26,10 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("bench") => bench::run(&args[1..]),
+        Some("report-scale") => report_scale(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench [--capture FILE] [--make]  throughput and memory vs tshark"
+                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench [--capture FILE] [--make]  throughput and memory vs tshark\n  report-scale        dashboards of a million events: sizes and render times"
             );
             bail!("unknown task {:?}", args.first());
         }
@@ -144,9 +147,24 @@ fn demo() -> Result<()> {
         let stem = sample.file_stem().unwrap().to_string_lossy().into_owned();
         let out = PathBuf::from("artifacts/demo").join(&stem);
         let _ = std::fs::remove_dir_all(&out);
-        sh(Command::new(&bin).arg("parse-pcap").arg("--in").arg(sample).arg("--out").arg(&out))?;
+        sh(Command::new(&bin).arg("parse-pcap").arg("--in").arg(sample).arg("--out").arg(&out).arg("--report"))?;
         sh(Command::new(&bin).arg("summary").arg("--in").arg(&out).args(["--top", "5"]))?;
     }
-    eprintln!("\nsession folders: artifacts/demo/<sample>/ (events.jsonl, summary.json, benchmark.log)");
+    eprintln!(
+        "\nsession folders: artifacts/demo/<sample>/ (events.jsonl, summary.json, benchmark.log, and the \
+         dashboards report.html, timeline.html, summary.html: open them in a browser, no network needed)"
+    );
     Ok(())
+}
+
+/// The million-event dashboard test of `tcpviz-userspace/tests/report.rs`, in release mode
+/// (it is ignored in plain `cargo test`): it prints page sizes, the time to write them and
+/// the render time of each page in headless Chromium.
+fn report_scale() -> Result<()> {
+    setup::run()?;
+    // The pages need no eBPF programs: skip building them.
+    sh(cargo()
+        .env("AYA_BUILD_SKIP", "1")
+        .args(["test", "--release", "-p", "tcpviz", "--test", "report", "--", "--ignored", "--nocapture"])
+        .arg("million_events_render_in_seconds"))
 }

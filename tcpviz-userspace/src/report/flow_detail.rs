@@ -38,8 +38,9 @@ use crate::output::summary::{FlowSummary, endpoint};
 pub const MAX_DETAIL_FLOWS: usize = 5;
 /// Points per trace at most (a flow's series are decimated evenly beyond).
 pub const MAX_SERIES_POINTS: usize = 5_000;
-/// Event markers per flow at most (every one up to this many, evenly thinned beyond).
-pub const MAX_MARKS: usize = 2_000;
+/// Marked packets per flow at most, for retransmissions and losses, and again for the other
+/// kinds (every one up to this many, evenly thinned beyond).
+pub const MAX_MARKS: usize = 1_000;
 /// ssthresh at or above this is the kernel's "not set yet" (it starts at 0x7fffffff).
 const SSTHRESH_UNSET: u32 = 1 << 30;
 
@@ -162,6 +163,44 @@ pub struct KernelPoint {
     pub srtt_ms: f64,
 }
 
+/// Marked packets of a flow, in two bounded sets so that a flood of duplicate ACKs or
+/// window updates never thins out the retransmissions and losses: each set keeps every
+/// mark up to [`MAX_MARKS`], then thins evenly.
+#[derive(Debug, Clone)]
+struct MarkSet {
+    losses: Decimator<Mark>,
+    others: Decimator<Mark>,
+}
+
+impl MarkSet {
+    fn new() -> MarkSet {
+        MarkSet { losses: Decimator::new(MAX_MARKS), others: Decimator::new(MAX_MARKS) }
+    }
+
+    fn push(&mut self, mark: Mark) {
+        let k = mark.kind;
+        if k.is_retransmission() || matches!(k, EventKind::LostSegment | EventKind::LossInfer) {
+            self.losses.push(mark);
+        } else {
+            self.others.push(mark);
+        }
+    }
+
+    fn seen(&self) -> u64 {
+        self.losses.seen() + self.others.seen()
+    }
+
+    fn is_complete(&self) -> bool {
+        self.losses.is_complete() && self.others.is_complete()
+    }
+
+    fn into_points(self) -> Vec<Mark> {
+        let mut marks = self.losses.into_points();
+        marks.extend(self.others.into_points());
+        marks
+    }
+}
+
 /// Where a flow's series came from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeriesOrigin {
@@ -203,7 +242,7 @@ struct Collector {
     rtt_data: Decimator<(f64, f64)>,
     rtt_reverse: Decimator<(f64, f64)>,
     in_flight: Decimator<(f64, u32)>,
-    marks: Decimator<Mark>,
+    marks: MarkSet,
     events: Vec<Event>,
 }
 
@@ -220,7 +259,7 @@ impl Collector {
             rtt_data: Decimator::new(MAX_SERIES_POINTS),
             rtt_reverse: Decimator::new(MAX_SERIES_POINTS),
             in_flight: Decimator::new(MAX_SERIES_POINTS),
-            marks: Decimator::new(MAX_MARKS),
+            marks: MarkSet::new(),
             events: Vec::new(),
         }
     }
@@ -449,7 +488,7 @@ pub fn series_from_events(
         acks: Decimator<AckPoint>,
         srtt: Decimator<(f64, f64)>,
         in_flight: Decimator<(f64, u32)>,
-        marks: Decimator<Mark>,
+        marks: MarkSet,
     }
     let mut partial: Vec<Partial> = targets
         .iter()
@@ -459,7 +498,7 @@ pub fn series_from_events(
             acks: Decimator::new(MAX_SERIES_POINTS),
             srtt: Decimator::new(MAX_SERIES_POINTS),
             in_flight: Decimator::new(MAX_SERIES_POINTS),
-            marks: Decimator::new(MAX_MARKS),
+            marks: MarkSet::new(),
         })
         .collect();
     read_json_lines::<Event>(events_path, |e| {

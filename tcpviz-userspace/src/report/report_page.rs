@@ -155,7 +155,9 @@ pub fn render(files: &SessionFiles, summary: &Summary) -> Result<String, ReportE
         "note",
         "Time–sequence graph (as tcptrace and Wireshark's Stevens graph): each data segment is a vertical bar from its \
          first to its last byte; the green steps are what the receiver acknowledged, the yellow steps the limit its \
-         window allows. Retransmissions and other flagged packets are marked (hover for details). Drag to zoom.",
+         window allows. Retransmissions and other flagged packets are marked (hover for details); routine kinds \
+         such as window updates start hidden (click the legend). Drag to zoom. RTTs are measured at the capture \
+         point: on the sender's side they are the path RTT, on the receiver's side the receiver's own delay.",
     );
     for (f, s) in worst.iter().zip(&series) {
         let ids = flow_plot_ids(f.flow_id);
