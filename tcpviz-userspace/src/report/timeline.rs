@@ -151,8 +151,10 @@ pub struct RowPlan {
 }
 
 impl RowPlan {
-    pub fn row_for(&self, flow_id: u64) -> usize {
-        self.row_of.get(&flow_id).copied().or(self.other).unwrap_or(0)
+    /// The row of a flow: its own, else "other flows"; None for a flow the plan does not
+    /// know when nothing was folded (an alert of a flow without events).
+    pub fn row_for(&self, flow_id: u64) -> Option<usize> {
+        self.row_of.get(&flow_id).copied().or(self.other)
     }
 }
 
@@ -301,7 +303,7 @@ pub fn render(files: &SessionFiles) -> Result<String, ReportError> {
     // Quotas per (row, kind, severity).
     let mut key_counts: BTreeMap<(usize, EventKind, Severity), u64> = BTreeMap::new();
     for (&flow_id, t) in &tallies {
-        let row = row_for(flow_id);
+        let Some(row) = row_for(flow_id) else { continue };
         for &(k, s, n) in &t.by_kind {
             *key_counts.entry((row, k, s)).or_default() += n;
         }
@@ -333,11 +335,18 @@ pub fn render(files: &SessionFiles) -> Result<String, ReportError> {
     let bucket_s = span / RATE_BUCKETS as f64;
     let mut rate = vec![[0u64; 3]; RATE_BUCKETS];
     let mut traces: BTreeMap<(Severity, EventKind), MarkerTrace> = BTreeMap::new();
+    // A file still being written (a live session) has grown since the first pass: draw
+    // what the first pass counted.
+    let mut lines_left = counts.lines;
     for_each_line(&files.events, |line| {
+        if lines_left == 0 {
+            return true;
+        }
+        lines_left -= 1;
         let Ok(head) = serde_json::from_str::<EventHead>(line) else { return false };
         let bucket = (((head.ts - first) / bucket_s) as usize).min(RATE_BUCKETS - 1);
         rate[bucket][head.severity as usize] += 1;
-        let row = row_for(head.flow_id);
+        let Some(row) = row_for(head.flow_id) else { return true };
         let Some(picker) = pickers.get_mut(&(row, head.event, head.severity)) else { return true };
         if !picker.pick() {
             return true;
@@ -367,18 +376,27 @@ pub fn render(files: &SessionFiles) -> Result<String, ReportError> {
     let subtitle = files.dir.display().to_string();
     let mut page = Page::new(PageKind::Timeline, "Timeline of TCP anomalies", &subtitle);
     let mut intro = String::new();
-    let _ = writeln!(
-        intro,
-        "<p class=\"note\">{} events in {} flows, {} ({}). One row per flow, worst first (by trouble \
+    if total_events == 0 {
+        let _ = writeln!(
+            intro,
+            "<p class=\"note\">No events: no anomalies found in {} ({}).</p>",
+            escape_html(&fmt_utc_span(first, last)),
+            escape_html(&fmt_seconds(last - first)),
+        );
+    } else {
+        let _ = writeln!(
+            intro,
+            "<p class=\"note\">{} events in {} flows, {} ({}). One row per flow, worst first (by trouble \
          score); colour is severity, symbol is event kind. Bars on top: all events, counted per {} of time. \
          Hover a marker for the event's details; drag to zoom, double-click to reset; click a legend entry to \
          hide or show a kind.</p>",
-        fmt_count(total_events),
-        fmt_count(rows.iter().map(|r| r.flows).sum()),
-        escape_html(&fmt_utc_span(first, last)),
-        escape_html(&fmt_seconds(last - first)),
-        escape_html(&fmt_seconds(bucket_s)),
-    );
+            fmt_count(total_events),
+            fmt_count(rows.iter().map(|r| r.flows).sum()),
+            escape_html(&fmt_utc_span(first, last)),
+            escape_html(&fmt_seconds(last - first)),
+            escape_html(&fmt_seconds(bucket_s)),
+        );
+    }
     if let Some(other) = plan.other.map(|r| &rows[r]) {
         let _ = writeln!(
             intro,
@@ -427,7 +445,12 @@ pub fn render(files: &SessionFiles) -> Result<String, ReportError> {
         );
     }
     page.push_html(&intro);
-    page.plot(PLOT_ID, &plot);
+    if total_events == 0 && spans.is_empty() && summary.as_ref().and_then(|s| s.totals.first_ts).is_none() {
+        // Nothing happened and no time is known: an empty plot of 1970 would only mislead.
+        page.paragraph("note", "No events and no packets in this session: nothing to draw.");
+    } else {
+        page.plot(PLOT_ID, &plot);
+    }
     Ok(page.finish())
 }
 
@@ -529,7 +552,7 @@ fn build_plot(
     first: f64,
     bucket_s: f64,
     spans: &[AlertSpan],
-    row_for: &dyn Fn(u64) -> usize,
+    row_for: &dyn Fn(u64) -> Option<usize>,
 ) -> Plot {
     let mut plot = Plot::new();
     let row_count = rows.len().max(1);
@@ -539,8 +562,8 @@ fn build_plot(
     for level in [Level::Warn, Level::Critical] {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         let (mut sx, mut sy, mut stext) = (Vec::new(), Vec::new(), Vec::new());
-        for a in spans.iter().filter(|a| a.level == level) {
-            let row = row_for(a.flow_id) as f64;
+        for (a, row) in spans.iter().filter(|a| a.level == level).filter_map(|a| Some((a, row_for(a.flow_id)?))) {
+            let row = row as f64;
             let x0 = epoch_ms(a.start);
             // A band raised at the very end still shows.
             let x1 = epoch_ms(a.end).max(x0 + span_ms * 0.002);
@@ -667,6 +690,8 @@ fn build_plot(
         .x_axis(
             Axis::new()
                 .type_(AxisType::Date)
+                // The session's span, also when there is nothing to draw in it.
+                .range(vec![epoch_ms(first) - span_ms * 0.01, epoch_ms(first) + span_ms * 1.01])
                 .title(Title::with_text("time (UTC)"))
                 .hover_format("%H:%M:%S.%6f")
                 .show_grid(true)
@@ -677,7 +702,7 @@ fn build_plot(
                 .domain(&[0.0, lanes_top])
                 .range(vec![row_count as f64 - 0.5, -0.5])
                 .tick_mode(plotly::common::TickMode::Array)
-                .tick_values((0..row_count).map(|r| r as f64).collect())
+                .tick_values((0..rows.len()).map(|r| r as f64).collect())
                 .tick_text(tick_text)
                 .auto_margin(true)
                 .zero_line(false)
@@ -693,6 +718,20 @@ fn build_plot(
                 .title(Title::with_text(format!("events per {}", fmt_seconds(bucket_s))))
                 .range_mode(plotly::layout::RangeMode::ToZero),
         );
+    let layout = if traces.is_empty() {
+        layout.annotations(vec![
+            plotly::layout::Annotation::new()
+                .text("no anomalies found")
+                .x_ref("paper")
+                .y_ref("paper")
+                .x(0.5)
+                .y(lanes_top / 2.0)
+                .show_arrow(false)
+                .font(plotly::common::Font::new().size(14).color("#616e7c")),
+        ])
+    } else {
+        layout
+    };
     plot.set_layout(layout);
     plot.set_configuration(plot_config());
     plot
@@ -768,7 +807,7 @@ mod tests {
         let (rows, row_of) = (&plan.rows, &plan.row_of);
         assert_eq!(rows.len(), 31);
         assert_eq!(plan.other, Some(30));
-        assert_eq!(plan.row_for(0), 30);
+        assert_eq!(plan.row_for(0), Some(30));
         assert_eq!(rows[0].label, "#1999 f1999", "score 99, most events");
         assert!(rows[..30].windows(2).all(|w| w[0].score >= w[1].score));
         assert_eq!(rows[30].flows, 1970);
@@ -779,6 +818,7 @@ mod tests {
             (0..3u64).map(|i| RankedFlow { flow_id: i, label: String::new(), score: 0, events: 1 }).collect();
         let plan = plan_rows(few, 30);
         assert_eq!((plan.rows.len(), plan.other), (3, None));
+        assert_eq!((plan.row_for(2), plan.row_for(99)), (Some(2), None));
     }
 
     #[test]
