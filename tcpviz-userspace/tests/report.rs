@@ -150,6 +150,23 @@ fn open(page: &Path, name: &str) -> Opened {
     }
 }
 
+/// Runs `script` in a copy of the page once it has drawn, and returns the text the script
+/// left in `<pre id="probe">` (how the tests click and hover, with `--dump-dom` only).
+fn probe(page: &Path, script: &str) -> String {
+    let html = std::fs::read_to_string(page).unwrap();
+    let copy = page.with_extension("probe.html");
+    let injected = format!(
+        "<pre id=\"probe\"></pre><script>\ntry {{ {script} }} catch (e) {{ document.getElementById('probe').textContent = 'probe failed: ' + e; }}\n</script>\n</body>"
+    );
+    std::fs::write(&copy, html.replacen("</body>", &injected, 1)).unwrap();
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", copy.canonicalize().unwrap().display());
+    let (dom, _) = chromium(&["--virtual-time-budget=10000", "--dump-dom", &url], &work.path().join("profile"));
+    std::fs::remove_file(&copy).unwrap();
+    element_text(&dom, "<pre id=\"probe\"")
+}
+
 fn element_text(dom: &str, open_tag: &str) -> String {
     let Some(start) = dom.find(open_tag) else { panic!("{open_tag} missing from the page") };
     let body = &dom[start + dom[start..].find('>').unwrap() + 1..];
@@ -341,9 +358,37 @@ fn dashboards_of_a_real_session_render_offline_without_errors() {
     }
     let o = open(&session.join(report::TIMELINE_FILE), "timeline");
     assert_clean(&o, "timeline", &[timeline::PLOT_ID.to_string()]);
+    // Hovering a retransmission shows its details.
+    let retransmissions = fig["data"].as_array().unwrap().iter().position(|t| t["name"] == "retransmission").unwrap();
+    let hover = probe(
+        &session.join(report::TIMELINE_FILE),
+        &format!(
+            "Plotly.Fx.hover('timeline', [{{curveNumber: {retransmissions}, pointNumber: 0}}]);
+             var label = document.querySelector('#timeline .hovertext');
+             document.getElementById('probe').textContent = label ? label.textContent : 'no hover label';"
+        ),
+    );
+    eprintln!("timeline hover label: {hover}");
+    for want in ["retransmission", "INFO", "flow ", "UTC (+", "frame ", "seq ", "flags "] {
+        assert!(hover.contains(want), "{want:?} not in the hover label {hover:?}");
+    }
     let o = open(&session.join(report::SUMMARY_PAGE_FILE), "summary");
     assert_clean(&o, "summary", &[summary_page::BARS_PLOT_ID.to_string()]);
     assert!(o.dom.contains(&format!("<table class=\"flows\" id=\"{}\"", summary_page::TABLE_ID)));
+    // A click on "packets" sorts biggest first, a second click smallest first.
+    let sorted = probe(
+        &session.join(report::SUMMARY_PAGE_FILE),
+        "var t = document.getElementById('flows'); var th = t.tHead.rows[0].cells[3]; var out = [];
+         function col() { return Array.prototype.map.call(t.tBodies[0].rows, function (r) { return Number(r.cells[3].getAttribute('data-v')); }); }
+         th.click(); out.push(col()); th.click(); out.push(col());
+         document.getElementById('probe').textContent = JSON.stringify(out);",
+    );
+    let sorted: Vec<Vec<f64>> = serde_json::from_str(&sorted).unwrap_or_else(|_| panic!("{sorted}"));
+    let mut by_packets: Vec<f64> = summary.flows.iter().map(|f| f.packets as f64).collect();
+    by_packets.sort_by(|a, b| b.total_cmp(a));
+    assert_eq!(sorted[0], by_packets, "descending on the first click");
+    by_packets.reverse();
+    assert_eq!(sorted[1], by_packets, "ascending on the second");
     let o = open(&session.join(report::REPORT_FILE), "report");
     let mut expected = vec![report_page::EVENTS_BY_KIND_PLOT_ID.to_string()];
     for f in &worst {
