@@ -278,7 +278,7 @@ table.flows th:hover { background: #e4e9ef; }
 table.flows th[aria-sort="ascending"]::after { content: " \25B2"; }
 table.flows th[aria-sort="descending"]::after { content: " \25BC"; }
 table.flows td { white-space: nowrap; }
-table.flows td.conn { white-space: normal; overflow-wrap: anywhere; min-width: 18em; }
+table.flows td.conn { white-space: normal; overflow-wrap: anywhere; min-width: 25em; }
 .sev-INFO { color: #5b7fa6; } .sev-WARNING { color: #b35c00; font-weight: 600; } .sev-CRITICAL { color: #d62728; font-weight: 700; }
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 130px; }

@@ -269,12 +269,13 @@ fn events_by_kind_plot(summary: &Summary) -> Plot {
     let kinds: Vec<_> = summary.totals.events.iter().collect();
     let names: Vec<String> = kinds.iter().map(|(k, _)| k.to_string()).collect();
     let counts: Vec<u64> = kinds.iter().map(|(_, v)| **v).collect();
+    let bars = counts.clone();
     let colors: Vec<&'static str> = kinds.iter().map(|(k, _)| kind_color(**k)).collect();
     let text: Vec<String> = kinds.iter().map(|(k, v)| format!("{k}: {}", fmt_count(**v))).collect();
     let labels: Vec<String> = counts.iter().map(|c| fmt_count(*c)).collect();
     let mut plot = Plot::new();
     plot.add_trace(
-        Bar::new(names, counts)
+        Bar::new(names, bars)
             .name("events")
             .marker(Marker::new().color_array(colors))
             .text_array(labels)
@@ -283,18 +284,20 @@ fn events_by_kind_plot(summary: &Summary) -> Plot {
             .hover_text_array(text)
             .hover_info(HoverInfo::Text),
     );
-    // A log scale: a handful of timeouts stays visible beside thousands of window updates.
+    // A log scale when counts differ by two orders of magnitude or more: a handful of
+    // timeouts stays visible beside thousands of window updates.
+    let (least, most) = (counts.iter().min().copied().unwrap_or(1).max(1), counts.iter().max().copied().unwrap_or(1));
+    let y_axis = if most >= 100 * least {
+        Axis::new().title(Title::with_text("events (log scale)")).type_(plotly::layout::AxisType::Log).dtick(1.0)
+    } else {
+        Axis::new().title(Title::with_text("events")).range_mode(plotly::layout::RangeMode::ToZero)
+    };
     plot.set_layout(
         Layout::new()
             .height(360)
             .margin(Margin::new().top(30).bottom(110).left(70).right(20))
             .show_legend(false)
-            .y_axis(
-                Axis::new()
-                    .title(Title::with_text("events (log scale)"))
-                    .type_(plotly::layout::AxisType::Log)
-                    .dtick(1.0),
-            )
+            .y_axis(y_axis)
             .x_axis(Axis::new().tick_angle(-30.0)),
     );
     plot.set_configuration(plot_config());

@@ -88,16 +88,19 @@ pub fn render(files: &SessionFiles, summary: &Summary) -> String {
     } else {
         let (shown, rest) = fold_tail(with_events, MAX_BAR_FLOWS);
         if !rest.is_empty() {
+            // Their sum would dwarf every flow's bar: it is said, not drawn.
+            let events: u64 = rest.iter().map(|f| f.events.values().sum::<u64>()).sum();
             page.paragraph(
                 "note",
                 &format!(
-                    "The {} worst flows with events; the bar “other flows” sums the other {}.",
+                    "The {} worst flows with events; the other {} flows with events have {} events in all (see the table).",
                     shown.len(),
-                    fmt_count(rest.len() as u64)
+                    fmt_count(rest.len() as u64),
+                    fmt_count(events)
                 ),
             );
         }
-        page.plot(BARS_PLOT_ID, &events_by_flow_plot(&shown, &rest, &kinds));
+        page.plot(BARS_PLOT_ID, &events_by_flow_plot(&shown, &kinds));
     }
 
     page.heading(2, "flows-heading", "Flows");
@@ -121,20 +124,14 @@ pub fn render(files: &SessionFiles, summary: &Summary) -> String {
     page.finish()
 }
 
-fn events_by_flow_plot(shown: &[&FlowSummary], rest: &[&FlowSummary], kinds: &[EventKind]) -> Plot {
-    let mut labels: Vec<String> = shown
+fn events_by_flow_plot(shown: &[&FlowSummary], kinds: &[EventKind]) -> Plot {
+    let labels: Vec<String> = shown
         .iter()
         .map(|f| escape_plot_text(&format!("#{} {}", f.flow_id, f.label().replace(" -> ", " → "))))
         .collect();
-    if !rest.is_empty() {
-        labels.push(format!("other flows ({})", fmt_count(rest.len() as u64)));
-    }
     let mut plot = Plot::new();
     for &kind in kinds {
-        let mut counts: Vec<u64> = shown.iter().map(|f| f.count(kind)).collect();
-        if !rest.is_empty() {
-            counts.push(rest.iter().map(|f| f.count(kind)).sum());
-        }
+        let counts: Vec<u64> = shown.iter().map(|f| f.count(kind)).collect();
         if counts.iter().all(|&c| c == 0) {
             continue;
         }
