@@ -10,6 +10,7 @@ use crate::flow::table::FlowLimits;
 use crate::offline::{self, OfflineOptions};
 use crate::output::session::{self, SUMMARY_FILE};
 use crate::output::summary::{Summary, render_table};
+use crate::report;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Analyse pcap/pcapng files and write a session folder.
     ParsePcap(ParsePcapArgs),
-    /// Print the per-flow table of a session, sorted by trouble.
+    /// Print the per-flow table of a session, sorted by trouble, and write summary.html.
     Summary(SummaryArgs),
     /// Follow a capture that is being written (a growing file, a symlink a capture tool
     /// re-points, or a glob of ring files), with sliding-window alerts.
@@ -37,6 +38,10 @@ pub enum Command {
     /// Live agent (root): eBPF on an interface's traffic (TC) and the kernel's TCP
     /// tracepoints, with sliding-window alerts; writes a session with capture.pcapng.
     Live(LiveArgs),
+    /// Write timeline.html: anomalies over time, one row per flow.
+    Plot(PageArgs),
+    /// Write report.html: overview, and graphs of the worst flows.
+    Report(PageArgs),
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +177,9 @@ pub struct ParsePcapArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Also write the dashboards (timeline.html, summary.html, report.html) at the end.
+    #[arg(long)]
+    pub report: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -208,6 +216,13 @@ pub struct SummaryArgs {
     pub top: usize,
 }
 
+#[derive(Args, Debug)]
+pub struct PageArgs {
+    /// A session folder, or an events file (the page is written beside it).
+    #[arg(long = "in", value_name = "PATH")]
+    pub input: PathBuf,
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -237,6 +252,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Summary(args) => summary(args),
         Command::Monitor(args) => monitor(args),
         Command::Live(args) => live(args),
+        Command::Plot(args) => {
+            let path = report::write_timeline(&args.input)?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(args) => {
+            let path = report::write_report(&args.input)?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -275,6 +300,13 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
     for p in &result.written {
         println!("{}", p.display());
     }
+    if args.report {
+        // The session's files are all written: a failing page is an error of its own, after
+        // the analysis results are safe.
+        for p in report::write_all(&session_dir).context("cannot write the dashboards")? {
+            println!("{}", p.display());
+        }
+    }
     Ok(if result.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -290,6 +322,8 @@ pub fn load_summary(path: &Path) -> Result<Summary> {
 fn summary(args: SummaryArgs) -> Result<ExitCode> {
     let summary = load_summary(&args.input)?;
     print!("{}", render_table(&summary, args.top));
+    let page = report::write_summary_page(&args.input)?;
+    println!("{}", page.display());
     Ok(ExitCode::SUCCESS)
 }
 

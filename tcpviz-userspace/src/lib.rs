@@ -15,3 +15,4 @@ pub mod monitor;
 pub mod offline;
 pub mod output;
 pub mod pipeline;
+pub mod report;

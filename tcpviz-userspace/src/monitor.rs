@@ -276,7 +276,20 @@ fn finish(
     figures.extra.insert("files_read".into(), tailer.files_opened().to_string());
     let bench_path = dir.join(BENCHMARK_FILE);
     figures.write(&bench_path).map_err(out_err(bench_path.clone()))?;
-    Ok((summary, vec![dir.join(EVENTS_FILE), dir.join(ALERTS_FILE), summary_path, bench_path]))
+    let mut written = vec![dir.join(EVENTS_FILE), dir.join(ALERTS_FILE), summary_path, bench_path];
+    written.extend(write_dashboards(dir));
+    Ok((summary, written))
+}
+
+/// The dashboards of a finished session; a failure is reported, the session stays valid.
+pub(crate) fn write_dashboards(dir: &Path) -> Vec<PathBuf> {
+    match crate::report::write_all(dir) {
+        Ok(pages) => pages,
+        Err(e) => {
+            eprintln!("warning: dashboards not written: {e}");
+            Vec::new()
+        }
+    }
 }
 
 fn watch(tailer: &Tailer, tx: mpsc::Sender<Wake>) -> Option<notify::RecommendedWatcher> {

@@ -8,6 +8,8 @@
 //! - `bench`: throughput and memory on a large capture, beside tshark on the same file.
 //! - `soak`: memory of the follow mode over a long run.
 //! - `bench-live`: cost of the live agent: TC program time per packet, throughput loss.
+//! - `report-scale`: the dashboards of a synthetic session of a million events over 2,000
+//!   flows (release build): page sizes, time to write them, render time in headless Chromium.
 
 mod bench;
 mod bench_live;
@@ -30,9 +32,10 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
         Some("bench-live") => bench_live::run(&args[1..]),
+        Some("report-scale") => report_scale(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench --capture FILE  throughput and memory vs tshark\n  soak [--rounds N]   memory of the follow mode over a long run\n  bench-live [--offloads-off]  cost of the live agent (root)"
+                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples (and, as root, a live session)\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench --capture FILE  throughput and memory vs tshark\n  soak [--rounds N]   memory of the follow mode over a long run\n  bench-live [--offloads-off]  cost of the live agent (root)\n  report-scale        dashboards of a million events: sizes and render times"
             );
             bail!("unknown task {:?}", args.first());
         }
@@ -150,10 +153,13 @@ fn demo() -> Result<()> {
         let stem = sample.file_stem().unwrap().to_string_lossy().into_owned();
         let out = PathBuf::from("artifacts/demo").join(&stem);
         let _ = std::fs::remove_dir_all(&out);
-        sh(Command::new(&bin).arg("parse-pcap").arg("--in").arg(sample).arg("--out").arg(&out))?;
+        sh(Command::new(&bin).arg("parse-pcap").arg("--in").arg(sample).arg("--out").arg(&out).arg("--report"))?;
         sh(Command::new(&bin).arg("summary").arg("--in").arg(&out).args(["--top", "5"]))?;
     }
-    eprintln!("\nsession folders: artifacts/demo/<sample>/ (events.jsonl, summary.json, benchmark.log)");
+    eprintln!(
+        "\nsession folders: artifacts/demo/<sample>/ (events.jsonl, summary.json, benchmark.log, and the \
+         dashboards report.html, timeline.html, summary.html: open them in a browser, no network needed)"
+    );
     if is_root() {
         demo_live(&bin)?;
     } else {
@@ -188,4 +194,16 @@ fn demo_live(bin: &std::path::Path) -> Result<()> {
     }
     eprintln!("live session: {}/", out.display());
     Ok(())
+}
+
+/// The million-event dashboard test of `tcpviz-userspace/tests/report.rs`, in release mode
+/// (it is ignored in plain `cargo test`): it prints page sizes, the time to write them and
+/// the render time of each page in headless Chromium.
+fn report_scale() -> Result<()> {
+    setup::run()?;
+    // The pages need no eBPF programs: skip building them.
+    sh(cargo()
+        .env("AYA_BUILD_SKIP", "1")
+        .args(["test", "--release", "-p", "tcpviz", "--test", "report", "--", "--ignored", "--nocapture"])
+        .arg("million_events_render_in_seconds"))
 }

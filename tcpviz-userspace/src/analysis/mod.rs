@@ -137,6 +137,20 @@ impl Analyzer {
 
     /// Analyses one segment, appending its events to `events`.
     pub fn process(&mut self, seg: &Segment, at: PacketRef, events: &mut Vec<Event>) {
+        self.process_observed(seg, at, events, |_, _, _| {});
+    }
+
+    /// [`process`](Self::process), then `observe(flow, dir, analysis)` with the segment's
+    /// flow after the rules ran (its events already appended). The report uses it to draw
+    /// per-packet series (sequence numbers, bytes in flight, RTT samples) that the events,
+    /// which only name flagged packets, do not carry.
+    pub fn process_observed(
+        &mut self,
+        seg: &Segment,
+        at: PacketRef,
+        events: &mut Vec<Event>,
+        mut observe: impl FnMut(&Flow, usize, &PacketAnalysis),
+    ) {
         self.segments += 1;
         if seg.ts > self.now {
             self.now = seg.ts;
@@ -191,6 +205,7 @@ impl Analyzer {
             let file = name_file(&self.files, self.always_name_files, at.file_index);
             emit_packet_events(flow, dir, seg, at.frame, file, &pa, &self.findings, events);
         }
+        observe(flow, dir, &pa);
 
         if self.kernel_mode {
             // A retransmitted segment the wire rules called out-of-order is still one the

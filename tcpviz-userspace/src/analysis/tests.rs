@@ -375,3 +375,45 @@ fn unacked_list_is_capped() {
     let retired = c.finish();
     assert_eq!(retired[0].0.dirs[0].unacked.len(), crate::flow::state::MAX_UNACKED_SEGMENTS);
 }
+
+#[test]
+fn observer_sees_every_packet_with_its_analysis_after_the_events() {
+    use super::flags::AnalysisFlags;
+    let mut an = Analyzer::new(FlowLimits::default());
+    let seg = |t_ms: i64, client: bool, seq: u32, ack: u32, len: u32, flags: u16| Segment {
+        ts: 1_700_000_000_000_000_000 + t_ms * MS,
+        src: if client { "10.0.0.1" } else { "10.0.0.2" }.parse().unwrap(),
+        dst: if client { "10.0.0.2" } else { "10.0.0.1" }.parse().unwrap(),
+        sport: if client { 40000 } else { 80 },
+        dport: if client { 80 } else { 40000 },
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        window: 60000,
+        payload_len: len,
+        options: TcpOptions::default(),
+        truncated: false,
+    };
+    let packets = [
+        seg(0, true, C, 0, 0, TcpFlags::SYN),
+        seg(5, false, S, C + 1, 0, TcpFlags::SYN | A),
+        seg(10, true, C + 1, S + 1, 0, A),
+        seg(20, true, C + 1, S + 1, 1000, PA),
+        seg(420, true, C + 1, S + 1, 1000, PA),
+        seg(430, false, S + 1, C + 1001, 0, A),
+    ];
+    let mut seen = Vec::new();
+    let mut events = Vec::new();
+    for (i, p) in packets.iter().enumerate() {
+        let before = events.len();
+        an.process_observed(p, PacketRef { frame: i as u64 + 1, file_index: 0 }, &mut events, |flow, dir, pa| {
+            let retransmission = pa.flags.has(AnalysisFlags::RETRANSMISSION);
+            seen.push((dir, retransmission, pa.bytes_in_flight, flow.dirs[dir].stats.packets));
+        });
+        assert_eq!(seen.len(), i + 1, "once per packet");
+        if seen[i].1 {
+            assert!(events.len() > before, "the packet's events come before the observer");
+        }
+    }
+    assert_eq!(&seen[3..], &[(0, false, Some(1000), 3), (0, true, Some(1000), 4), (1, false, None, 2)]);
+}

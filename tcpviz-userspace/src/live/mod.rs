@@ -319,7 +319,10 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
     let result = runtime.block_on(agent_loop(opts, &mut ebpf, formats, link_type, &hooks, tc_mode_used));
     drop(attachments);
     drop(ebpf);
-    result
+    // Detached first: drawing the pages takes a moment and needs no hooks.
+    let mut result = result?;
+    result.written.extend(crate::monitor::write_dashboards(&opts.session_dir));
+    Ok(result)
 }
 
 type TcAttached = (Vec<SchedClassifierLink>, bool, &'static str);

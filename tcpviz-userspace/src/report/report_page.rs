@@ -1,0 +1,386 @@
+//! `report.html`: the overview of a session and, for its worst flows, the time–sequence,
+//! RTT and bytes-in-flight graphs.
+
+use std::fmt::Write as _;
+
+use plotly::common::{HoverInfo, Marker, Title};
+use plotly::layout::{Axis, Margin};
+use plotly::{Bar, Layout, Plot};
+
+use super::flow_detail::{
+    FlowTarget, MAX_DETAIL_FLOWS, in_flight_plot, kernel_series, locate_captures, rtt_plot, series_from_captures,
+    series_from_events, series_note, time_sequence_plot,
+};
+use super::page::{Page, PageKind, escape_html, fmt_bytes, fmt_count, fmt_ms, fmt_seconds, fmt_utc, truncate_chars};
+use super::summary_page::{data_direction, kind_color};
+use super::timeline::{AlertSpan, alert_spans, plot_config, unreadable_note};
+use super::{ReportError, SessionFiles, read_json_lines};
+use crate::alert::{Alert, Level};
+use crate::output::summary::{FlowSummary, Summary};
+
+pub const EVENTS_BY_KIND_PLOT_ID: &str = "events-by-kind";
+/// Alerts listed in the overview at most.
+const MAX_ALERT_ROWS: usize = 20;
+
+/// Ids of a flow's three plots: time–sequence, RTT, bytes in flight.
+pub fn flow_plot_ids(flow_id: u64) -> [String; 3] {
+    [format!("flow-{flow_id}-tseq"), format!("flow-{flow_id}-rtt"), format!("flow-{flow_id}-inflight")]
+}
+
+/// The flows drawn in detail: the worst by trouble score (then bytes); when no flow has
+/// any trouble, the largest one.
+pub fn worst_flows(summary: &Summary) -> Vec<&FlowSummary> {
+    let mut flows: Vec<&FlowSummary> = summary.flows.iter().filter(|f| f.packets > 0).collect();
+    flows.sort_by(|a, b| {
+        b.trouble_score.cmp(&a.trouble_score).then(b.bytes.cmp(&a.bytes)).then(a.flow_id.cmp(&b.flow_id))
+    });
+    let troubled = flows.iter().take_while(|f| f.trouble_score > 0).count();
+    flows.truncate(if troubled > 0 { troubled.min(MAX_DETAIL_FLOWS) } else { 1 });
+    flows
+}
+
+pub fn render(files: &SessionFiles, summary: &Summary) -> Result<String, ReportError> {
+    let t = &summary.totals;
+    let mut page = Page::new(PageKind::Report, "TCP report", &files.dir.display().to_string());
+
+    let mut alerts = Vec::new();
+    let alert_counts = read_json_lines::<Alert>(&files.alerts_path(), |a| alerts.push(a))?;
+    let raised = |level: Level| alerts.iter().filter(|a| a.level == level).count() as u64;
+    let (warn_alerts, critical_alerts) = (raised(Level::Warn), raised(Level::Critical));
+    let spans = alert_spans(alerts.iter().cloned(), t.last_ts.unwrap_or(0.0));
+
+    // At a glance.
+    let total_events: u64 = t.events.values().sum();
+    let troubled = summary.flows.iter().filter(|f| f.trouble_score > 0).count() as u64;
+    let mut cards = String::from("<div class=\"cards\">");
+    let mut card = |value: String, key: &str| {
+        let _ = write!(
+            cards,
+            "<div class=\"card\"><div class=\"v\">{}</div><div class=\"k\">{}</div></div>",
+            escape_html(&value),
+            escape_html(key)
+        );
+    };
+    card(fmt_seconds(t.duration_s), "duration");
+    card(fmt_count(t.packets), "packets");
+    card(fmt_count(t.flows), "TCP flows");
+    card(fmt_count(troubled), "flows with trouble");
+    card(fmt_count(total_events), "events");
+    card(
+        match alert_counts {
+            Some(_) => fmt_count(warn_alerts + critical_alerts),
+            None => "–".into(),
+        },
+        "alerts raised",
+    );
+    card(fmt_count(summary.errors.len() as u64), "read errors");
+    cards.push_str("</div>\n");
+    page.push_html(&cards);
+    for e in &summary.errors {
+        page.paragraph("warn", &format!("error: {}", truncate_chars(e, 600)));
+    }
+
+    page.heading(2, "overview", "Overview");
+    page.push_html(&overview_table(summary, alert_counts.map(|_| (warn_alerts, critical_alerts))));
+    if let Some(c) = alert_counts {
+        let mut note = String::new();
+        unreadable_note(&mut note, "alerts.jsonl", c);
+        page.push_html(&note);
+    }
+
+    if total_events > 0 {
+        page.heading(2, "events-heading", "Events by kind");
+        page.plot(EVENTS_BY_KIND_PLOT_ID, &events_by_kind_plot(summary));
+    }
+
+    if !spans.is_empty() {
+        page.heading(2, "alerts", "Alerts");
+        page.push_html(&alert_table(&spans, summary));
+    }
+
+    // The worst flows in detail.
+    let worst = worst_flows(summary);
+    if worst.is_empty() {
+        page.heading(2, "flows", "Flows");
+        page.paragraph("note", "No TCP flow in this session.");
+        return Ok(page.finish());
+    }
+    page.heading(2, "flows", if worst[0].trouble_score > 0 { "The worst flows" } else { "The largest flow" });
+    if worst[0].trouble_score == 0 {
+        page.paragraph("note", "No flow has any trouble; the largest flow is drawn.");
+    }
+    let targets: Vec<FlowTarget> = worst.iter().map(|f| FlowTarget::from_summary(f)).collect();
+    let (kernel, kernel_counts) = kernel_series(&files.kernel_samples_path(), &targets)?;
+    if let Some(c) = kernel_counts {
+        let mut note = String::new();
+        unreadable_note(&mut note, "kernel_samples.jsonl", c);
+        page.push_html(&note);
+    }
+    let (captures, missing) = locate_captures(&files.dir, &summary.sources);
+    let series = if captures.is_empty() {
+        let what = if summary.sources.is_empty() {
+            "The session names no capture file".to_string()
+        } else {
+            format!("The capture files ({}) are not readable from here", summary.sources.join(", "))
+        };
+        page.paragraph(
+            "warn",
+            &format!("{what}: the graphs below show only the flagged packets of each flow, from events.jsonl (no per-packet series)."),
+        );
+        series_from_events(&files.events, &targets, &kernel)?
+    } else {
+        if !missing.is_empty() {
+            page.paragraph(
+                "warn",
+                &format!("Capture files not found (their packets are missing from the graphs): {}", missing.join(", ")),
+            );
+        }
+        let (series, notes) = series_from_captures(&captures, &targets, &kernel);
+        for e in &notes.errors {
+            page.paragraph("warn", &format!("re-reading the capture: {}", truncate_chars(e, 600)));
+        }
+        if notes.packets != t.packets && missing.is_empty() {
+            page.paragraph(
+                "warn",
+                &format!(
+                    "The capture files hold {} packets where the analysis read {}: they may have changed since.",
+                    fmt_count(notes.packets),
+                    fmt_count(t.packets)
+                ),
+            );
+        }
+        series
+    };
+    page.paragraph(
+        "note",
+        "Time–sequence graph (as tcptrace and Wireshark's Stevens graph): each data segment is a vertical bar from its \
+         first to its last byte; the green steps are what the receiver acknowledged, the yellow steps the limit its \
+         window allows. Retransmissions and other flagged packets are marked (hover for details); routine kinds \
+         such as window updates start hidden (click the legend). Drag to zoom. RTTs are measured at the capture \
+         point: on the sender's side they are the path RTT, on the receiver's side the receiver's own delay.",
+    );
+    for (f, s) in worst.iter().zip(&series) {
+        let ids = flow_plot_ids(f.flow_id);
+        page.heading(
+            2,
+            &format!("flow-{}", f.flow_id),
+            &format!("Flow #{}: {} (trouble score {})", f.flow_id, f.label().replace(" -> ", " → "), f.trouble_score),
+        );
+        page.push_html(&flow_table(f));
+        page.paragraph("note", &series_note(s));
+        if s.kernel.is_empty() && files.kernel_samples_path().is_file() {
+            page.paragraph("note", "No kernel samples (kernel_samples.jsonl) for this flow.");
+        }
+        page.plot(&ids[0], &time_sequence_plot(s));
+        page.plot(&ids[1], &rtt_plot(s));
+        page.plot(&ids[2], &in_flight_plot(s));
+    }
+    Ok(page.finish())
+}
+
+fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
+    let t = &summary.totals;
+    let mut h = String::from("<table class=\"kv\">");
+    let mut row = |key: &str, value_html: String| {
+        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", escape_html(key), value_html);
+    };
+    let sources = if summary.sources.is_empty() {
+        "–".to_string()
+    } else {
+        summary
+            .sources
+            .iter()
+            .map(|s| format!("<span class=\"mono\">{}</span>", escape_html(&truncate_chars(s, 400))))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    row("capture sources", sources);
+    if let (Some(a), Some(b)) = (t.first_ts, t.last_ts) {
+        row("first packet", escape_html(&fmt_utc(a)));
+        row("last packet", escape_html(&fmt_utc(b)));
+    }
+    row("duration", escape_html(&fmt_seconds(t.duration_s)));
+    row("packets read", fmt_count(t.packets));
+    row("TCP segments", fmt_count(t.tcp_segments));
+    row("capture bytes read", escape_html(&fmt_bytes(t.bytes)));
+    let mut flows = fmt_count(t.flows);
+    if t.flows_evicted_idle + t.flows_evicted_capacity > 0 {
+        let _ = write!(
+            flows,
+            " ({} retired idle, {} evicted because the flow table was full)",
+            fmt_count(t.flows_evicted_idle),
+            fmt_count(t.flows_evicted_capacity)
+        );
+    }
+    if t.flows_folded > 0 {
+        let _ = write!(flows, "; {} least troubled not listed in summary.json", fmt_count(t.flows_folded));
+    }
+    row("TCP flows", flows);
+    let events = if t.events.is_empty() {
+        "none".to_string()
+    } else {
+        let by_kind: Vec<String> = t.events.iter().map(|(k, v)| format!("{k} {}", fmt_count(*v))).collect();
+        format!("{} ({})", fmt_count(t.events.values().sum()), escape_html(&by_kind.join(", ")))
+    };
+    row("events", events);
+    row(
+        "alerts",
+        match alerts {
+            None => "no alerts.jsonl in this session".to_string(),
+            Some((0, 0)) => "none raised".to_string(),
+            Some((w, c)) => format!("{} WARN, {} CRITICAL raised", fmt_count(w), fmt_count(c)),
+        },
+    );
+    let skipped: u64 = t.skipped.values().sum();
+    row(
+        "skipped frames",
+        if skipped == 0 {
+            "none".to_string()
+        } else {
+            let by: Vec<String> =
+                t.skipped.iter().map(|(k, v)| format!("{} {}", k.replace('_', " "), fmt_count(*v))).collect();
+            format!("{} ({})", fmt_count(skipped), escape_html(&by.join(", ")))
+        },
+    );
+    row(
+        "errors",
+        if summary.errors.is_empty() {
+            "none".to_string()
+        } else {
+            summary.errors.iter().map(|e| escape_html(&truncate_chars(e, 600))).collect::<Vec<_>>().join("<br>")
+        },
+    );
+    // Figures other sources add (the live agent's lost events, kernel counts, …).
+    for (key, value) in &summary.sections {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        row(
+            &truncate_chars(key, 80),
+            format!("<span class=\"mono\">{}</span>", escape_html(&truncate_chars(&text, 2000))),
+        );
+    }
+    h.push_str("</table>\n");
+    h
+}
+
+fn events_by_kind_plot(summary: &Summary) -> Plot {
+    let kinds: Vec<_> = summary.totals.events.iter().collect();
+    let names: Vec<String> = kinds.iter().map(|(k, _)| k.to_string()).collect();
+    let counts: Vec<u64> = kinds.iter().map(|(_, v)| **v).collect();
+    let bars = counts.clone();
+    let colors: Vec<&'static str> = kinds.iter().map(|(k, _)| kind_color(**k)).collect();
+    let text: Vec<String> = kinds.iter().map(|(k, v)| format!("{k}: {}", fmt_count(**v))).collect();
+    let labels: Vec<String> = counts.iter().map(|c| fmt_count(*c)).collect();
+    let mut plot = Plot::new();
+    plot.add_trace(
+        Bar::new(names, bars)
+            .name("events")
+            .marker(Marker::new().color_array(colors))
+            .text_array(labels)
+            .text_position(plotly::common::TextPosition::Outside)
+            .clip_on_axis(false)
+            .hover_text_array(text)
+            .hover_info(HoverInfo::Text),
+    );
+    // A log scale when counts differ by two orders of magnitude or more: a handful of
+    // timeouts stays visible beside thousands of window updates.
+    let (least, most) = (counts.iter().min().copied().unwrap_or(1).max(1), counts.iter().max().copied().unwrap_or(1));
+    let y_axis = if most >= 100 * least {
+        Axis::new().title(Title::with_text("events (log scale)")).type_(plotly::layout::AxisType::Log).dtick(1.0)
+    } else {
+        Axis::new().title(Title::with_text("events")).range_mode(plotly::layout::RangeMode::ToZero)
+    };
+    plot.set_layout(
+        Layout::new()
+            .height(360)
+            .margin(Margin::new().top(30).bottom(110).left(70).right(20))
+            .show_legend(false)
+            .y_axis(y_axis)
+            .x_axis(Axis::new().tick_angle(-30.0)),
+    );
+    plot.set_configuration(plot_config());
+    plot
+}
+
+fn alert_table(spans: &[AlertSpan], summary: &Summary) -> String {
+    let mut sorted: Vec<&AlertSpan> = spans.iter().collect();
+    sorted.sort_by(|a, b| b.level.cmp(&a.level).then((b.end - b.start).total_cmp(&(a.end - a.start))));
+    let label_of = |id: u64| {
+        summary.flows.iter().find(|f| f.flow_id == id).map(|f| f.label().replace(" -> ", " → ")).unwrap_or_default()
+    };
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<p class=\"note\">{} alert periods (from alerts.jsonl){}; the timeline draws them as bands.</p>\n\
+         <table><thead><tr><th>level</th><th>flow</th><th>kind</th><th>from</th><th class=\"num\">lasted</th>\
+         <th class=\"num\">events in window</th><th>message</th></tr></thead><tbody>\n",
+        fmt_count(spans.len() as u64),
+        if spans.len() > MAX_ALERT_ROWS {
+            format!(", the {MAX_ALERT_ROWS} most severe and longest listed")
+        } else {
+            String::new()
+        }
+    );
+    for a in sorted.into_iter().take(MAX_ALERT_ROWS) {
+        let level = a.level.as_str();
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"sev-{}\">{}</td><td class=\"mono\">#{} {}</td><td>{}</td><td>{}</td><td class=\"num\">{}{}</td>\
+             <td class=\"num\">{} (threshold {} in {:.0} s)</td><td>{}</td></tr>",
+            if a.level == Level::Critical { "CRITICAL" } else { "WARNING" },
+            level,
+            a.flow_id,
+            escape_html(&label_of(a.flow_id)),
+            a.kind,
+            escape_html(&fmt_utc(a.start)),
+            escape_html(&fmt_seconds(a.end - a.start)),
+            if a.open { " (still active)" } else { "" },
+            a.count,
+            a.threshold,
+            a.window_s,
+            escape_html(&truncate_chars(&a.message, 300))
+        );
+    }
+    h.push_str("</tbody></table>\n");
+    h
+}
+
+fn flow_table(f: &FlowSummary) -> String {
+    let d = data_direction(f);
+    let dir = &f.directions[d];
+    let mut h = String::from("<table class=\"kv\">");
+    let mut row = |key: &str, value: String| {
+        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", escape_html(key), escape_html(&value));
+    };
+    row("state", format!("{} (ended by: {})", f.state, f.ended_by));
+    row("packets", format!("{} ({} in the data direction)", fmt_count(f.packets), fmt_count(dir.packets)));
+    row(
+        "payload bytes",
+        format!(
+            "{} ({} retransmitted, {:.2} %)",
+            fmt_bytes(f.bytes),
+            fmt_bytes(dir.retransmitted_bytes),
+            f.retransmission_rate * 100.0
+        ),
+    );
+    row("duration", fmt_seconds(f.duration_s));
+    row(
+        "RTT of the data (ms)",
+        format!(
+            "min {} · median {}{} · max {} ({} samples)",
+            fmt_ms(dir.rtt.min_ms),
+            fmt_ms(dir.rtt.median_ms),
+            if dir.rtt.median_exact { "" } else { " (estimated)" },
+            fmt_ms(dir.rtt.max_ms),
+            fmt_count(dir.rtt.samples)
+        ),
+    );
+    row("handshake RTT (ms)", fmt_ms(f.handshake_rtt_ms));
+    row("max bytes in flight", fmt_count(dir.max_bytes_in_flight as u64));
+    let events: Vec<String> = f.events.iter().map(|(k, v)| format!("{k} {}", fmt_count(*v))).collect();
+    row("events", if events.is_empty() { "none".into() } else { events.join(", ") });
+    h.push_str("</table>\n");
+    h
+}
