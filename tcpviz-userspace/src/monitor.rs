@@ -11,7 +11,6 @@ use crate::capture::tail::{AfterEnd, TailError, Tailer};
 use crate::event::Event;
 use crate::flow::table::FlowLimits;
 use crate::offline::write_json;
-use crate::output::benchmark::RunFigures;
 use crate::output::console::Console;
 use crate::output::jsonl::JsonlWriter;
 use crate::output::session::{ALERTS_FILE, BENCHMARK_FILE, EVENTS_FILE, SUMMARY_FILE};
@@ -238,11 +237,11 @@ fn finish(
     let out_err = |path: PathBuf| move |source| MonitorError::Output { path, source };
     pipeline.finish(&mut sink).map_err(out_err(dir.join(EVENTS_FILE)))?;
     sink.flush().map_err(out_err(dir.join(EVENTS_FILE)))?;
-    let c = pipeline.counters.clone();
-    let flows = pipeline.analyzer().flows_created();
+    let source_names = if sources.is_empty() { vec![opts.pcap_path.clone()] } else { sources.clone() };
+    let mut figures = pipeline.figures(source_names, 0, started.elapsed().as_secs_f64());
     let alerts_raised = sink.engine.raised;
     let active = sink.engine.snapshot();
-    let mut summary = pipeline.summary(sources.clone(), errors, 0);
+    let mut summary = pipeline.summary(sources, errors, 0);
     summary.sections.insert(
         "alerts".into(),
         serde_json::json!({
@@ -261,17 +260,6 @@ fn finish(
     );
     let summary_path = dir.join(SUMMARY_FILE);
     write_json(&summary_path, &summary).map_err(out_err(summary_path.clone()))?;
-    let mut figures = RunFigures {
-        sources: if sources.is_empty() { vec![opts.pcap_path.clone()] } else { sources },
-        packets: c.packets,
-        tcp_segments: c.tcp_segments,
-        bytes: 0,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        skipped: c.skipped_map(),
-        events: c.events_map().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        flows,
-        extra: Default::default(),
-    };
     figures.extra.insert("alerts_raised".into(), alerts_raised.to_string());
     figures.extra.insert("files_read".into(), tailer.files_opened().to_string());
     let bench_path = dir.join(BENCHMARK_FILE);

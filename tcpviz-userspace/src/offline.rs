@@ -132,23 +132,11 @@ pub fn run(opts: &OfflineOptions) -> Result<OfflineResult, OfflineError> {
 
     let sources: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
     let error_texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    let c = pipeline.counters.clone();
-    let flows = pipeline.analyzer().flows_created();
-    let summary = pipeline.summary(sources.clone(), error_texts.clone(), bytes);
+    let mut figures = pipeline.figures(sources.clone(), bytes, wall);
+    let summary = pipeline.summary(sources, error_texts.clone(), bytes);
     let summary_path = opts.session_dir.join(SUMMARY_FILE);
     write_json(&summary_path, &summary).map_err(out_err(&summary_path))?;
 
-    let mut figures = RunFigures {
-        sources,
-        packets: c.packets,
-        tcp_segments: c.tcp_segments,
-        bytes,
-        wall_seconds: wall,
-        skipped: c.skipped_map(),
-        events: c.events_map().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        flows,
-        extra: Default::default(),
-    };
     for (i, e) in error_texts.iter().enumerate() {
         figures.extra.insert(format!("error.{i}"), e.clone());
     }

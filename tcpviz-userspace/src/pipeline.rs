@@ -152,6 +152,22 @@ impl Pipeline {
         self.drain(sink)
     }
 
+    /// The figures of `benchmark.log` for what was read so far.
+    pub fn figures(&self, sources: Vec<String>, bytes: u64, wall_seconds: f64) -> crate::output::benchmark::RunFigures {
+        let c = &self.counters;
+        crate::output::benchmark::RunFigures {
+            sources,
+            packets: c.packets,
+            tcp_segments: c.tcp_segments,
+            bytes,
+            wall_seconds,
+            skipped: c.skipped_map(),
+            events: c.events_map().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            flows: self.analyzer.flows_created(),
+            extra: Default::default(),
+        }
+    }
+
     /// The summary; call after [`finish`](Self::finish).
     pub fn summary(self, sources: Vec<String>, errors: Vec<String>, bytes: u64) -> Summary {
         let c = &self.counters;

@@ -156,6 +156,18 @@ impl Lab {
             .unwrap()
     }
 
+    /// tcpdump on the client's interface (as root, packet-buffered, immediate mode so that
+    /// nothing is lost when it is stopped), writing `path`; `extra` goes before the filter.
+    pub fn tcpdump(&self, path: &Path, snaplen: u32, extra: &[&str], filter: &str) -> Child {
+        let snap = snaplen.to_string();
+        let mut args = vec!["tcpdump", "-Z", "root", "-i", &self.veth_a, "-s", &snap, "-U", "--immediate-mode"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-w", path.to_str().expect("UTF-8 path"), filter]);
+        let child = self.spawn(&self.a, &args);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        child
+    }
+
     /// Drops that share of the data segments (>= 1000 bytes) forwarded to `port`.
     pub fn loss(&self, probability: f64, port: u16) {
         for tool in ["iptables", "ip6tables"] {

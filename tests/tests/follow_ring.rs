@@ -29,28 +29,7 @@ fn ring_capture_followed_live_equals_offline() {
         .spawn()
         .unwrap();
     // 1 MB files, up to 30 of them (no wrap during the test), flushed per packet.
-    let tcpdump = lab.spawn(
-        &lab.a,
-        &[
-            "tcpdump",
-            "-Z",
-            "root",
-            "-i",
-            &lab.veth_a,
-            "-s",
-            "0",
-            "-U",
-            "--immediate-mode",
-            "-C",
-            "1",
-            "-W",
-            "30",
-            "-w",
-            ring.to_str().unwrap(),
-            "tcp port 5201",
-        ],
-    );
-    std::thread::sleep(Duration::from_secs(1));
+    let tcpdump = lab.tcpdump(&ring, 0, &["-C", "1", "-W", "30"], "tcp port 5201");
     lab.send(SERVER_V4, 5201, 6_000_000);
     std::thread::sleep(Duration::from_secs(1));
     let dump = interrupt(tcpdump);

@@ -67,23 +67,7 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
     let dump_path = work.path().join("tcpdump.pcap");
     let retrans_before = retrans_segs(&lab, &lab.a);
     let live = start_live(&lab, &session, &["--metrics-addr", "127.0.0.1:19464"]);
-    let tcpdump = lab.spawn(
-        &lab.a,
-        &[
-            "tcpdump",
-            "-Z",
-            "root",
-            "-i",
-            &lab.veth_a,
-            "-s",
-            "128",
-            "--immediate-mode",
-            "-w",
-            dump_path.to_str().unwrap(),
-            "tcp",
-        ],
-    );
-    std::thread::sleep(Duration::from_secs(1));
+    let tcpdump = lab.tcpdump(&dump_path, 128, &[], "tcp");
     let s4 = lab.server(SERVER_V4, 5201);
     lab.send(SERVER_V4, 5201, 4_000_000);
     let s6 = lab.server(SERVER_V6, 5201);
@@ -230,24 +214,7 @@ fn wire_packets_from_a_capture_being_written_beside_the_kernel_hooks() {
     lab.offloads_off();
     lab.loss(0.03, 5201);
     let dump_path = work.path().join("growing.pcap");
-    let tcpdump = lab.spawn(
-        &lab.a,
-        &[
-            "tcpdump",
-            "-Z",
-            "root",
-            "-i",
-            &lab.veth_a,
-            "-s",
-            "128",
-            "-U",
-            "--immediate-mode",
-            "-w",
-            dump_path.to_str().unwrap(),
-            "tcp",
-        ],
-    );
-    std::thread::sleep(Duration::from_secs(1));
+    let tcpdump = lab.tcpdump(&dump_path, 128, &[], "tcp");
     // No --iface: the wire comes from the file tcpdump writes, the kernel from the hooks.
     let live = Command::new(tcpviz_bin())
         .args(["live", "--netns", &lab.a, "--pcap-path", dump_path.to_str().unwrap(), "--out"])

@@ -41,7 +41,6 @@ use crate::event::KernelSample;
 use crate::flow::table::FlowLimits;
 use crate::monitor::{AlertingSink, follow_pass};
 use crate::offline::write_json;
-use crate::output::benchmark::RunFigures;
 use crate::output::jsonl::JsonlWriter;
 use crate::output::pcapng::PcapngWriter;
 use crate::output::session::{ALERTS_FILE, BENCHMARK_FILE, EVENTS_FILE, KERNEL_SAMPLES_FILE, SUMMARY_FILE};
@@ -615,12 +614,11 @@ async fn agent_loop(
     samples.out.flush().map_err(out_err(KERNEL_SAMPLES_FILE))?;
     let c = read_counters(&counters);
     let lost = c[COUNTER_PACKETS_LOST as usize] + c[COUNTER_TRACE_LOST as usize];
-    let counts = pipeline.counters.clone();
-    let flows = pipeline.analyzer().flows_created();
     let alerts_raised = sink.engine.raised;
     let mut src_names = vec![opts.iface.as_deref().map(|i| format!("live:{i}")).unwrap_or_default()];
     src_names.extend(sources);
     src_names.retain(|s| !s.is_empty());
+    let mut figures = pipeline.figures(src_names.clone(), 0, started.elapsed().as_secs_f64());
     let mut summary = pipeline.summary(src_names.clone(), follow_errors, 0);
     let mut per_tp = serde_json::Map::new();
     for (i, (cat, name)) in TRACEPOINTS.iter().enumerate() {
@@ -649,17 +647,6 @@ async fn agent_loop(
     );
     summary.sections.insert("alerts".into(), serde_json::json!({ "raised": alerts_raised }));
     write_json(&dir.join(SUMMARY_FILE), &summary).map_err(out_err(SUMMARY_FILE))?;
-    let mut figures = RunFigures {
-        sources: src_names,
-        packets: counts.packets,
-        tcp_segments: counts.tcp_segments,
-        bytes: 0,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        skipped: counts.skipped_map(),
-        events: counts.events_map().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        flows,
-        extra: Default::default(),
-    };
     figures.extra.insert("lost_events".into(), lost.to_string());
     figures.extra.insert("lost.packets".into(), c[COUNTER_PACKETS_LOST as usize].to_string());
     figures.extra.insert("lost.kernel_events".into(), c[COUNTER_TRACE_LOST as usize].to_string());
