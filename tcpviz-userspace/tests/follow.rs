@@ -8,6 +8,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// These tests time real processes (alert latency): one at a time, so that they do not
+/// slow each other down on a small machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcpviz")
 }
@@ -99,6 +107,7 @@ fn assert_same_events(got: &str, want: &str) {
 
 #[test]
 fn a_file_growing_packet_by_packet_and_in_half_packets() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
     let grow = dir.path().join("grow.pcap");
@@ -151,6 +160,7 @@ fn a_file_growing_packet_by_packet_and_in_half_packets() {
 
 #[test]
 fn ring_files_are_followed_in_order_without_duplicates() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
     let ring: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("ring_{i:05}.pcap"))).collect();
@@ -178,6 +188,7 @@ fn ring_files_are_followed_in_order_without_duplicates() {
 
 #[test]
 fn a_symlink_re_pointed_mid_run() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let a = read_pcap(&sample("zero_window.pcap"));
     let b = read_pcap(&sample("handshake_failures.pcap"));
@@ -187,8 +198,13 @@ fn a_symlink_re_pointed_mid_run() {
     std::os::unix::fs::symlink(&pa, &link).unwrap();
     let m = monitor(link.to_str().unwrap(), &dir.path().join("m"), &[]);
     std::thread::sleep(Duration::from_millis(800));
-    write_file(&pa, &a.header, &a.records);
-    // The capture tool starts the next file and moves the link (atomically).
+    // The capture tool finishes the first file (appending, as a writer does)...
+    let mut f = std::fs::OpenOptions::new().append(true).open(&pa).unwrap();
+    for r in &a.records[100..] {
+        f.write_all(r).unwrap();
+    }
+    drop(f);
+    // ... then starts the next file and moves the link (atomically).
     write_file(&pb, &b.header, &b.records);
     let tmp = dir.path().join("current.tmp");
     std::os::unix::fs::symlink(&pb, &tmp).unwrap();
@@ -201,6 +217,7 @@ fn a_symlink_re_pointed_mid_run() {
 
 #[test]
 fn a_truncated_then_rewritten_file_is_read_again_with_a_message() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let a = read_pcap(&sample("ipv4_loss_sender.pcap"));
     let b = read_pcap(&sample("zero_window.pcap"));
@@ -220,6 +237,7 @@ fn a_truncated_then_rewritten_file_is_read_again_with_a_message() {
 
 #[test]
 fn settings_come_from_flags_then_environment() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.pcap");
     write_file(&path, &read_pcap(&sample("ipv4_loss_sender.pcap")).header, &[]);
