@@ -102,6 +102,10 @@ pub struct Tailer {
     /// Files opened since the last `take_opened`, in order (file index = position overall).
     opened: Vec<PathBuf>,
     files_opened: u64,
+    /// The last listing of unread files, and when it was made: a capture tool writing packet
+    /// by packet wakes the follower for every write, and listing a ring of many files each
+    /// time would cost more than reading the packets.
+    listing: Option<(std::time::Instant, Vec<PathBuf>)>,
     /// Bytes left unread at the end of files that ended inside a packet.
     pub cut_tails: u64,
     pub rewrites: u64,
@@ -122,6 +126,7 @@ impl Tailer {
             notices: Vec::new(),
             opened: Vec::new(),
             files_opened: 0,
+            listing: None,
             cut_tails: 0,
             rewrites: 0,
         })
@@ -213,7 +218,20 @@ impl Tailer {
         keyed.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// Opens the oldest unread file if none is open. `next_index` names files for events.
+    /// `candidates`, listed again at most every 250 ms (and at once after a switch).
+    fn recent_candidates(&mut self) -> Vec<PathBuf> {
+        const RELIST: std::time::Duration = std::time::Duration::from_millis(250);
+        if let Some((when, list)) = &self.listing
+            && when.elapsed() < RELIST
+        {
+            return list.clone();
+        }
+        let list = self.candidates();
+        self.listing = Some((std::time::Instant::now(), list.clone()));
+        list
+    }
+
+    /// Opens the oldest unread file if none is open.
     pub fn ensure_open(&mut self) -> Result<bool, TailError> {
         if self.current.is_some() {
             return Ok(true);
@@ -273,7 +291,7 @@ impl Tailer {
             self.open(path)?;
             return Ok(AfterEnd::ReadAgain);
         }
-        let newer = self.candidates();
+        let newer = self.recent_candidates();
         let cur = self.current.as_mut().expect("current checked above");
         if newer.is_empty() {
             return Ok(AfterEnd::Wait);
@@ -290,6 +308,7 @@ impl Tailer {
                 cur.path.display()
             ));
         }
+        self.listing = None;
         self.notices.push(format!("{} finished; following {}", cur.path.display(), newer[0].display()));
         let finished = self.current.take().expect("current checked above");
         self.done.push(file_id(&finished.path).unwrap_or(finished.id));

@@ -158,17 +158,22 @@ impl Drop for Attachments {
         let r = in_netns(self.netns.as_ref(), move || {
             drop(links);
             if added {
-                let st = std::process::Command::new("tc").args(["qdisc", "del", "dev", &iface, "clsact"]).status();
-                if !st.is_ok_and(|s| s.success()) {
-                    tracing::warn!(
-                        "could not remove the clsact qdisc tcpviz added on {iface}: `tc qdisc del dev {iface} clsact`"
-                    );
-                }
+                remove_clsact(&iface);
             }
         });
         if let Err(e) = r {
             tracing::warn!("detaching from {}: {e}", self.iface);
         }
+    }
+}
+
+/// Removes the clsact qdisc tcpviz added (in the calling thread's namespace).
+fn remove_clsact(iface: &str) {
+    let st = std::process::Command::new("tc").args(["qdisc", "del", "dev", iface, "clsact"]).status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "warning: could not remove the clsact qdisc tcpviz added on {iface}: run `tc qdisc del dev {iface} clsact`"
+        );
     }
 }
 
@@ -359,10 +364,20 @@ fn attach_tc(ebpf: &mut Ebpf, iface: &str, mode: TcMode) -> Result<TcAttached, L
     };
     for (name, at) in [("tcpviz_ingress", TcAttachType::Ingress), ("tcpviz_egress", TcAttachType::Egress)] {
         let prog: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
-        let id = prog
+        let attached = prog
             .attach_with_options(iface, at, TcAttachOptions::Netlink(NlOptions::default()))
-            .map_err(attach_err(name))?;
-        links.push(prog.take_link(id).map_err(attach_err(name))?);
+            .and_then(|id| prog.take_link(id));
+        match attached {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                // Leave the interface as it was: what was attached goes, and the qdisc too.
+                drop(links);
+                if added {
+                    remove_clsact(iface);
+                }
+                return Err(attach_err(name)(e));
+            }
+        }
     }
     Ok((links, added, "clsact"))
 }
