@@ -49,7 +49,6 @@ pub struct Analyzer {
     retired: Vec<(Flow, Retirement)>,
     findings: Vec<Finding>,
     now: TimestampNs,
-    segments: u64,
     /// Name the file in events even when there is only one so far (a follower of ring
     /// files cannot know that more will come).
     always_name_files: bool,
@@ -76,7 +75,6 @@ impl Analyzer {
             retired: Vec::new(),
             findings: Vec::new(),
             now: TimestampNs::MIN,
-            segments: 0,
             always_name_files: false,
             kernel_mode: false,
             orphans: Default::default(),
@@ -102,10 +100,6 @@ impl Analyzer {
 
     pub fn evictions(&self) -> crate::flow::table::EvictionCounts {
         self.table.evicted
-    }
-
-    pub fn segments(&self) -> u64 {
-        self.segments
     }
 
     pub fn active_flows(&self) -> impl Iterator<Item = &Flow> {
@@ -151,7 +145,6 @@ impl Analyzer {
         events: &mut Vec<Event>,
         mut observe: impl FnMut(&Flow, usize, &PacketAnalysis),
     ) {
-        self.segments += 1;
         if seg.ts > self.now {
             self.now = seg.ts;
         }

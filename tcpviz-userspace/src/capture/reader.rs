@@ -127,15 +127,6 @@ impl<R: Read> CaptureReader<R> {
         self.offset
     }
 
-    /// Packet records read so far.
-    pub fn frames(&self) -> u64 {
-        self.frames
-    }
-
-    pub fn format(&self) -> Option<CaptureFormat> {
-        self.format
-    }
-
     pub fn interfaces(&self) -> &[InterfaceInfo] {
         &self.interfaces
     }

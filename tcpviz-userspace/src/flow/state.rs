@@ -163,26 +163,6 @@ impl RttStats {
     pub fn median_is_exact(&self) -> bool {
         self.count as usize <= Self::RESERVOIR
     }
-
-    pub fn merge_from(&mut self, other: &RttStats) {
-        // Used to fold summaries: keep exact extremes and count, approximate the rest.
-        if other.count == 0 {
-            return;
-        }
-        if self.count == 0 {
-            *self = other.clone();
-            return;
-        }
-        self.min_ns = self.min_ns.min(other.min_ns);
-        self.max_ns = self.max_ns.max(other.max_ns);
-        self.count += other.count;
-        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
-        for &s in &other.reservoir {
-            if self.reservoir.len() < Self::RESERVOIR {
-                self.reservoir.push(s);
-            }
-        }
-    }
 }
 
 /// Counters of one direction, kept for the summary.

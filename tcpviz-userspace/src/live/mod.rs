@@ -16,7 +16,7 @@ pub mod tracefs;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
@@ -679,9 +679,4 @@ async fn agent_loop(
     }
     written.push(dir.join(KERNEL_SAMPLES_FILE));
     Ok(LiveResult { summary, written, lost_events: lost })
-}
-
-/// The agent's session folder holds a capture that `parse-pcap` can read again.
-pub fn capture_path(session: &Path) -> PathBuf {
-    session.join(CAPTURE_FILE)
 }

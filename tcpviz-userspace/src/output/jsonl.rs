@@ -9,25 +9,17 @@ use crate::event::Event;
 pub struct JsonlWriter {
     path: PathBuf,
     out: BufWriter<File>,
-    lines: u64,
 }
 
 impl JsonlWriter {
     pub fn create(path: &Path) -> io::Result<JsonlWriter> {
         let file = File::create(path)?;
-        Ok(JsonlWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(256 * 1024, file), lines: 0 })
-    }
-
-    /// Appends to an existing file (a resumed session).
-    pub fn append(path: &Path) -> io::Result<JsonlWriter> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(JsonlWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(256 * 1024, file), lines: 0 })
+        Ok(JsonlWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(256 * 1024, file) })
     }
 
     pub fn write<T: serde::Serialize>(&mut self, item: &T) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, item).map_err(io::Error::other)?;
         self.out.write_all(b"\n")?;
-        self.lines += 1;
         Ok(())
     }
 
@@ -40,10 +32,6 @@ impl JsonlWriter {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
-    }
-
-    pub fn lines(&self) -> u64 {
-        self.lines
     }
 
     pub fn path(&self) -> &Path {

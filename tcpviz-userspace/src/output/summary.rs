@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::frame::ts_to_secs;
-use crate::event::{Event, EventKind};
+use crate::event::EventKind;
 use crate::flow::state::{DirState, Flow, RttStats, trouble_score};
 use crate::flow::table::Retirement;
 
@@ -265,18 +265,6 @@ impl SummaryBuilder {
             sections: BTreeMap::new(),
         }
     }
-}
-
-/// Per-flow event counts from an events file alone (when no summary.json exists).
-pub fn counts_from_events(events: &[Event]) -> BTreeMap<u64, (String, BTreeMap<EventKind, u64>)> {
-    let mut m: BTreeMap<u64, (String, BTreeMap<EventKind, u64>)> = BTreeMap::new();
-    for e in events {
-        let entry = m.entry(e.flow_id).or_insert_with(|| {
-            (format!("{} -> {}", endpoint(e.src, e.sport), endpoint(e.dst, e.dport)), BTreeMap::new())
-        });
-        *entry.1.entry(e.event).or_default() += 1;
-    }
-    m
 }
 
 /// The readable table of `tcpviz summary`: flows sorted by trouble.
