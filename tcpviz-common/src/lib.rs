@@ -6,6 +6,9 @@
 //! length instead of trusting it.
 #![no_std]
 
+#[cfg(feature = "std")]
+extern crate std;
+
 /// Bytes of each packet the TC program copies: Ethernet + 2 VLAN tags (22) + IPv6 (40)
 /// + TCP with the largest options (60) = 122, rounded up.
 pub const SNAP_LEN: usize = 128;
@@ -28,16 +31,41 @@ pub const TP_SEND_RESET: u32 = 5;
 pub const TP_RECEIVE_RESET: u32 = 6;
 pub const TP_COUNT: usize = 7;
 
-/// (category, name) of each tracepoint, indexed by the `TP_*` constants.
-pub const TRACEPOINTS: [(&str, &str); TP_COUNT] = [
-    ("tcp", "tcp_retransmit_skb"),
-    ("tcp", "tcp_retransmit_synack"),
-    ("tcp", "tcp_probe"),
-    ("tcp", "tcp_cong_state_set"),
-    ("sock", "inet_sock_set_state"),
-    ("tcp", "tcp_send_reset"),
-    ("tcp", "tcp_receive_reset"),
+/// A tracepoint tcpviz hooks, and the eBPF program that handles it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracepoint {
+    /// `TP_*`: its slot in the config array and in the "seen" counters.
+    pub index: u32,
+    pub category: &'static str,
+    pub name: &'static str,
+    /// The eBPF program's name (its function in tcpviz-ebpf).
+    pub program: &'static str,
+}
+
+const fn tp(index: u32, category: &'static str, name: &'static str, program: &'static str) -> Tracepoint {
+    Tracepoint { index, category, name, program }
+}
+
+/// Every tracepoint, indexed by the `TP_*` constants: the one list the kernel programs, the
+/// config and counter arrays and userspace follow.
+pub const TRACEPOINTS: [Tracepoint; TP_COUNT] = [
+    tp(TP_RETRANSMIT_SKB, "tcp", "tcp_retransmit_skb", "tcpviz_retransmit_skb"),
+    tp(TP_RETRANSMIT_SYNACK, "tcp", "tcp_retransmit_synack", "tcpviz_retransmit_synack"),
+    tp(TP_PROBE, "tcp", "tcp_probe", "tcpviz_probe"),
+    tp(TP_CONG_STATE_SET, "tcp", "tcp_cong_state_set", "tcpviz_cong_state_set"),
+    tp(TP_INET_SOCK_SET_STATE, "sock", "inet_sock_set_state", "tcpviz_inet_sock_set_state"),
+    tp(TP_SEND_RESET, "tcp", "tcp_send_reset", "tcpviz_send_reset"),
+    tp(TP_RECEIVE_RESET, "tcp", "tcp_receive_reset", "tcpviz_receive_reset"),
 ];
+
+// Each entry sits at its own index.
+const _: () = {
+    let mut i = 0;
+    while i < TP_COUNT {
+        assert!(TRACEPOINTS[i].index as usize == i);
+        i += 1;
+    }
+};
 
 /// Bytes of a tracepoint's record copied as they are; userspace reads the fields at the
 /// offsets of the tracefs `format` file, so the kernel side needs no layout knowledge.
@@ -52,7 +80,13 @@ pub const COUNTER_TRACE_LOST: u32 = 2;
 pub const COUNTER_TRACE_FILTERED: u32 = 3;
 /// Then one "seen" counter per tracepoint: `COUNTER_TRACE_SEEN + TP_*`.
 pub const COUNTER_TRACE_SEEN: u32 = 4;
-pub const COUNTERS: usize = COUNTER_TRACE_SEEN as usize + TP_COUNT;
+/// Then, in capture policy `troubled`: trouble marks (a connection entered or refreshed in
+/// `WATCHED`), by where the trouble was seen, and marks that could not be stored.
+pub const COUNTER_MARKS_TRACEPOINT: u32 = COUNTER_TRACE_SEEN + TP_COUNT as u32;
+pub const COUNTER_MARKS_SACK_SENT: u32 = COUNTER_MARKS_TRACEPOINT + 1;
+pub const COUNTER_MARKS_ZERO_WINDOW_SENT: u32 = COUNTER_MARKS_TRACEPOINT + 2;
+pub const COUNTER_MARKS_FAILED: u32 = COUNTER_MARKS_TRACEPOINT + 3;
+pub const COUNTERS: usize = COUNTER_MARKS_FAILED as usize + 1;
 
 /// "This tracepoint has no such field."
 pub const NO_FIELD: u16 = 0xffff;
@@ -114,10 +148,51 @@ pub struct TraceConfig {
     pub skaddr_off: u16,
     /// Offset of the `skbaddr` field, or `NO_FIELD`.
     pub skbaddr_off: u16,
+    /// 1: a hit of this tracepoint is trouble that starts watching its connection (capture
+    /// policy `troubled`); 0: it is only reported.
+    pub marks_trouble: u16,
+    /// Offsets of the socket's address fields (`family`, `sport`, `dport` in host order,
+    /// `saddr`/`daddr` for IPv4, `saddr_v6`/`daddr_v6`), or `NO_FIELD`.
+    pub family_off: u16,
+    pub sport_off: u16,
+    pub dport_off: u16,
+    pub saddr_off: u16,
+    pub daddr_off: u16,
+    pub saddr6_off: u16,
+    pub daddr6_off: u16,
+    /// Offset of a one-byte state that must be in `trouble_states` (a bit mask) for the hit to
+    /// count as trouble (`tcp_cong_state_set`'s `cong_state`: Recovery and Loss), or
+    /// `NO_FIELD` when every hit counts.
+    pub state_off: u16,
+    pub trouble_states: u16,
     pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<TraceConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<TraceConfig>() == 28);
+
+/// A connection as one direction of its packets names it (source first), the key of the
+/// `WATCHED` map. IPv4 addresses fill the first 4 bytes, the rest are zero; ports are in
+/// host order. A watched connection is entered under both directions, so a packet is looked
+/// up as it comes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WatchKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// 4 or 6.
+    pub ip_version: u8,
+    pub _pad: [u8; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<WatchKey>() == 40);
+
+/// Capture policies of the TC programs (`AgentConfig::capture`).
+/// Every TCP packet.
+pub const CAPTURE_ALL: u32 = 0;
+/// Only packets of connections the kernel showed trouble on (`WATCHED`).
+pub const CAPTURE_TROUBLED: u32 = 1;
 
 /// Most ports / IPv4 addresses the TC filter takes.
 pub const FILTER_SLOTS: usize = 8;
@@ -145,9 +220,14 @@ pub struct AgentConfig {
     /// IPv4 addresses to keep (either side, network byte order); empty = all.
     pub addr4_count: u32,
     pub addr4: [u32; FILTER_SLOTS],
+    /// `CAPTURE_ALL` or `CAPTURE_TROUBLED`.
+    pub capture: u32,
+    pub _pad: u32,
+    /// How long a connection stays watched after its last trouble, in nanoseconds.
+    pub watch_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 28 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 28 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 16);
 
 // SAFETY: plain integers and arrays of them, no padding bytes left undefined (explicit
 // padding fields), so any bit pattern is valid and the layout is stable.
@@ -156,6 +236,9 @@ unsafe impl aya::Pod for AgentConfig {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TraceConfig {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for WatchKey {}
 
 #[cfg(feature = "user")]
 pub mod decode {
@@ -179,6 +262,17 @@ pub mod decode {
     pub enum Record {
         Packet(PacketRecord),
         Trace(TraceRecord),
+    }
+
+    impl Record {
+        /// When the kernel took it (`bpf_ktime_get_boot_ns`), to order the records of both
+        /// rings.
+        pub fn ts_boot_ns(&self) -> u64 {
+            match self {
+                Record::Packet(p) => p.ts_boot_ns,
+                Record::Trace(t) => t.ts_boot_ns,
+            }
+        }
     }
 
     /// Reads a `T` from the start of `bytes` if there are enough of them.
@@ -253,6 +347,49 @@ pub mod decode {
             t[0] = super::super::RECORD_TRACE;
             assert!(matches!(record(&t), Ok(Record::Trace(_))));
             assert!(matches!(record(&t[..20]), Err(DecodeError::TooShort { .. })));
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+pub mod privilege {
+    //! Whether this process may do what needs root: the one check of the agent, the
+    //! privileged tests and xtask. Read from `/proc/self/status`, whose `Uid:` line gives the
+    //! real, effective, saved and filesystem uids and `CapEff:` the effective capabilities.
+    use std::string::String;
+
+    pub const CAP_NET_ADMIN: u32 = 12;
+    pub const CAP_PERFMON: u32 = 38;
+    pub const CAP_BPF: u32 = 39;
+
+    fn status_line(key: &str) -> Option<String> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        status.lines().find_map(|l| l.strip_prefix(key).map(|v| String::from(v.trim())))
+    }
+
+    /// True when the effective uid is 0.
+    pub fn is_root() -> bool {
+        status_line("Uid:").is_some_and(|v| v.split_whitespace().nth(1) == Some("0"))
+    }
+
+    /// True when every one of `caps` is in the effective set.
+    pub fn has_capabilities(caps: &[u32]) -> bool {
+        let eff = status_line("CapEff:").and_then(|v| u64::from_str_radix(&v, 16).ok()).unwrap_or(0);
+        caps.iter().all(|&c| c < 64 && eff & (1 << c) != 0)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn root_has_every_capability() {
+            // A root process (without a reduced bounding set) holds them all; anyone else
+            // who is not root must not be told they are.
+            if is_root() {
+                assert!(has_capabilities(&[CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF]));
+            }
+            assert!(has_capabilities(&[]));
         }
     }
 }

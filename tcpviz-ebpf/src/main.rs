@@ -8,6 +8,12 @@
 //!   buffer; userspace decodes the fields with the offsets of the tracefs `format` files.
 //!   The kernel side adds only what it alone can read: the socket's network namespace (for
 //!   the namespace filter) and a retransmitted skb's sequence range.
+//! - Capture policy `troubled` (`AgentConfig::capture`, in `watch`): the TC programs copy only packets of
+//!   connections the kernel showed trouble on, decided here with no round trip through
+//!   userspace. A tracepoint hit that is trouble (a retransmission, Recovery or Loss, a reset
+//!   received) and an ACK this host sends with SACK blocks or a zero window enter the
+//!   connection in `WATCHED` (an LRU map) with the time; it stays watched `watch_ns` after
+//!   its last trouble. While nothing is watched, an ingress packet costs an array lookup.
 //! - Records that find no room are counted per CPU (`COUNTS`), never lost silently.
 //!
 //! Readers are not woken for every record (that costs microseconds per packet): records are
@@ -25,6 +31,10 @@ use aya_ebpf::{
     programs::{TcContext, TracePointContext},
 };
 use tcpviz_common::*;
+
+mod watch;
+
+use watch::{mark_from_trace, troubled};
 
 #[map]
 static PACKETS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
@@ -62,6 +72,13 @@ fn submit_flags(ring: &RingBuf, wakeup_bytes: u32, record_bytes: u64) -> u64 {
     if avail >= mark && avail < mark + step { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
 }
 
+/// Does nothing: the floor `cargo xtask bench-live` measures the TC programs against (the
+/// agent never attaches it).
+#[classifier]
+pub fn tcpviz_noop(_ctx: TcContext) -> i32 {
+    TC_ACT_UNSPEC
+}
+
 #[classifier]
 pub fn tcpviz_ingress(ctx: TcContext) -> i32 {
     snapshot(&ctx, DIR_INGRESS);
@@ -85,8 +102,9 @@ fn be16_at(ctx: &TcContext, off: usize) -> Option<u16> {
     if start + off + 2 > end {
         return None;
     }
-    // SAFETY: bounds checked against data_end just above (direct packet access).
     let p = (start + off) as *const [u8; 2];
+    // SAFETY: the two bytes lie before data_end (checked just above), so the read stays in
+    // the packet; the verifier checks the same bound and rejects the program otherwise.
     Some(u16::from_be_bytes(unsafe { *p }))
 }
 
@@ -185,6 +203,9 @@ fn wanted(ctx: &TcContext, cfg: &AgentConfig) -> bool {
 #[inline(always)]
 fn snapshot(ctx: &TcContext, direction: u8) {
     let Some(cfg) = CONFIG.get(0) else { return };
+    if cfg.capture == CAPTURE_TROUBLED && !troubled(ctx, cfg, direction) {
+        return;
+    }
     if !wanted(ctx, cfg) {
         return;
     }
@@ -205,7 +226,7 @@ fn snapshot(ctx: &TcContext, direction: u8) {
     // The agent attaches to one interface and knows it: reading skb->ifindex would chase a
     // pointer to the device (a cache miss per packet).
     rec.ifindex = 0;
-    // SAFETY: helper without preconditions.
+    // SAFETY: bpf_ktime_get_boot_ns takes no arguments and touches no memory of ours.
     rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     rec.orig_len = len;
     // SAFETY: the context's skb pointer is valid while the program runs.
@@ -247,11 +268,15 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     // The socket's namespace: sk -> sk_net -> ns.inum (offsets from BTF).
     let mut netns = 0u32;
     if tcfg.skaddr_off != NO_FIELD && cfg.net_inum_off != 0 {
-        // SAFETY: reads of kernel memory through the probe helper, which fails safely.
+        // SAFETY: read_at goes through bpf_probe_read_kernel, which returns an error instead
+        // of faulting on a bad address; the value is only used as a number here.
         let sk: u64 = unsafe { ctx.read_at(tcfg.skaddr_off as usize) }.unwrap_or(0);
         if sk != 0 {
+            // SAFETY: a probe read, which fails with an error (not a fault) when the offset
+            // from BTF does not point into the socket.
             let net: u64 = unsafe { bpf_probe_read_kernel((sk + cfg.sk_net_off as u64) as *const u64) }.unwrap_or(0);
             if net != 0 {
+                // SAFETY: as above, a probe read that cannot fault.
                 netns = unsafe { bpf_probe_read_kernel((net + cfg.net_inum_off as u64) as *const u32) }.unwrap_or(0);
             }
         }
@@ -259,6 +284,9 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     if cfg.netns_inum != 0 && netns != cfg.netns_inum {
         count(COUNTER_TRACE_FILTERED);
         return 0;
+    }
+    if cfg.capture == CAPTURE_TROUBLED && tcfg.marks_trouble != 0 {
+        mark_from_trace(ctx, tcfg);
     }
     let Some(mut entry) = TRACES.reserve::<TraceRecord>(0) else {
         count(COUNTER_TRACE_LOST);
@@ -269,15 +297,18 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     rec.kind = RECORD_TRACE;
     rec.tracepoint = tp as u8;
     rec.netns = netns;
-    // SAFETY: helper without preconditions.
+    // SAFETY: bpf_ktime_get_boot_ns takes no arguments and touches no memory of ours.
     rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     rec.skb_seq = 0;
     rec.skb_end_seq = 0;
     if tcfg.skbaddr_off != NO_FIELD && cfg.skb_cb_off != 0 {
-        // SAFETY: probe reads of kernel memory.
+        // SAFETY: a probe read (bpf_probe_read_kernel), which fails with an error instead of
+        // faulting; the value is only used as a number.
         let skb: u64 = unsafe { ctx.read_at(tcfg.skbaddr_off as usize) }.unwrap_or(0);
         if skb != 0 {
             // TCP_SKB_CB(skb) starts with seq and end_seq.
+            // SAFETY: a probe read into a local array of its own size; a bad address gives
+            // an error, not a fault.
             let range: [u32; 2] =
                 unsafe { bpf_probe_read_kernel((skb + cfg.skb_cb_off as u64) as *const [u32; 2]) }.unwrap_or([0, 0]);
             rec.skb_seq = range[0];
@@ -291,6 +322,8 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     0
 }
 
+// One program per entry of `tcpviz_common::TRACEPOINTS`, named as its `program` (a userspace
+// test checks the object against the table), passing that entry's `TP_*` index.
 #[tracepoint]
 pub fn tcpviz_retransmit_skb(ctx: TracePointContext) -> u32 {
     trace(&ctx, TP_RETRANSMIT_SKB)
@@ -328,7 +361,7 @@ pub fn tcpviz_receive_reset(ctx: TracePointContext) -> u32 {
 
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
 

@@ -9,14 +9,30 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::frame::{TimestampNs, ts_to_secs};
+use crate::time::{TimestampNs, ts_to_secs};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// What an event says. The first fifteen are Wireshark's `tcp.analysis.*` flags, with
 /// Wireshark's names; the rest are tcpviz findings and kernel reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     Retransmission,
     FastRetransmission,
@@ -51,82 +67,52 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
-        EventKind::Retransmission,
-        EventKind::FastRetransmission,
-        EventKind::SpuriousRetransmission,
-        EventKind::OutOfOrder,
-        EventKind::LostSegment,
-        EventKind::AckLostSegment,
-        EventKind::DuplicateAck,
-        EventKind::ZeroWindow,
-        EventKind::ZeroWindowProbe,
-        EventKind::ZeroWindowProbeAck,
-        EventKind::KeepAlive,
-        EventKind::KeepAliveAck,
-        EventKind::WindowFull,
-        EventKind::WindowUpdate,
-        EventKind::ReusedPorts,
-        EventKind::LossInfer,
-        EventKind::HandshakeAnomaly,
-        EventKind::TeardownAnomaly,
-        EventKind::KernelRetransmit,
-        EventKind::KernelRetransmitSynack,
-        EventKind::KernelRto,
-        EventKind::KernelRecovery,
-        EventKind::KernelResetSent,
-        EventKind::KernelResetReceived,
-        EventKind::KernelStateChange,
-    ];
-    pub const COUNT: usize = Self::ALL.len();
+    pub const COUNT: usize = <EventKind as strum::VariantArray>::VARIANTS.len();
+    /// Every kind, in the order of the declaration (and of [`index`](Self::index)): strum's
+    /// list, as an array so that per-kind counters can be sized by it.
+    pub const ALL: [EventKind; Self::COUNT] = {
+        let variants = <EventKind as strum::VariantArray>::VARIANTS;
+        let mut all = [EventKind::Retransmission; Self::COUNT];
+        let mut i = 0;
+        while i < Self::COUNT {
+            all[i] = variants[i];
+            i += 1;
+        }
+        all
+    };
 
     pub fn index(self) -> usize {
         self as usize
     }
 
+    /// The name in `events.jsonl` (serde's and strum's `snake_case` agree; a test checks).
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Retransmission => "retransmission",
-            EventKind::FastRetransmission => "fast_retransmission",
-            EventKind::SpuriousRetransmission => "spurious_retransmission",
-            EventKind::OutOfOrder => "out_of_order",
-            EventKind::LostSegment => "lost_segment",
-            EventKind::AckLostSegment => "ack_lost_segment",
-            EventKind::DuplicateAck => "duplicate_ack",
-            EventKind::ZeroWindow => "zero_window",
-            EventKind::ZeroWindowProbe => "zero_window_probe",
-            EventKind::ZeroWindowProbeAck => "zero_window_probe_ack",
-            EventKind::KeepAlive => "keep_alive",
-            EventKind::KeepAliveAck => "keep_alive_ack",
-            EventKind::WindowFull => "window_full",
-            EventKind::WindowUpdate => "window_update",
-            EventKind::ReusedPorts => "reused_ports",
-            EventKind::LossInfer => "loss_infer",
-            EventKind::HandshakeAnomaly => "handshake_anomaly",
-            EventKind::TeardownAnomaly => "teardown_anomaly",
-            EventKind::KernelRetransmit => "kernel_retransmit",
-            EventKind::KernelRetransmitSynack => "kernel_retransmit_synack",
-            EventKind::KernelRto => "kernel_rto",
-            EventKind::KernelRecovery => "kernel_recovery",
-            EventKind::KernelResetSent => "kernel_reset_sent",
-            EventKind::KernelResetReceived => "kernel_reset_received",
-            EventKind::KernelStateChange => "kernel_state_change",
-        }
+        self.into()
     }
 
     pub fn from_name(name: &str) -> Option<EventKind> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
+        name.parse().ok()
+    }
+
+    /// How much one event of this kind says about trouble, to sort connections worst first:
+    /// losses and timeouts weigh more than reordering; routine events nothing.
+    pub fn trouble_weight(self) -> u64 {
+        match self {
+            EventKind::LossInfer | EventKind::HandshakeAnomaly => 10,
+            EventKind::Retransmission
+            | EventKind::FastRetransmission
+            | EventKind::LostSegment
+            | EventKind::ZeroWindow
+            | EventKind::TeardownAnomaly => 3,
+            EventKind::SpuriousRetransmission | EventKind::OutOfOrder | EventKind::AckLostSegment => 2,
+            EventKind::DuplicateAck | EventKind::WindowFull | EventKind::ZeroWindowProbe => 1,
+            _ => 0,
+        }
     }
 
     /// True for the retransmission family as tshark counts `tcp.analysis.retransmission`.
     pub fn is_retransmission(self) -> bool {
         matches!(self, EventKind::Retransmission | EventKind::FastRetransmission | EventKind::SpuriousRetransmission)
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -290,13 +276,48 @@ fn ser_ts<S: serde::Serializer>(ts: &TimestampNs, s: S) -> Result<S::Ok, S::Erro
 
 fn de_ts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimestampNs, D::Error> {
     let secs = f64::deserialize(d)?;
+    // Nanoseconds in an i64 reach the years 1677 to 2262: a time beyond is not an event's.
+    let out_of_range = || serde::de::Error::custom(format!("time {secs} s is out of range"));
+    if !secs.is_finite() || secs.abs() >= 9.2e9 {
+        return Err(out_of_range());
+    }
     let whole = secs.floor();
-    Ok(whole as TimestampNs * 1_000_000_000 + ((secs - whole) * 1e9).round() as TimestampNs)
+    (whole as TimestampNs)
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(((secs - whole) * 1e9).round() as TimestampNs))
+        .ok_or_else(out_of_range)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `events_jsonl` fuzz target: an event line with a time past the year
+    /// 2262 overflowed the conversion to nanoseconds; it is now an unreadable line.
+    #[test]
+    fn out_of_range_times_are_a_parse_error() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            #[serde(with = "ts_secs")]
+            ts: TimestampNs,
+        }
+        let parse = |json: &str| serde_json::from_str::<T>(json).map(|t| t.ts);
+        assert_eq!(parse(r#"{"ts":1700000000.25}"#).unwrap(), 1_700_000_000_250_000_000);
+        assert_eq!(parse(r#"{"ts":-1.5}"#).unwrap(), -1_500_000_000);
+        for bad in [r#"{"ts":1e12}"#, r#"{"ts":-1e300}"#, r#"{"ts":9.3e9}"#] {
+            assert!(parse(bad).unwrap_err().to_string().contains("out of range"), "{bad}");
+        }
+    }
+
+    /// strum's list indexes the per-kind counters, and its Display is the name.
+    #[test]
+    fn kinds_are_listed_in_index_order() {
+        for (i, k) in EventKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert_eq!(k.to_string(), k.as_str());
+        }
+        assert_eq!(EventKind::from_name("no_such_kind"), None);
+    }
 
     #[test]
     fn names_round_trip_and_are_wireshark_names() {

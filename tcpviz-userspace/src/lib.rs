@@ -4,15 +4,16 @@
 //! turns them into segments, [`flow`] keeps per-connection state, [`analysis`] applies the
 //! rules and emits [`event::Event`]s, which the [`output`] sinks write.
 pub mod alert;
+pub mod analyse_captures;
 pub mod analysis;
 pub mod capture;
-pub mod cli;
 pub mod ebpf;
+pub mod error;
 pub mod event;
 pub mod flow;
+pub mod follow;
 pub mod live;
-pub mod monitor;
-pub mod offline;
 pub mod output;
 pub mod pipeline;
 pub mod report;
+pub mod time;

@@ -5,35 +5,21 @@ use std::collections::BTreeMap;
 
 use crate::analysis::{Analyzer, PacketRef};
 use crate::capture::decode::{Segment, SkipReason, decode_frame};
-use crate::capture::frame::{Frame, TimestampNs, ts_to_secs};
+use crate::capture::frame::Frame;
 use crate::event::{Event, EventKind};
 use crate::flow::table::FlowLimits;
+pub use crate::output::sink::EventSink;
 use crate::output::summary::{Summary, SummaryBuilder, Totals};
+use crate::time::{TimestampNs, ts_to_secs};
 
-/// Receives events as they are found.
-pub trait EventSink {
-    fn on_events(&mut self, events: &[Event]) -> std::io::Result<()>;
-}
-
-impl EventSink for crate::output::jsonl::JsonlWriter {
-    fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
-        self.write_events(events)
-    }
-}
-
-impl EventSink for Vec<Event> {
-    fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
-        self.extend_from_slice(events);
-        Ok(())
-    }
-}
+pub mod follower;
 
 /// Running counts of a pipeline.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     pub packets: u64,
     pub tcp_segments: u64,
-    pub skipped: [u64; SkipReason::ALL.len()],
+    pub skipped: [u64; SkipReason::COUNT],
     pub events: [u64; EventKind::COUNT],
     pub first_ts: Option<TimestampNs>,
     pub last_ts: Option<TimestampNs>,
@@ -54,6 +40,39 @@ impl Counters {
     }
 }
 
+/// What a frame turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameOutcome {
+    /// A TCP segment, analysed.
+    Tcp,
+    /// Not analysed, and why (counted in `Counters::skipped`).
+    Skipped(SkipReason),
+}
+
+/// How a pipeline runs, fixed when it is made.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineOptions {
+    pub limits: FlowLimits,
+    /// Flows listed individually in the summary (the most troubled).
+    pub summary_flows: usize,
+    /// Kernel reports are joined to the wire flows (live sessions, `--kernel-events`).
+    pub kernel_mode: bool,
+    /// Events name their file even while only one file has been read (the input may span
+    /// several: a glob, a symlink a capture tool re-points).
+    pub always_name_files: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            limits: FlowLimits::default(),
+            summary_flows: crate::output::summary::MAX_LISTED_FLOWS,
+            kernel_mode: false,
+            always_name_files: false,
+        }
+    }
+}
+
 pub struct Pipeline {
     analyzer: Analyzer,
     events: Vec<Event>,
@@ -62,26 +81,25 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// A pipeline with the default options but `limits`.
     pub fn new(limits: FlowLimits) -> Pipeline {
+        Pipeline::with_options(PipelineOptions { limits, ..Default::default() })
+    }
+
+    pub fn with_options(opts: PipelineOptions) -> Pipeline {
+        let mut analyzer = Analyzer::new(opts.limits);
+        analyzer.set_kernel_mode(opts.kernel_mode);
+        analyzer.set_always_name_files(opts.always_name_files);
         Pipeline {
-            analyzer: Analyzer::new(limits),
+            analyzer,
             events: Vec::with_capacity(64),
             counters: Counters::default(),
-            summary: SummaryBuilder::default(),
+            summary: SummaryBuilder::with_limit(opts.summary_flows),
         }
     }
 
     pub fn add_file(&mut self, name: &str) -> u32 {
         self.analyzer.add_file(name)
-    }
-
-    /// Lists at most `n` flows individually in the summary (the most troubled).
-    pub fn set_summary_limit(&mut self, n: usize) {
-        self.summary = SummaryBuilder::with_limit(n);
-    }
-
-    pub fn set_always_name_files(&mut self, on: bool) {
-        self.analyzer.set_always_name_files(on);
     }
 
     pub fn analyzer(&self) -> &Analyzer {
@@ -94,13 +112,16 @@ impl Pipeline {
         frame: &Frame<'_>,
         file_index: u32,
         sink: &mut dyn EventSink,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<FrameOutcome> {
         self.counters.packets += 1;
         match decode_frame(frame) {
-            Ok(seg) => self.process_segment(&seg, PacketRef { frame: frame.number, file_index }, sink),
+            Ok(seg) => {
+                self.process_segment(&seg, PacketRef { frame: frame.number, file_index }, sink)?;
+                Ok(FrameOutcome::Tcp)
+            }
             Err(reason) => {
                 self.counters.skipped[reason as usize] += 1;
-                Ok(())
+                Ok(FrameOutcome::Skipped(reason))
             }
         }
     }
@@ -140,10 +161,6 @@ impl Pipeline {
         c.last_ts = Some(c.last_ts.map_or(k.ts, |t| t.max(k.ts)));
         self.analyzer.process_kernel(k, &mut self.events);
         self.drain(sink)
-    }
-
-    pub fn set_kernel_mode(&mut self, on: bool) {
-        self.analyzer.set_kernel_mode(on);
     }
 
     /// Ends the input: flows still open are finished (end-of-flow findings).
@@ -190,5 +207,51 @@ impl Pipeline {
             flows_folded: 0,
         };
         self.summary.finish(totals, sources, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use super::*;
+    use crate::capture::frame::LinkType;
+
+    fn frame(data: &[u8]) -> Frame<'_> {
+        Frame {
+            ts: 7,
+            link_type: LinkType::ETHERNET,
+            data,
+            orig_len: data.len() as u32,
+            interface: 0,
+            number: 1,
+            direction: None,
+        }
+    }
+
+    #[test]
+    fn process_frame_says_what_the_frame_was() {
+        let mut tcp = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 80, 1000, 64240)
+            .syn()
+            .write(&mut tcp, &[])
+            .unwrap();
+        let mut udp = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(5353, 5353)
+            .write(&mut udp, b"x")
+            .unwrap();
+        let mut pipeline = Pipeline::new(FlowLimits::default());
+        let mut events: Vec<Event> = Vec::new();
+        assert_eq!(pipeline.process_frame(&frame(&tcp), 0, &mut events).unwrap(), FrameOutcome::Tcp);
+        assert_eq!(
+            pipeline.process_frame(&frame(&udp), 0, &mut events).unwrap(),
+            FrameOutcome::Skipped(SkipReason::NotTcp)
+        );
+        assert_eq!((pipeline.counters.packets, pipeline.counters.tcp_segments), (2, 1));
+        assert_eq!(pipeline.counters.skipped[SkipReason::NotTcp as usize], 1);
     }
 }

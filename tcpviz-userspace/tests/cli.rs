@@ -1,19 +1,11 @@
 //! The `tcpviz` binary on good and bad input.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-fn tcpviz() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tcpviz"))
-}
-
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(name)
-}
-
-fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).unwrap().lines().count()
-}
+use common::{lines, sample, tcpviz};
 
 #[test]
 fn parse_pcap_writes_the_session_and_prints_the_paths() {
@@ -160,12 +152,19 @@ fn non_captures_get_a_one_line_error() {
 /// The damaged files of the shared corpus, when it is available.
 #[test]
 fn damaged_corpus_files_fail_cleanly() {
-    let Some(corpus) = std::env::var_os("TCPVIZ_CORPUS").map(PathBuf::from) else { return };
+    // TCPVIZ_CORPUS may name several folders; the damaged files are in the first.
+    let Some(corpus) = std::env::var_os("TCPVIZ_CORPUS").and_then(|v| std::env::split_paths(&v).next()) else {
+        return;
+    };
     let corpus =
         if corpus.is_relative() { Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(corpus) } else { corpus };
     let dir = tempfile::tempdir().unwrap();
     for (file, needle, packets) in [
-        ("suricata__http-mime-truncated.pcap", "cut short in the middle of packet", 2696),
+        (
+            "suricata__http-mime-truncated.pcap",
+            "cut short in the record header of packet 2697 (byte offset 2715459: 1 of its 16 bytes)",
+            2696,
+        ),
         ("suricata__tls_DER-incomplete-header.pcap", "damaged at packet 7", 6),
         ("libpcap__pcapng-invalid-vers-1.pcapng", "unsupported capture file: pcapng section version", 0),
     ] {
@@ -177,5 +176,163 @@ fn damaged_corpus_files_fail_cleanly() {
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
         assert_eq!(summary["totals"]["tcp_segments"], packets, "{file}: packets before the damage, as tshark counts");
+    }
+}
+
+/// Runs a command whose standard output (and, with `stderr_too`, standard error) is a pipe
+/// nobody reads any more, as in `tcpviz ... | head -0`. Returns the exit status and what
+/// went to standard error (empty when it was closed too).
+fn with_closed_pipe(cmd: &mut Command, stderr_too: bool) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    if stderr_too {
+        cmd.stderr(writer.try_clone().unwrap());
+    } else {
+        cmd.stderr(std::process::Stdio::piped());
+    }
+    cmd.stdout(writer);
+    let o = cmd.output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Every command that prints ends quietly with status 0 when its reader is gone (the live
+/// agent's test is in the privileged tests).
+#[test]
+fn a_closed_pipe_ends_every_printing_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s");
+    let o = tcpviz()
+        .args(["parse-pcap", "--quiet", "--out"])
+        .arg(&session)
+        .arg(sample("ipv4_loss_sender.pcap"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let commands: Vec<(&str, Vec<std::ffi::OsString>)> = vec![
+        ("help", vec!["--help".into()]),
+        ("version", vec!["--version".into()]),
+        (
+            "parse-pcap",
+            vec![
+                "parse-pcap".into(),
+                "--report".into(),
+                "--out".into(),
+                dir.path().join("p").into(),
+                sample("ipv4_loss_sender.pcap").into(),
+            ],
+        ),
+        ("summary", vec!["summary".into(), "--in".into(), session.clone().into()]),
+        ("plot", vec!["plot".into(), "--in".into(), session.clone().into()]),
+        ("report", vec!["report".into(), "--in".into(), session.clone().into()]),
+        (
+            // Alerts are printed as they are raised: the first one finds the pipe closed
+            // and the run ends as on Ctrl-C, long before --duration.
+            "monitor",
+            vec![
+                "monitor".into(),
+                "--threshold".into(),
+                "2".into(),
+                "--duration".into(),
+                "60".into(),
+                "--pcap-path".into(),
+                sample("ipv4_loss_sender.pcap").into(),
+                "--out".into(),
+                dir.path().join("m").into(),
+            ],
+        ),
+    ];
+    for (name, args) in &commands {
+        for stderr_too in [false, true] {
+            let started = std::time::Instant::now();
+            let (code, err) = with_closed_pipe(tcpviz().args(args), stderr_too);
+            assert_eq!(code, Some(0), "{name} (stderr closed too: {stderr_too}): {err}");
+            assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{name}: {err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "{name} did not stop");
+        }
+    }
+    // The monitor that stopped early still finished its session.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m/summary.json")).unwrap()).unwrap();
+    assert!(summary["sections"]["alerts"]["raised"].as_u64().unwrap() > 0);
+    assert!(dir.path().join("p/report.html").is_file(), "parse-pcap --report did its work");
+}
+
+/// Standard output on a full disk is an error, said once, not a panic.
+#[test]
+fn standard_output_on_a_full_disk_is_an_error() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = tcpviz()
+        .args(["parse-pcap", "--quiet", "--out"])
+        .arg(dir.path().join("s"))
+        .arg(sample("zero_window.pcap"))
+        .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("cannot write to standard output").count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A command that fails on its inputs says which file and why, once, and leaves no empty
+/// session folder behind.
+#[test]
+fn input_errors_name_the_file_once_and_leave_no_session_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tcpviz().current_dir(dir.path()).arg("parse-pcap").arg("missing.pcap").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.trim_end(), "error: cannot read missing.pcap: No such file or directory (os error 2)");
+    assert!(!dir.path().join("artifacts").exists(), "no empty artifacts/session_* is left");
+
+    // One good input and one missing: nothing is read, nothing is written.
+    let out = dir.path().join("new/s");
+    let o = tcpviz()
+        .arg("parse-pcap")
+        .arg(sample("zero_window.pcap"))
+        .arg(dir.path().join("gone.pcap"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gone.pcap"));
+    assert!(!dir.path().join("new").exists());
+
+    // A file where the session folder should be.
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let o = tcpviz().arg("parse-pcap").arg(sample("zero_window.pcap")).arg("--out").arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.contains(&format!("cannot create the session folder {}", file.display())), "{err}");
+}
+
+/// Files of 1, 3, 10, 23 and 30 bytes, pcap and pcapng: each error says where the file
+/// was cut, with the right counts.
+#[test]
+fn files_cut_in_their_header_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = std::fs::read(sample("ipv4_loss_sender.pcap")).unwrap();
+    let pcapng = std::fs::read(sample("ipv6_loss_receiver.pcapng")).unwrap();
+    let shb_len = u32::from_le_bytes(pcapng[4..8].try_into().unwrap()) as usize;
+    for (name, bytes, len, want) in [
+        ("a.pcap", &pcap, 1, "cut short in its file header: 1 byte".to_string()),
+        ("a.pcap", &pcap, 3, "cut short in its file header: 3 bytes".into()),
+        ("a.pcap", &pcap, 10, "cut short in its pcap file header (10 of its 24 bytes)".into()),
+        ("a.pcap", &pcap, 23, "cut short in its pcap file header (23 of its 24 bytes)".into()),
+        ("a.pcap", &pcap, 30, "cut short in the record header of packet 1 (byte offset 24: 6 of its 16 bytes)".into()),
+        ("b.pcapng", &pcapng, 10, format!("cut short in its pcapng section header (10 of its {shb_len} bytes)")),
+        ("b.pcapng", &pcapng, 23, format!("cut short in its pcapng section header (23 of its {shb_len} bytes)")),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        let o = tcpviz().arg("parse-pcap").arg(&path).arg("--out").arg(dir.path().join("s")).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(err.contains(&format!("error: {}: {want}", path.display())), "{len}: {err}");
     }
 }

@@ -1,16 +1,17 @@
 //! Agreement with Wireshark on real captures.
 //!
-//! Runs the analysis on every capture of the corpus (`TCPVIZ_CORPUS`, e.g. `../shared/pcaps`;
-//! the test is skipped when the variable is unset and fails when it points nowhere) and
-//! compares, packet by packet, with tshark 4.0's flags in `<capture>.flagged.csv`. Summed over
-//! the corpus, each flag must reach F1 >= 0.98. `TCPVIZ_CORPUS_VERBOSE=1` prints every
+//! Runs the analysis on every capture of the corpus (`TCPVIZ_CORPUS`: one folder or several
+//! separated by `:`, e.g. `../shared/pcaps:../shared/pcaps-next`; the test is skipped when the
+//! variable is unset and fails when a folder is missing) and compares, packet by packet, with
+//! tshark 4.0's flags in `<capture>.flagged.csv`. Summed over the corpus, each flag must reach
+//! F1 >= 0.98, and every capture must yield as many TCP segments as tshark decoded
+//! (`tcp_packets` in `<capture>.truth.json`). `TCPVIZ_CORPUS_VERBOSE=1` prints every
 //! disagreement.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use tcpviz::capture::reader::{CaptureReader, Next};
+use tcpviz::capture::read_files;
 use tcpviz::event::{Event, EventKind};
 use tcpviz::flow::table::FlowLimits;
 use tcpviz::pipeline::Pipeline;
@@ -30,14 +31,25 @@ const FLAGS: [(&str, &str); 7] = [
 /// (file name, frame, flag, reason)
 const EXCLUSIONS: &[(&str, u64, &str, &str)] = &[];
 
-fn corpus_dir() -> Option<PathBuf> {
-    let mut dir = PathBuf::from(std::env::var_os("TCPVIZ_CORPUS")?);
-    if dir.is_relative() {
-        // Relative to the workspace root, where the test command runs.
-        dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    }
-    assert!(dir.is_dir(), "TCPVIZ_CORPUS={} is not a folder", dir.display());
-    Some(dir)
+fn corpus_dirs() -> Option<Vec<PathBuf>> {
+    let dirs = std::env::split_paths(&std::env::var_os("TCPVIZ_CORPUS")?)
+        .map(|mut dir| {
+            if dir.is_relative() {
+                // Relative to the workspace root, where the test command runs.
+                dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+            }
+            assert!(dir.is_dir(), "TCPVIZ_CORPUS: {} is not a folder", dir.display());
+            dir
+        })
+        .collect();
+    Some(dirs)
+}
+
+/// The number of TCP packets tshark decoded, from `<capture>.truth.json`.
+fn tshark_tcp_packets(capture: &Path) -> Option<u64> {
+    let name = capture.file_name()?.to_str()?;
+    let text = std::fs::read_to_string(capture.with_file_name(format!("{name}.truth.json"))).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["tcp_packets"].as_u64()
 }
 
 fn captures(dir: &Path) -> Vec<PathBuf> {
@@ -81,17 +93,17 @@ fn truth(csv_path: &Path) -> BTreeMap<&'static str, BTreeSet<u64>> {
     out
 }
 
-/// Runs tcpviz on a capture; returns its events (a damaged file yields what came before).
-fn analyse(path: &Path) -> Vec<Event> {
+/// Runs tcpviz on a capture; returns its events (a damaged file yields what came before) and
+/// the number of TCP segments it decoded.
+fn analyse(path: &Path) -> (Vec<Event>, u64) {
     let mut pipeline = Pipeline::new(FlowLimits::default());
     let mut events: Vec<Event> = Vec::new();
-    let file = File::open(path).unwrap();
-    let mut reader = CaptureReader::new(file, path.display().to_string());
-    while let Ok(Next::Frame(f)) = reader.next_frame() {
-        pipeline.process_frame(&f, 0, &mut events).unwrap();
+    let read = read_files(&[path], |f, at| pipeline.process_frame(f, at.file_index, &mut events).map(drop)).unwrap();
+    for e in &read.errors {
+        eprintln!("  {e} (compared up to there)");
     }
     pipeline.finish(&mut events).unwrap();
-    events
+    (events, pipeline.counters.tcp_segments)
 }
 
 fn ours(events: &[Event]) -> BTreeMap<&'static str, BTreeSet<u64>> {
@@ -136,18 +148,29 @@ impl Score {
 
 #[test]
 fn per_packet_flags_agree_with_tshark() {
-    let Some(dir) = corpus_dir() else {
+    let Some(dirs) = corpus_dirs() else {
         eprintln!("TCPVIZ_CORPUS not set: corpus comparison skipped");
         return;
     };
     let verbose = std::env::var_os("TCPVIZ_CORPUS_VERBOSE").is_some();
-    let files = captures(&dir);
-    assert!(!files.is_empty(), "no *.flagged.csv in {}", dir.display());
+    let mut files = Vec::new();
+    for dir in &dirs {
+        let found = captures(dir);
+        assert!(!found.is_empty(), "no *.flagged.csv in {}", dir.display());
+        files.extend(found);
+    }
     let mut totals: BTreeMap<&str, Score> = BTreeMap::new();
+    let mut segment_counts_differ = Vec::new();
     for cap in &files {
         let name = cap.file_name().unwrap().to_str().unwrap().to_string();
         let truth = truth(&cap.with_file_name(format!("{name}.flagged.csv")));
-        let ours = ours(&analyse(cap));
+        let (events, segments) = analyse(cap);
+        if let Some(want) = tshark_tcp_packets(cap)
+            && want != segments
+        {
+            segment_counts_differ.push(format!("{name}: {segments} TCP segments, tshark {want}"));
+        }
+        let ours = ours(&events);
         let mut line = format!("{name:<45}");
         for (flag, _) in FLAGS {
             let excluded: BTreeSet<u64> =
@@ -182,4 +205,5 @@ fn per_packet_flags_agree_with_tshark() {
         }
     }
     assert!(failed.is_empty(), "below F1 0.98: {failed:?}");
+    assert!(segment_counts_differ.is_empty(), "TCP segments decoded: {segment_counts_differ:#?}");
 }

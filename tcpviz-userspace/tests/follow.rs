@@ -2,11 +2,15 @@
 //! packet and in half-packets, ring files, a re-pointed symlink, a rewritten file. The
 //! events must equal those of `parse-pcap` over the same files in order.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::{bin, read_pcap, read_pcapng, sample};
 
 /// These tests time real processes (alert latency): one at a time, so that they do not
 /// slow each other down on a small machine.
@@ -14,32 +18,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tcpviz")
-}
-
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(name)
-}
-
-/// A legacy pcap split into its file header and its records.
-struct Pcap {
-    header: Vec<u8>,
-    records: Vec<Vec<u8>>,
-}
-
-fn read_pcap(path: &Path) -> Pcap {
-    let data = std::fs::read(path).unwrap();
-    let mut records = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let caplen = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
-        records.push(data[at..at + 16 + caplen].to_vec());
-        at += 16 + caplen;
-    }
-    Pcap { header: data[..24].to_vec(), records }
 }
 
 fn write_file(path: &Path, header: &[u8], records: &[Vec<u8>]) {
@@ -65,8 +43,10 @@ struct Monitor {
 }
 
 fn monitor(path: &str, out: &Path, extra: &[&str]) -> Monitor {
+    let poll: &[&str] = if extra.contains(&"--poll-interval") { &[] } else { &["--poll-interval", "0.3"] };
     let mut child = Command::new(bin())
-        .args(["monitor", "--pcap-path", path, "--poll-interval", "0.3"])
+        .args(["monitor", "--pcap-path", path])
+        .args(poll)
         .args(extra)
         .arg("--out")
         .arg(out)
@@ -87,13 +67,19 @@ fn monitor(path: &str, out: &Path, extra: &[&str]) -> Monitor {
 impl Monitor {
     /// Ctrl-C, then wait; returns (events.jsonl, stderr).
     fn stop(self) -> (String, String) {
+        let (events, stderr, status) = self.stop_with_status();
+        assert!(status.success(), "monitor failed: {stderr}");
+        (events, stderr)
+    }
+
+    /// Ctrl-C, then wait; returns (events.jsonl, stderr, exit status).
+    fn stop_with_status(self) -> (String, String, std::process::ExitStatus) {
         std::thread::sleep(Duration::from_millis(800));
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
         let o = self.child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "monitor failed: {stderr}");
-        (std::fs::read_to_string(self.out.join("events.jsonl")).unwrap(), stderr)
+        (std::fs::read_to_string(self.out.join("events.jsonl")).unwrap(), stderr, o.status)
     }
 }
 
@@ -259,4 +245,124 @@ fn settings_come_from_flags_then_environment() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--threshold"));
+}
+
+fn follow_summary(session: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(session.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn an_empty_file_is_waited_for_not_given_up() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
+    let grow = dir.path().join("grow.pcap");
+    let m = monitor(grow.to_str().unwrap(), &dir.path().join("m"), &[]);
+    // Like tcpdump without -U: the file exists, empty, well before its first buffer is
+    // written; the follower looks at it several times in between.
+    let mut f = std::fs::File::create(&grow).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut bytes = pcap.header.clone();
+    pcap.records.iter().for_each(|r| bytes.extend_from_slice(r));
+    for chunk in bytes.chunks(4096) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (got, stderr) = m.stop();
+    assert!(!stderr.contains("empty"), "{stderr}");
+    let want = parse_pcap(std::slice::from_ref(&grow), &dir.path().join("p"));
+    assert_same_events(&got, &want);
+    assert_eq!(follow_summary(&dir.path().join("m"))["totals"]["packets"], pcap.records.len() as u64);
+}
+
+/// Ring files made by a shell (`head -c N chunk > ring/cap_K.pcap`, the rest appended a
+/// moment later): each file is seen empty or cut inside its header or a record.
+#[test]
+fn shell_made_ring_files_written_in_two_steps() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
+    let ring_dir = dir.path().join("ring");
+    std::fs::create_dir(&ring_dir).unwrap();
+    let m = monitor(&format!("{}/cap_*.pcap", ring_dir.display()), &dir.path().join("m"), &["--poll-interval", "0.5"]);
+    let mut files = Vec::new();
+    let chunk = pcap.records.len().div_ceil(3);
+    for (k, part) in pcap.records.chunks(chunk).enumerate() {
+        let mut bytes = pcap.header.clone();
+        part.iter().for_each(|r| bytes.extend_from_slice(r));
+        let path = ring_dir.join(format!("cap_{k}.pcap"));
+        // The first piece: empty, a part of the file header, and a part of a record.
+        let first = [0, 10, 24 + 7][k % 3];
+        std::fs::write(&path, &bytes[..first]).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&bytes[first..]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        files.push(path);
+    }
+    let (got, stderr) = m.stop();
+    let want = parse_pcap(&files, &dir.path().join("p"));
+    assert_same_events(&got, &want);
+    let summary = follow_summary(&dir.path().join("m"));
+    assert_eq!(summary["totals"]["packets"], pcap.records.len() as u64, "{stderr}");
+    assert_eq!(summary["sections"]["follow"]["files_read"], 3);
+}
+
+/// dumpcap -b files:N: every ring file starts with the same bytes, the oldest is removed
+/// when a new one is made, and the file system hands its inode to the next file.
+#[test]
+fn dumpcap_style_ring_with_removed_files_and_identical_headers() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcapng(&sample("ipv6_loss_receiver.pcapng"));
+    let ring_dir = dir.path().join("ring");
+    std::fs::create_dir(&ring_dir).unwrap();
+    let m = monitor(&format!("{}/cap_*.pcapng", ring_dir.display()), &dir.path().join("m"), &[]);
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (k, part) in pcap.records.chunks(pcap.records.len().div_ceil(8)).enumerate() {
+        // Two files at most, as `dumpcap -b files:2`.
+        if files.len() >= 2 {
+            std::fs::remove_file(&files[files.len() - 2]).unwrap();
+        }
+        let path = ring_dir.join(format!("cap_{:05}_20261201003{:03}.pcapng", k + 1, k));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&pcap.header).unwrap();
+        for r in part {
+            f.write_all(r).unwrap();
+        }
+        drop(f);
+        files.push(path);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let (_, stderr) = m.stop();
+    let summary = follow_summary(&dir.path().join("m"));
+    assert_eq!(summary["totals"]["packets"], pcap.records.len() as u64, "{stderr}");
+    assert_eq!(summary["sections"]["follow"]["files_read"], files.len() as u64, "{stderr}");
+    assert_eq!(summary["sections"]["follow"]["files_missed"], 0);
+}
+
+#[test]
+fn skipped_files_are_reported() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcapng(&sample("ipv6_loss_receiver.pcapng"));
+    let half = pcap.records.len() / 2;
+    let name = |n: u32| dir.path().join(format!("cap_{n:05}_20261201003400.pcapng"));
+    // File 2 was removed by the capture tool before the follower saw it; a text file
+    // matches the pattern too.
+    write_file(&name(1), &pcap.header, &pcap.records[..half]);
+    write_file(&name(3), &pcap.header, &pcap.records[half..]);
+    std::fs::write(dir.path().join("cap_notes.pcapng"), "not a capture\n").unwrap();
+    let m = monitor(&format!("{}/cap_*.pcapng", dir.path().display()), &dir.path().join("m"), &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (_, stderr, status) = m.stop_with_status();
+    // Everything that could be read was, and the exit status says something was not.
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ring files 2..2 of cap were removed"), "{stderr}");
+    assert!(stderr.contains("cap_notes.pcapng: not a pcap or pcapng capture"), "{stderr}");
+    let summary = follow_summary(&dir.path().join("m"));
+    let follow = &summary["sections"]["follow"];
+    assert_eq!(follow["files_missed"], 1, "{follow}");
+    assert_eq!(follow["files_unreadable"], 1, "{follow}");
+    assert_eq!(summary["totals"]["packets"], pcap.records.len() as u64);
 }

@@ -4,10 +4,9 @@
 //! documented JSON Schema. `UPDATE_GOLDEN=1` rewrites the golden files after a re-recording.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use tcpviz::capture::reader::{CaptureReader, Next};
+use tcpviz::capture::read_files;
 use tcpviz::event::{Event, EventKind};
 use tcpviz::flow::table::FlowLimits;
 use tcpviz::pipeline::Pipeline;
@@ -30,16 +29,9 @@ fn samples() -> Vec<PathBuf> {
 fn analyse(path: &Path) -> Vec<Event> {
     let mut pipeline = Pipeline::new(FlowLimits::default());
     let mut events: Vec<Event> = Vec::new();
-    let mut reader = CaptureReader::new(File::open(path).unwrap(), path.display().to_string());
-    loop {
-        match reader.next_frame().unwrap() {
-            Next::Frame(f) => pipeline.process_frame(&f, 0, &mut events).unwrap(),
-            Next::End { pending } => {
-                assert_eq!(pending, 0, "{} ends inside a packet", path.display());
-                break;
-            }
-        }
-    }
+    let read = read_files(&[path], |f, at| pipeline.process_frame(f, at.file_index, &mut events).map(drop)).unwrap();
+    let errors: Vec<String> = read.errors.iter().map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{} is not read to its end: {errors:?}", path.display());
     pipeline.finish(&mut events).unwrap();
     events
 }

@@ -8,9 +8,12 @@
 //! in this kernel; a drop in the sender's own OUTPUT chain is reported to TCP and resent at
 //! once, so it would show no loss on the wire).
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub const CLIENT_V4: &str = "10.201.1.1";
 pub const SERVER_V4: &str = "10.201.2.2";
@@ -19,24 +22,58 @@ pub const SERVER_V6: &str = "fd20:2::2";
 
 /// True when the tests can run: root, with `ip netns`.
 pub fn privileged() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false);
+    let root = tcpviz_common::privilege::is_root();
     if !root {
         eprintln!("skipped: needs root (run `cargo xtask test` as root)");
     }
     root
 }
 
+/// How to build the binary these tests run.
+const BUILD_IT: &str = "cargo build -p tcpviz --features test-hooks";
+
 pub fn tcpviz_bin() -> PathBuf {
-    // The tests crate builds the binary of the tcpviz package as a dependency; cargo puts it
-    // next to this test executable's folder.
+    // Depending on the tcpviz package builds its library, not its binary: `cargo xtask test`
+    // (or BUILD_IT) builds that first, into the folder above this test's.
     let exe = std::env::current_exe().expect("test executable");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let bin = dir.join("tcpviz");
-    assert!(bin.is_file(), "{} is missing: build it with `cargo build -p tcpviz`", bin.display());
+    assert!(bin.is_file(), "{} is missing: build it with `{BUILD_IT}`", bin.display());
+    // The tests drive the agent through its test hooks (a tiny ring, a pause at a named
+    // point, a panic), which a binary built without them lacks: its hidden flag is unknown.
+    static HOOKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let hooks = *HOOKS.get_or_init(|| {
+        Command::new(&bin)
+            .args(["live", "--ring-bytes", "4096", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(hooks, "{} was built without the test hooks: build it with `{BUILD_IT}`", bin.display());
     bin
+}
+
+/// A capture of the workspace's `samples/` folder.
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples").join(name)
+}
+
+#[path = "../../tcpviz-userspace/tests/common/running.rs"]
+mod running;
+pub use running::Running;
+
+#[path = "../../tcpviz-userspace/tests/common/pcap_records.rs"]
+mod pcap_records;
+pub use pcap_records::{HalfWritten, Pcap, read_pcap};
+
+/// Waits until `path` holds a line (panics after 30 s).
+pub fn wait_for_a_line(path: &Path) {
+    let start = Instant::now();
+    while std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "nothing written to {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -168,6 +205,23 @@ impl Lab {
         child
     }
 
+    /// Starts a capture tool in the client's namespace (`args` is its whole command line) and
+    /// gives it a second to open the interface.
+    pub fn capture_tool(&self, args: &[&str]) -> Child {
+        let child = self.spawn(&self.a, args);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        child
+    }
+
+    /// Limits what the router forwards towards the server to `mbit` Mbit/s (tbf: real
+    /// queueing, tail drops past the queue).
+    pub fn rate_limit(&self, mbit: u32) {
+        self.exec(
+            &self.r,
+            &format!("tc qdisc add dev {} root tbf rate {mbit}mbit burst 32kbit latency 200ms", self.veth_rb),
+        );
+    }
+
     /// Drops that share of the data segments (>= 1000 bytes) forwarded to `port`.
     pub fn loss(&self, probability: f64, port: u16) {
         for tool in ["iptables", "ip6tables"] {
@@ -202,6 +256,16 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `tcpviz live` on the client's interface and namespace with every packet copied (what
+    /// the tests that count packets need), then `extra`.
+    pub fn live_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["live", "--capture", "all", "--iface", &self.veth_a, "--netns", &self.a];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 impl Default for Lab {
     fn default() -> Self {
         Lab::new()
@@ -224,21 +288,22 @@ impl Drop for Lab {
     }
 }
 
+/// What a live agent prints once its hooks are attached.
+pub const AGENT_READY: &str = "(Ctrl-C to stop)";
+
+/// Starts `tcpviz ARGS` (a live agent) and waits until it says its hooks are attached: a
+/// fixed pause was too short on a loaded machine, and traffic sent before the hooks are in
+/// place is traffic the test then misses.
+pub fn start_tcpviz<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Running {
+    let mut agent = Running::start(Command::new(tcpviz_bin()).args(args));
+    agent.wait_stderr(AGENT_READY);
+    agent
+}
+
 /// Sends SIGINT to a child (as Ctrl-C would) and waits for it.
 pub fn interrupt(child: Child) -> Output {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     child.wait_with_output().unwrap()
-}
-
-/// Namespaces that still exist with a name starting with `prefix` (to check cleanup).
-pub fn namespaces_named(prefix: &str) -> Vec<String> {
-    let o = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
 }
 
 /// `Tcp: RetransSegs` of a namespace (/proc/net/snmp).
@@ -283,4 +348,196 @@ pub fn events(session: &Path) -> Vec<serde_json::Value> {
 
 pub fn summary(session: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(session.join("summary.json")).expect("summary.json")).expect("JSON")
+}
+
+/// A running tcpviz whose stderr is read line by line as it comes, so that a test can act at
+/// the moment the agent reaches a point (its start banner, a test pause).
+pub struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Lines read so far.
+    pub stderr: Vec<String>,
+}
+
+impl Agent {
+    /// Starts `tcpviz ARGS` with extra environment variables.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut child = Command::new(tcpviz_bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Agent { child, lines, stderr: Vec::new() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until a stderr line contains `needle` (true), or the agent ends or `timeout`
+    /// passes (false).
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        if self.stderr.iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.stderr.push(line);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Sends a signal (libc number) to the agent.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the end: exit status, stdout, and all of stderr.
+    pub fn finish(mut self) -> (ExitStatus, String, String) {
+        let out = self.child.wait_with_output().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.stderr.push(line);
+        }
+        (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), self.stderr.join("\n"))
+    }
+
+    /// Stops the agent as Ctrl-C would and checks that it ended well; returns its stderr.
+    pub fn stop(self) -> String {
+        self.signal(libc::SIGINT);
+        let (status, _, stderr) = self.finish();
+        assert!(status.success(), "tcpviz live failed ({status}): {stderr}");
+        stderr
+    }
+}
+
+/// Ids of the BPF programs a process holds open (from /proc/PID/fdinfo).
+pub fn programs_held_by(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return ids };
+    for fd in fds.flatten() {
+        let is_prog = std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-prog");
+        if !is_prog {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()));
+        if let Some(id) = info
+            .ok()
+            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|v| v.trim().parse::<u32>().ok()))
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Which of these programs are still loaded in the kernel.
+pub fn still_loaded(ids: &[u32]) -> Vec<u32> {
+    ids.iter()
+        .copied()
+        .filter(|id| {
+            Command::new("bpftool")
+                .args(["prog", "show", "id", &id.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect()
+}
+
+/// Which of these programs are still loaded after up to `timeout`: the kernel frees a
+/// program a moment after its last user lets go (RCU).
+pub fn loaded_after(ids: &[u32], timeout: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = still_loaded(ids);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The clsact markers (`/run/tcpviz/`) that name an interface.
+pub fn clsact_markers_for(iface: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/run/tcpviz") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|t| t.contains(&format!("\"iface\":\"{iface}\"")))
+        .collect()
+}
+
+/// Lines of `tc filter show` on one clsact hook of an interface that name a program.
+pub fn tc_filters(lab: &Lab, ns: &str, dev: &str, hook: &str) -> Vec<String> {
+    let o = lab.sh(ns, &format!("tc filter show dev {dev} {hook}"));
+    String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("handle")).map(str::to_string).collect()
+}
+
+/// A classifier program that is not tcpviz's (`foreign_tc`, two instructions: "next
+/// program"), attached with `tc` on a clsact hook through a pin in a private bpffs mount.
+/// The filter keeps it loaded after this returns.
+pub fn attach_foreign_ebpf_filter(lab: &Lab, ns: &str, dev: &str, hook: &str, pref: u16) {
+    // mov64 r0, -1 (TC_ACT_UNSPEC); exit
+    let insns: [u64; 2] = [0xffff_ffff_0000_00b7u64, 0x0000_0000_0000_0095u64];
+    let license = c"GPL";
+    let mut attr = [0u8; 72];
+    attr[0..4].copy_from_slice(&3u32.to_ne_bytes()); // BPF_PROG_TYPE_SCHED_CLS
+    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[48..58].copy_from_slice(b"foreign_tc");
+    // SAFETY: BPF_PROG_LOAD (5) with a valid attribute buffer whose pointers outlive the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_mut_ptr(), attr.len() as u32) };
+    assert!(fd >= 0, "loading a foreign program: {}", std::io::Error::last_os_error());
+    let mount = tempfile_dir();
+    run(&["mount", "-t", "bpf", "bpf", mount.to_str().unwrap()]);
+    let pin = mount.join("foreign_tc");
+    let pin_c = std::ffi::CString::new(pin.to_str().unwrap()).unwrap();
+    let mut attr = [0u8; 16];
+    attr[0..8].copy_from_slice(&(pin_c.as_ptr() as u64).to_ne_bytes());
+    attr[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    // SAFETY: BPF_OBJ_PIN (6) with a valid path and program descriptor.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 6, attr.as_mut_ptr(), attr.len() as u32) };
+    let pinned = std::io::Error::last_os_error();
+    // SAFETY: our descriptor; the pin (then the filter) holds the program.
+    unsafe { libc::close(fd as i32) };
+    let attached = (r == 0).then(|| {
+        lab.sh(ns, &format!("tc filter add dev {dev} {hook} pref {pref} bpf da object-pinned {}", pin.display()))
+    });
+    let _ = std::fs::remove_file(&pin);
+    let _ = Command::new("umount").arg(&mount).status();
+    let _ = std::fs::remove_dir(&mount);
+    assert!(r == 0, "pinning the foreign program: {pinned}");
+    let o = attached.unwrap();
+    assert!(o.status.success(), "tc filter add: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn tempfile_dir() -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("tvz-bpffs-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -73,3 +73,105 @@ fn ring_capture_followed_live_equals_offline() {
     assert_eq!(summary["totals"]["packets"], offline_summary["totals"]["packets"]);
     assert_eq!(summary["sections"]["follow"]["files_read"], files.len() as u64);
 }
+
+/// The packet count a capture tool reports when it stops: tcpdump's "N packets captured",
+/// dumpcap's "Packets captured: N".
+fn writer_count(stderr: &str) -> u64 {
+    let after = |marker: &str| stderr.split(marker).nth(1).map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next());
+    let tcpdump = stderr.lines().find_map(|l| l.strip_suffix(" packets captured").and_then(|n| n.trim().parse().ok()));
+    // dumpcap redraws its running count with carriage returns before the final line.
+    let dumpcap = after("Packets captured: ").flatten().and_then(|n| n.parse().ok());
+    tcpdump.or(dumpcap).unwrap_or_else(|| panic!("no packet count in the capture tool's output:\n{stderr}"))
+}
+
+/// Follows `pattern` while `writer` (a capture tool's command line, started after the
+/// follower) records a transfer of `bytes` through a 20 Mbit/s router; returns the
+/// follower's summary and the writer's own packet count.
+fn follow_real_writer(
+    pattern: impl Fn(&std::path::Path) -> String,
+    writer: &[&str],
+    bytes: usize,
+) -> (serde_json::Value, u64) {
+    let work = tempfile::tempdir().unwrap();
+    let lab = Lab::new();
+    lab.offloads_off();
+    lab.rate_limit(20);
+    let server = lab.server(SERVER_V4, 5201);
+    let session = work.path().join("session");
+    let monitor = Command::new(tcpviz_bin())
+        .args(["monitor", "--poll-interval", "0.5", "--pcap-path", &pattern(work.path())])
+        .arg("--out")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let target = pattern(work.path()).replace('*', "");
+    let args: Vec<&str> = writer.iter().map(|a| if *a == "OUT" { target.as_str() } else { a }).collect();
+    let args: Vec<&str> = args.iter().map(|a| if *a == "IF" { lab.veth_a.as_str() } else { a }).collect();
+    let tool = lab.capture_tool(&args);
+    lab.send(SERVER_V4, 5201, bytes);
+    std::thread::sleep(Duration::from_millis(500));
+    let tool = interrupt(tool);
+    let _ = server.wait_with_output();
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = interrupt(monitor);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "monitor: {stderr}");
+    let summary = tcpviz_privileged_tests::summary(&session);
+    let count = writer_count(&String::from_utf8_lossy(&tool.stderr));
+    eprintln!("writer: {count} packets; follower: {} ({stderr})", summary["totals"]["packets"]);
+    (summary, count)
+}
+
+/// tcpdump without -U writes its file header only when its first 4 KiB buffer is full: the
+/// follower sees an empty file first.
+#[test]
+fn tcpdump_without_packet_buffering_started_after_the_follower() {
+    if !privileged() {
+        return;
+    }
+    let (summary, count) = follow_real_writer(
+        |dir| dir.join("grow.pcap").display().to_string(),
+        &["tcpdump", "-Z", "root", "-i", "IF", "-w", "OUT", "tcp port 5201"],
+        1_000_000,
+    );
+    assert_eq!(summary["totals"]["packets"], count);
+}
+
+/// A tcpdump ring of 5 files of 1 MB that wraps (slots are rewritten in place), with and
+/// without -U.
+#[test]
+fn tcpdump_ring_that_wraps() {
+    if !privileged() {
+        return;
+    }
+    for buffering in [&["-U"][..], &[][..]] {
+        let mut writer = vec!["tcpdump", "-Z", "root", "-i", "IF", "-C", "1", "-W", "5"];
+        writer.extend_from_slice(buffering);
+        writer.extend_from_slice(&["-w", "OUT", "tcp port 5201"]);
+        let (summary, count) = follow_real_writer(|dir| format!("{}/ring.pcap*", dir.display()), &writer, 8_000_000);
+        assert_eq!(summary["totals"]["packets"], count, "tcpdump {buffering:?}");
+        let files = summary["sections"]["follow"]["files_read"].as_u64().unwrap();
+        assert!(files > 5, "the ring wrapped: {files} files read");
+    }
+}
+
+/// dumpcap -b files:5 -b filesize:1000: pcapng files whose first bytes are all the same, the
+/// oldest removed as each new one is made.
+#[test]
+fn dumpcap_ring() {
+    if !privileged() {
+        return;
+    }
+    let (summary, count) = follow_real_writer(
+        |dir| format!("{}/ring*.pcapng", dir.display()),
+        &["dumpcap", "-i", "IF", "-b", "files:5", "-b", "filesize:1000", "-w", "OUT", "-f", "tcp port 5201"],
+        8_000_000,
+    );
+    assert_eq!(summary["totals"]["packets"], count);
+    let follow = &summary["sections"]["follow"];
+    assert!(follow["files_read"].as_u64().unwrap() > 5, "{follow}");
+    assert_eq!(follow["files_missed"], 0, "{follow}");
+}

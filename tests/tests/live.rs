@@ -3,31 +3,22 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tcpviz::capture::decode::decode_frame;
 use tcpviz::capture::reader::{CaptureReader, Next};
 use tcpviz_privileged_tests::*;
 
-fn start_live(lab: &Lab, session: &Path, extra: &[&str]) -> Child {
-    let child = Command::new(tcpviz_bin())
-        .args(["live", "--iface", &lab.veth_a, "--netns", &lab.a, "--out"])
-        .arg(session)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Loading and attaching take well under a second.
-    std::thread::sleep(Duration::from_millis(2500));
-    child
+fn start_live(lab: &Lab, session: &Path, extra: &[&str]) -> Running {
+    let mut args = lab.live_args(&["--out", session.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    start_tcpviz(args)
 }
 
-fn stop(child: Child) -> String {
-    let out = interrupt(child);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "tcpviz live failed: {stderr}");
+fn stop(agent: Running) -> String {
+    let (code, _, stderr) = agent.interrupt();
+    assert_eq!(code, Some(0), "tcpviz live failed: {stderr}");
     stderr
 }
 
@@ -91,7 +82,10 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
     let events = events(&session);
     let summary = summary(&session);
     let live_section = &summary["sections"]["live"];
-    assert_eq!(live_section["lost_events"], 0, "{stderr}");
+    // No record found the rings full. (The kernel may skip a few tracepoint runs when
+    // another BPF program runs on the CPU: counted as recursion, see live_losses.rs.)
+    assert_eq!(live_section["lost_by_cause"]["packets"]["ring_full"], 0, "{stderr}");
+    assert_eq!(live_section["lost_by_cause"]["kernel_events"]["ring_full"], 0, "{stderr}");
 
     // Kernel retransmissions: present, and the kernel's own counter agrees once the
     // segments of each retransmitted skb are counted (one GSO skb can hold several).
@@ -216,19 +210,20 @@ fn wire_packets_from_a_capture_being_written_beside_the_kernel_hooks() {
     let dump_path = work.path().join("growing.pcap");
     let tcpdump = lab.tcpdump(&dump_path, 128, &[], "tcp");
     // No --iface: the wire comes from the file tcpdump writes, the kernel from the hooks.
-    let live = Command::new(tcpviz_bin())
-        .args(["live", "--netns", &lab.a, "--pcap-path", dump_path.to_str().unwrap(), "--out"])
-        .arg(&session)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let live = start_tcpviz([
+        "live",
+        "--netns",
+        &lab.a,
+        "--pcap-path",
+        dump_path.to_str().unwrap(),
+        "--out",
+        session.to_str().unwrap(),
+    ]);
     let server = lab.server(SERVER_V4, 5201);
     lab.send(SERVER_V4, 5201, 4_000_000);
     let _ = server.wait_with_output();
     std::thread::sleep(Duration::from_secs(1));
-    interrupt(tcpdump);
+    let tcpdump_said = String::from_utf8_lossy(&interrupt(tcpdump).stderr).into_owned();
     let stderr = stop(live);
     let events = events(&session);
     let kernel: Vec<_> = events.iter().filter(|e| e["event"] == "kernel_retransmit").collect();
@@ -237,8 +232,9 @@ fn wire_packets_from_a_capture_being_written_beside_the_kernel_hooks() {
     let summary = tcpviz_privileged_tests::summary(&session);
     assert!(summary["sources"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("growing.pcap")));
     let matched = kernel.iter().filter(|e| e["extra"]["wire_frame"].is_u64()).count();
-    assert!(matched * 10 >= kernel.len() * 9, "matched {matched} of {}", kernel.len());
+    assert!(matched * 10 >= kernel.len() * 9, "matched {matched} of {}; tcpdump said: {tcpdump_said}", kernel.len());
     assert!(!session.join("capture.pcapng").exists(), "no TC capture without --iface");
+    assert_eq!(summary["sections"]["live"]["capture"], "file", "the wire view is the file");
 }
 
 #[test]
@@ -292,7 +288,7 @@ fn clsact_mode_and_a_crash_leave_nothing_attached() {
     for mode in ["tcx", "clsact"] {
         let session = work.path().join(format!("crash-{mode}"));
         let child = Command::new(tcpviz_bin())
-            .args(["live", "--iface", &lab.veth_a, "--netns", &lab.a, "--tc-mode", mode, "--out"])
+            .args(lab.live_args(&["--tc-mode", mode, "--out"]))
             .arg(&session)
             .env("TCPVIZ_TEST_PANIC_AFTER_PACKETS", "3")
             .stdout(Stdio::piped())
@@ -308,6 +304,11 @@ fn clsact_mode_and_a_crash_leave_nothing_attached() {
         assert!(!out.status.success() && stderr.contains("panicked"), "{mode}: {stderr}");
         let state = tc_state(&lab, &lab.a, &lab.veth_a);
         assert!(!state.contains("tcpviz") && !state.contains("clsact"), "{mode}: {state}");
+        // The kernel frees the programs a moment after the process is gone (RCU).
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while !tcpviz_programs().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(tcpviz_programs().is_empty(), "{mode}: {:?}", tcpviz_programs());
     }
 }

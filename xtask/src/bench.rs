@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: offline throughput and peak memory of a release build on a large
 //! capture, with tshark's one-pass TCP analysis of the same file measured in the same run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -9,18 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::sh;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut capture: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--capture" => capture = Some(PathBuf::from(it.next().context("--capture needs a file")?)),
-            other => bail!("unknown option {other}"),
-        }
-    }
-    let capture = capture.context(
-        "give --capture FILE (a capture of a million packets or more; make one with ../shared/pcaps/recipes/netns_gen.sh, STEPS=4)",
-    )?;
+pub fn run(capture: &Path) -> Result<()> {
     crate::setup::run()?;
     sh(Command::new("cargo").args(["build", "--release", "-p", "tcpviz"]))?;
     let out = PathBuf::from("target/bench-session");
@@ -28,14 +17,14 @@ pub fn run(args: &[String]) -> Result<()> {
 
     // Warm the page cache so both tools read from memory. Read through a small buffer: a
     // forked child inherits this process's peak RSS, which would blur the children's.
-    let mut file = std::fs::File::open(&capture).with_context(|| format!("cannot read {}", capture.display()))?;
+    let mut file = std::fs::File::open(capture).with_context(|| format!("cannot read {}", capture.display()))?;
     std::io::copy(&mut file, &mut std::io::sink())?;
 
     let mut best_tcpviz = f64::MAX;
     let mut tcpviz_rss = 0u64;
     for _ in 0..3 {
         let (secs, rss) = timed(
-            Command::new("target/release/tcpviz").arg("parse-pcap").arg("--quiet").arg("--out").arg(&out).arg(&capture),
+            Command::new("target/release/tcpviz").arg("parse-pcap").arg("--quiet").arg("--out").arg(&out).arg(capture),
         )?;
         best_tcpviz = best_tcpviz.min(secs);
         tcpviz_rss = tcpviz_rss.max(rss);
@@ -51,7 +40,7 @@ pub fn run(args: &[String]) -> Result<()> {
     // expert items (the analysis flags), with no per-packet output. (`tshark -q` alone skips
     // dissection entirely, so it is no peer.)
     let (tshark_secs, tshark_rss) =
-        timed(Command::new("tshark").args(["-n", "-q", "-r"]).arg(&capture).args(["-z", "expert,note"]))?;
+        timed(Command::new("tshark").args(["-n", "-q", "-r"]).arg(capture).args(["-z", "expert,note"]))?;
 
     let mpps = |s: f64| packets as f64 / s / 1e6;
     println!("capture: {} ({packets} packets)", capture.display());

@@ -1,119 +1,272 @@
-//! `cargo xtask bench-live` (root): what the live agent costs.
+//! `cargo xtask bench-live` (root): what the live agent costs, per capture policy.
 //!
-//! Two namespaces joined by a router namespace, iperf3 across the veth, with and without
-//! `tcpviz live` on the sender's interface, alternating runs. With
-//! `kernel.bpf_stats_enabled=1` the kernel accounts the TC programs' run time: average
-//! nanoseconds per packet. Reports the throughput of each run, the loss of throughput, the
-//! programs' cost, and the records the agent lost (there should be none).
+//! Two namespaces joined by a router namespace, iperf3 across the veth. Each round runs, one
+//! after the other: no agent, the do-nothing TC program (the floor), and `tcpviz live` with
+//! `--capture kernel`, `troubled` and `all` on the sender's interface. At full speed
+//! iperf3 fills the router's queue and retransmits, which is trouble: `troubled` then
+//! watches it like `all`. `--pace MBIT` keeps it below what the lab carries, healthy, as
+//! on most hosts most of the time: the cost of `troubled`'s healthy path. With `kernel.bpf_stats_enabled=1` the kernel
+//! accounts the TC programs' run time (ns per packet); the agent's CPU time comes from
+//! /proc, the packets from the interface's counters. Reports each configuration's median
+//! over the rounds: throughput and its loss against no agent, ns per packet and its ratio to
+//! the do-nothing program, agent CPU seconds per million packets, records lost.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tcpviz_privileged_tests::{Lab, SERVER_V4, interrupt};
 
-use crate::{is_root, sh};
+use tcpviz_common::privilege::is_root;
+
+use crate::sh;
 
 struct Prog {
     run_time_ns: u64,
     run_cnt: u64,
 }
 
-fn tcpviz_progs() -> Result<Vec<Prog>> {
+/// Run time and count of the TC programs of these names, summed.
+fn tc_progs(names: &[&str]) -> Result<Prog> {
     let o = Command::new("bpftool").args(["prog", "show", "--json"]).output().context("bpftool")?;
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"].as_str().is_some_and(|n| n == "tcpviz_ingress" || n == "tcpviz_egress"))
-        .map(|p| Prog {
-            run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
-            run_cnt: p["run_cnt"].as_u64().unwrap_or(0),
-        })
-        .collect())
+    let mut sum = Prog { run_time_ns: 0, run_cnt: 0 };
+    for p in v.as_array().into_iter().flatten() {
+        if p["name"].as_str().is_some_and(|n| names.contains(&n)) {
+            sum.run_time_ns += p["run_time_ns"].as_u64().unwrap_or(0);
+            sum.run_cnt += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok(sum)
 }
 
-fn iperf(lab: &Lab, secs: u32) -> Result<f64> {
-    let o = lab.sh(&lab.a, &format!("iperf3 -c {SERVER_V4} -p 5301 -t {secs} -J"));
+/// Throughput in bit/s and the sender's retransmissions of one iperf3 run.
+fn iperf(lab: &Lab, secs: u32, pace: Option<u32>) -> Result<(f64, u64)> {
+    let pace = pace.map(|m| format!(" -b {m}M")).unwrap_or_default();
+    let o = lab.sh(&lab.a, &format!("iperf3 -c {SERVER_V4} -p 5301 -t {secs}{pace} -J"));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("iperf3 -J output")?;
-    v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 result")
+    let bits = v["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 result")?;
+    Ok((bits, v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0)))
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+/// Packets through the sender's interface, both ways.
+fn iface_packets(lab: &Lab) -> u64 {
+    let o = lab.sh(
+        &lab.a,
+        &format!("cat /sys/class/net/{0}/statistics/rx_packets /sys/class/net/{0}/statistics/tx_packets", lab.veth_a),
+    );
+    String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|n| n.parse::<u64>().ok()).sum()
+}
+
+/// User plus system CPU seconds of a process.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / clock_ticks_per_sec()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    let o = Command::new("getconf").arg("CLK_TCK").output();
+    o.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    NoAgent,
+    Noop,
+    Agent(&'static str),
+}
+
+impl Setup {
+    fn name(self) -> String {
+        match self {
+            Setup::NoAgent => "no agent".into(),
+            Setup::Noop => "do-nothing TC program".into(),
+            Setup::Agent(p) => format!("tcpviz live --capture {p}"),
+        }
+    }
+}
+
+const SETUPS: [Setup; 5] =
+    [Setup::NoAgent, Setup::Noop, Setup::Agent("kernel"), Setup::Agent("troubled"), Setup::Agent("all")];
+
+#[derive(Default)]
+struct Samples {
+    gbits: Vec<f64>,
+    ns_per_packet: Vec<f64>,
+    cpu_per_mpkt: Vec<f64>,
+    lost: u64,
+    marks: u64,
+    copied: u64,
+    /// iperf3's own count of the sender's retransmissions: traffic with some is not the
+    /// healthy traffic `troubled` skips.
+    retransmits: u64,
+}
+
+pub fn run(offloads_off: bool, pace: Option<u32>) -> Result<()> {
     if !is_root() {
         bail!("bench-live needs root (network namespaces, eBPF)");
     }
-    let offloads = !args.iter().any(|a| a == "--offloads-off");
+    let offloads = !offloads_off;
     let rounds = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let secs = 4;
-    sh(Command::new("cargo").args(["build", "--release", "-p", "tcpviz"]))?;
+    sh(Command::new("cargo").args(["build", "--release", "-p", "tcpviz", "--bin", "tcpviz", "--example", "noop_tc"]))?;
     let bin = std::fs::canonicalize("target/release/tcpviz")?;
+    let noop = std::fs::canonicalize("target/release/examples/noop_tc")?;
     let lab = Lab::new();
     if !offloads {
         lab.offloads_off();
     }
     let mut server = lab.spawn(&lab.b, &["iperf3", "-s", "-p", "5301"]);
     std::thread::sleep(Duration::from_millis(500));
-    let result = measure(&lab, &bin, rounds, secs, offloads);
+    let result = measure(&lab, &bin, &noop, Run { rounds, secs, offloads, pace });
     let _ = server.kill();
     let _ = server.wait();
     result
 }
 
-fn measure(lab: &Lab, bin: &std::path::Path, rounds: usize, secs: u32, offloads: bool) -> Result<()> {
+/// One iperf3 run with `setup` in place.
+fn one_run(
+    lab: &Lab,
+    bin: &Path,
+    noop: &Path,
+    setup: Setup,
+    (secs, pace): (u32, Option<u32>),
+    s: &mut Samples,
+) -> Result<()> {
+    let session = PathBuf::from("target/bench-live");
+    let _ = std::fs::remove_dir_all(&session);
+    let mut child = match setup {
+        Setup::NoAgent => None,
+        Setup::Noop => Some(
+            Command::new("ip")
+                .args(["netns", "exec", &lab.a])
+                .arg(noop)
+                .arg(&lab.veth_a)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()?,
+        ),
+        Setup::Agent(policy) => Some(
+            Command::new(bin)
+                .args(["live", "--capture", policy, "--iface", &lab.veth_a, "--netns", &lab.a, "--out"])
+                .arg(&session)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()?,
+        ),
+    };
+    std::thread::sleep(Duration::from_millis(2000));
+    let progs: &[&str] = match setup {
+        Setup::Noop => &["tcpviz_noop"],
+        _ => &["tcpviz_ingress", "tcpviz_egress"],
+    };
+    let pid = match setup {
+        Setup::Agent(_) => child.as_ref().map(|c| c.id()),
+        _ => None,
+    };
+    let (before, packets0, cpu0) = (tc_progs(progs)?, iface_packets(lab), pid.map(cpu_secs).unwrap_or(0.0));
+    let (bits, retransmits) = iperf(lab, secs, pace)?;
+    s.gbits.push(bits / 1e9);
+    s.retransmits += retransmits;
+    let (after, packets1, cpu1) = (tc_progs(progs)?, iface_packets(lab), pid.map(cpu_secs).unwrap_or(0.0));
+    if after.run_cnt > before.run_cnt {
+        s.ns_per_packet.push((after.run_time_ns - before.run_time_ns) as f64 / (after.run_cnt - before.run_cnt) as f64);
+    }
+    if pid.is_some() && packets1 > packets0 {
+        s.cpu_per_mpkt.push((cpu1 - cpu0) / ((packets1 - packets0) as f64 / 1e6));
+    }
+    match (setup, child.take()) {
+        (Setup::Noop, Some(mut c)) => {
+            drop(c.stdin.take());
+            c.wait()?;
+        }
+        (Setup::Agent(_), Some(c)) => {
+            let out = interrupt(c);
+            if !out.status.success() {
+                bail!("tcpviz live failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let summary: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(session.join("summary.json"))?)?;
+            let live = &summary["sections"]["live"];
+            s.lost += live["lost_events"].as_u64().unwrap_or(0);
+            // Healthy traffic is not always trouble-free: a tail-loss probe or a drop in a
+            // full queue marks the connection, and from then on its packets are copied.
+            s.marks += live["trouble_marks"]
+                .as_object()
+                .map_or(0, |m| m.iter().filter(|(k, _)| *k != "failed").filter_map(|(_, v)| v.as_u64()).sum());
+            s.copied += live["packets_seen_by_tc"].as_u64().unwrap_or(0);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+struct Run {
+    rounds: usize,
+    secs: u32,
+    offloads: bool,
+    pace: Option<u32>,
+}
+
+fn measure(lab: &Lab, bin: &Path, noop: &Path, run: Run) -> Result<()> {
+    let Run { rounds, secs, offloads, pace } = run;
     let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("cannot enable BPF statistics")?;
-
-    let (mut without, mut with, mut ns_per_packet) = (Vec::new(), Vec::new(), Vec::new());
-    let mut lost = 0u64;
-    let session = PathBuf::from("target/bench-live");
-    for round in 0..rounds {
-        without.push(iperf(lab, secs)?);
-        let _ = std::fs::remove_dir_all(&session);
-        let agent = Command::new(bin)
-            .args(["live", "--iface", &lab.veth_a, "--netns", &lab.a, "--out"])
-            .arg(&session)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        std::thread::sleep(Duration::from_millis(2000));
-        let before = tcpviz_progs()?;
-        with.push(iperf(lab, secs)?);
-        let after = tcpviz_progs()?;
-        let out = interrupt(agent);
-        if !out.status.success() {
-            bail!("tcpviz live failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut samples: Vec<Samples> = SETUPS.iter().map(|_| Samples::default()).collect();
+    let mut result = Ok(());
+    'rounds: for round in 0..rounds {
+        for (setup, s) in SETUPS.iter().zip(samples.iter_mut()) {
+            if let Err(e) = one_run(lab, bin, noop, *setup, (secs, pace), s) {
+                result = Err(e);
+                break 'rounds;
+            }
+            println!("round {}: {:<34} {:.2} Gbit/s", round + 1, setup.name(), s.gbits.last().unwrap_or(&0.0));
         }
-        let (t0, c0): (u64, u64) = before.iter().fold((0, 0), |a, p| (a.0 + p.run_time_ns, a.1 + p.run_cnt));
-        let (t1, c1): (u64, u64) = after.iter().fold((0, 0), |a, p| (a.0 + p.run_time_ns, a.1 + p.run_cnt));
-        if c1 > c0 {
-            ns_per_packet.push((t1 - t0) as f64 / (c1 - c0) as f64);
-        }
-        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(session.join("summary.json"))?)?;
-        lost += summary["sections"]["live"]["lost_events"].as_u64().unwrap_or(0);
-        println!(
-            "round {}: without {:.2} Gbit/s, with {:.2} Gbit/s, TC program {:.0} ns/packet over {} packets",
-            round + 1,
-            without[round] / 1e9,
-            with[round] / 1e9,
-            ns_per_packet.last().copied().unwrap_or(0.0),
-            c1 - c0
-        );
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (w0, w1, ns) = (median(&mut without), median(&mut with), median(&mut ns_per_packet));
+    result?;
+    let base = median(&samples[0].gbits).unwrap_or(0.0);
+    let floor = median(&samples[1].ns_per_packet);
     println!(
-        "offloads {}: throughput {:.2} -> {:.2} Gbit/s ({:+.1}%), TC program {:.0} ns per packet (median of {rounds}), records lost: {lost}",
+        "\noffloads {}, {}, median of {rounds} rounds:",
         if offloads { "on (GSO packets)" } else { "off (MTU packets)" },
-        w0 / 1e9,
-        w1 / 1e9,
-        (w1 / w0 - 1.0) * 100.0,
-        ns
+        pace.map(|m| format!("iperf3 paced at {m} Mbit/s")).unwrap_or_else(|| "iperf3 at full speed".into())
     );
+    for (setup, s) in SETUPS.iter().zip(&samples) {
+        let gbits = median(&s.gbits).unwrap_or(0.0);
+        let mut line = format!("  {:<34} {gbits:6.2} Gbit/s, {} retransmissions", setup.name(), s.retransmits);
+        if *setup != Setup::NoAgent {
+            line += &format!(" ({:+.1}%)", (gbits / base - 1.0) * 100.0);
+        }
+        if let Some(ns) = median(&s.ns_per_packet) {
+            line += &format!(", TC {ns:.0} ns/packet");
+            if let (Some(f), Setup::Agent(_)) = (floor, setup) {
+                line += &format!(" ({:.2}x the do-nothing program)", ns / f);
+            }
+        }
+        if let Some(cpu) = median(&s.cpu_per_mpkt) {
+            line += &format!(", agent {cpu:.3} CPU s per million packets");
+        }
+        if let Setup::Agent(policy) = setup {
+            line += &format!(", packets copied {}, records lost {}", s.copied, s.lost);
+            if *policy == "troubled" {
+                line += &format!(", trouble marks {}", s.marks);
+            }
+        }
+        println!("{line}");
+    }
     Ok(())
 }

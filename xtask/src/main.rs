@@ -1,18 +1,25 @@
 //! Developer and setup tasks: `cargo xtask <task>`.
 //!
-//! - `setup`: installs what is missing (Debian packages, the nightly `rust-src`, bpf-linker).
+//! - `setup`: installs what is missing (Debian packages, the nightly `rust-src`, bpf-linker,
+//!   cargo-fuzz).
 //!   Running it twice does nothing the second time.
 //! - `demo`: setup, release build, analysis of the bundled samples with reports.
 //! - `test`: setup, formatting, lints (host and eBPF), unit/golden/corpus tests, and the
-//!   privileged namespace tests when run as root. This is what `.ci/run` calls.
+//!   privileged namespace tests when run as root, then 30 s of each fuzz target. This is what
+//!   `.ci/run` calls.
+//! - `fuzz [--secs N] [TARGET...]`: the cargo-fuzz targets of `fuzz/`, N seconds each.
 //! - `bench`: throughput and memory on a large capture, beside tshark on the same file.
 //! - `soak`: memory of the follow mode over a long run.
 //! - `bench-live`: cost of the live agent: TC program time per packet, throughput loss.
+//! - `gen-captures`: synthetic captures for the scale benchmarks (SYN scan, many interleaved
+//!   connections, wild sequence numbers).
 //! - `report-scale`: the dashboards of a synthetic session of a million events over 2,000
 //!   flows (release build): page sizes, time to write them, render time in headless Chromium.
 
 mod bench;
 mod bench_live;
+mod fuzz;
+mod gen_captures;
 mod setup;
 mod soak;
 
@@ -20,25 +27,80 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tcpviz_common::privilege::is_root;
+
+/// Developer and setup tasks of the tcpviz workspace.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing prerequisites (idempotent).
+    Setup,
+    /// Set up, build, analyse the bundled samples (and, as root, a live session).
+    Demo,
+    /// Set up and run every check (what CI runs).
+    Test {
+        /// A folder of captures for the corpus tests; may be given several times.
+        #[arg(long = "corpus", value_name = "DIR")]
+        corpus: Vec<PathBuf>,
+    },
+    /// Run the fuzz targets.
+    Fuzz(fuzz::FuzzArgs),
+    /// Throughput and memory vs tshark.
+    Bench {
+        /// A capture of a million packets or more; make one with
+        /// ../shared/pcaps/recipes/netns_gen.sh, STEPS=4.
+        #[arg(long, value_name = "FILE")]
+        capture: PathBuf,
+    },
+    /// Memory of the follow mode over a long run.
+    Soak {
+        #[arg(long, value_name = "N", default_value_t = 600)]
+        rounds: usize,
+    },
+    /// Cost of the live agent (root).
+    BenchLive {
+        /// Turn the veths' offloads off (segments of one MSS, as on the wire).
+        #[arg(long)]
+        offloads_off: bool,
+        /// Pace iperf3 at this many Mbit/s (`-b`): below what the lab carries, a transfer
+        /// has no drops, hence no trouble, and the capture policy `troubled` shows the cost
+        /// of its healthy path.
+        #[arg(long, value_name = "MBIT")]
+        pace: Option<u32>,
+    },
+    /// Dashboards of a million events: sizes and render times.
+    ReportScale,
+    /// Synthetic captures for the scale benchmarks.
+    GenCaptures {
+        #[arg(long, value_name = "DIR", default_value = "target/captures")]
+        out: PathBuf,
+        /// Size factor, in (0, 10]: 0.1 makes each capture a tenth of the size.
+        #[arg(long, value_name = "F", default_value_t = 1.0)]
+        scale: f64,
+    },
+}
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
-    match args.first().map(String::as_str) {
-        Some("setup") => setup::run(),
-        Some("test") => test(&args[1..]),
-        Some("demo") => demo(),
-        Some("bench") => bench::run(&args[1..]),
-        Some("soak") => soak::run(&args[1..]),
-        Some("bench-live") => bench_live::run(&args[1..]),
-        Some("report-scale") => report_scale(),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask <task>\n\n  setup               install missing prerequisites (idempotent)\n  demo                set up, build, analyse the bundled samples (and, as root, a live session)\n  test [--corpus DIR] set up and run every check (what CI runs)\n  bench --capture FILE  throughput and memory vs tshark\n  soak [--rounds N]   memory of the follow mode over a long run\n  bench-live [--offloads-off]  cost of the live agent (root)\n  report-scale        dashboards of a million events: sizes and render times"
-            );
-            bail!("unknown task {:?}", args.first());
-        }
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test { corpus } => test(&corpus),
+        Task::Demo => demo(),
+        Task::Fuzz(args) => fuzz::run(&args),
+        Task::Bench { capture } => bench::run(&capture),
+        Task::Soak { rounds } => soak::run(rounds),
+        Task::BenchLive { offloads_off, pace } => bench_live::run(offloads_off, pace),
+        Task::GenCaptures { out, scale } => gen_captures::run(&out, scale),
+        Task::ReportScale => report_scale(),
     }
 }
 
@@ -65,27 +127,13 @@ pub fn render(cmd: &Command) -> String {
     s
 }
 
-pub fn is_root() -> bool {
-    // The effective uid is in /proc/self/status ("Uid: real effective ...").
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-}
-
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn test(args: &[String]) -> Result<()> {
-    let mut corpus: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--corpus" => corpus = Some(PathBuf::from(it.next().context("--corpus needs a folder")?)),
-            other => bail!("unknown option {other}"),
-        }
-    }
+fn test(corpus: &[PathBuf]) -> Result<()> {
+    // --corpus may be given several times (the captures tcpviz agrees with tshark on, and the
+    // ones it must handle next).
     setup::run()?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
     sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
@@ -93,16 +141,33 @@ fn test(args: &[String]) -> Result<()> {
     clippy_ebpf()?;
     let mut t = cargo();
     t.arg("test");
-    if let Some(dir) = &corpus {
-        let dir = std::fs::canonicalize(dir)
-            .with_context(|| format!("the corpus folder {} does not exist", dir.display()))?;
-        t.env("TCPVIZ_CORPUS", dir);
+    if !corpus.is_empty() {
+        let dirs = corpus
+            .iter()
+            .map(|dir| {
+                std::fs::canonicalize(dir)
+                    .with_context(|| format!("the corpus folder {} does not exist", dir.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        t.env("TCPVIZ_CORPUS", std::env::join_paths(dirs)?);
     }
     sh(&mut t)?;
     if is_root() {
+        // The privileged tests run the `tcpviz` binary, which depending on its package does
+        // not rebuild: build it here so they never run a stale one, with the hooks they
+        // drive it through (never in a release build: `demo` and README's commands).
+        sh(cargo().args(["build", "-p", "tcpviz", "--features", "test-hooks"]))?;
         sh(cargo().args(["test", "-p", "tcpviz-privileged-tests", "--", "--test-threads=1"]))?;
     } else {
         eprintln!("privileged tests skipped: they need root (network namespaces, eBPF)");
+    }
+    // Fuzzing needs the nightly toolchain, which setup installs; 30 s per target keeps the
+    // cost to one fuzz build and a few minutes.
+    let fuzz_args = fuzz::FuzzArgs { secs: 30, corpus: corpus.first().cloned(), targets: Vec::new() };
+    if fuzz::nightly_available() {
+        fuzz::run(&fuzz_args)?;
+    } else {
+        eprintln!("fuzzing skipped: it needs the nightly toolchain");
     }
     eprintln!("all checks passed");
     Ok(())
@@ -196,7 +261,7 @@ fn demo_live(bin: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The million-event dashboard test of `tcpviz-userspace/tests/report.rs`, in release mode
+/// The million-event dashboard test of `tcpviz-userspace/tests/report_scale.rs`, in release mode
 /// (it is ignored in plain `cargo test`): it prints page sizes, the time to write them and
 /// the render time of each page in headless Chromium.
 fn report_scale() -> Result<()> {
@@ -204,6 +269,6 @@ fn report_scale() -> Result<()> {
     // The pages need no eBPF programs: skip building them.
     sh(cargo()
         .env("AYA_BUILD_SKIP", "1")
-        .args(["test", "--release", "-p", "tcpviz", "--test", "report", "--", "--ignored", "--nocapture"])
+        .args(["test", "--release", "-p", "tcpviz", "--test", "report_scale", "--", "--ignored", "--nocapture"])
         .arg("million_events_render_in_seconds"))
 }

@@ -4,7 +4,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{is_root, sh};
+use tcpviz_common::privilege::is_root;
+
+use crate::sh;
 
 /// Debian packages: LLVM 22 to build bpf-linker and to run it; the tools of the tests and
 /// of the demo (namespaces, loss, captures, tshark as the reference, a browser for the
@@ -27,11 +29,14 @@ const PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// `cargo xtask fuzz` (and so `cargo xtask test`) runs the fuzz targets with it.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     eprintln!("setup: everything is installed");
     Ok(())
 }
@@ -103,5 +108,19 @@ fn bpf_linker() -> Result<()> {
         "llvm-22",
     ])
     .env("LLVM_PREFIX", "/usr/lib/llvm-22");
+    sh(&mut cmd)
+}
+
+fn cargo_fuzz() -> Result<()> {
+    let current =
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(["fuzz", "--version"]).output();
+    if let Ok(o) = &current
+        && o.status.success()
+        && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+    {
+        return Ok(());
+    }
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"]);
     sh(&mut cmd)
 }

@@ -10,16 +10,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::sh;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let rounds: usize = match args {
-        [flag, n] if flag == "--rounds" => n.parse().context("--rounds needs a number")?,
-        [] => 600,
-        _ => bail!("usage: cargo xtask soak [--rounds N]"),
-    };
+pub fn run(rounds: usize) -> Result<()> {
     sh(Command::new("cargo").args(["build", "--release", "-p", "tcpviz"]))?;
     let sample = std::fs::read("samples/ipv4_loss_sender.pcap")?;
     let (header, records) = split(&sample);

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::capture::frame::{NS_PER_SEC, TimestampNs};
 use crate::event::{Event, EventKind};
+use crate::time::{NS_PER_SEC, TimestampNs};
 
 /// Alert level of a (flow, kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,6 +37,16 @@ impl Level {
 }
 
 /// One line of `alerts.jsonl`: a change of level.
+/// An alert still raised: events of one kind in one flow within the window. Fields in the
+/// order summary.json lists them (sorted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveAlert {
+    pub count: u64,
+    pub flow_id: u64,
+    pub kind: EventKind,
+    pub level: Level,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Event time of the change, seconds since the epoch.
@@ -167,10 +177,6 @@ impl AlertEngine {
         }
     }
 
-    pub fn config(&self) -> &AlertConfig {
-        &self.config
-    }
-
     /// Alerts currently above OK.
     pub fn active(&self) -> usize {
         self.keys.values().filter(|k| k.level != Level::Ok).count()
@@ -247,15 +253,15 @@ impl AlertEngine {
         }
     }
 
-    /// Active alerts at the end of a run, worst first.
-    pub fn snapshot(&self) -> Vec<(u64, EventKind, Level, u64)> {
+    /// Active alerts at the end of a run, worst first (level, then count, then flow).
+    pub fn snapshot(&self) -> Vec<ActiveAlert> {
         let mut v: Vec<_> = self
             .keys
             .iter()
             .filter(|(_, s)| s.level != Level::Ok)
-            .map(|(&(f, k), s)| (f, k, s.level, s.total))
+            .map(|(&(flow_id, kind), s)| ActiveAlert { count: s.total, flow_id, kind, level: s.level })
             .collect();
-        v.sort_by(|a, b| b.2.cmp(&a.2).then(b.3.cmp(&a.3)).then(a.0.cmp(&b.0)));
+        v.sort_by(|a, b| b.level.cmp(&a.level).then(b.count.cmp(&a.count)).then(a.flow_id.cmp(&b.flow_id)));
         v
     }
 }

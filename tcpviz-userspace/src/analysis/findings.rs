@@ -23,10 +23,10 @@
 //!   `reset_after_fin` (INFO).
 
 use crate::capture::decode::Segment;
-use crate::capture::frame::{NS_PER_SEC, TimestampNs};
 use crate::event::{EventKind, Reason, Severity};
 use crate::flow::seq::{seq_gt, seq_le, seq_lt};
 use crate::flow::state::Flow;
+use crate::time::{NS_PER_SEC, TimestampNs};
 
 use super::flags::AnalysisFlags as A;
 use super::rules::PacketAnalysis;

@@ -1,30 +1,18 @@
 //! What the kernel's own TCP hooks report, joined to the wire analysis.
 //!
 //! A kernel event names its socket by address and ports; it joins the wire flow with the
-//! same 4-tuple. A `kernel_retransmit` is matched to the wire retransmission(s) of the same
-//! flow that overlap its sequence range within `MATCH_WINDOW` of event time (the tracepoint
-//! fires just before the packet reaches the TC egress hook). It is held until it matches or
-//! the window passes, so the event names the wire frame it matched. Kernel events of a
-//! connection the wire has not seen wait the same window for its first packet (a state
-//! change comes just before the SYN), then get a flow of their own, numbered from
-//! `KERNEL_ONLY_FLOW_BASE`.
+//! same 4-tuple. Its retransmission reports are matched to the flow's wire retransmissions
+//! by the flow's own join state (`flow::kernel_join`). Kernel events of a connection the
+//! wire has not seen wait `MATCH_WINDOW` for its first packet (a state change comes just
+//! before the SYN), then get a flow of their own, numbered from `KERNEL_ONLY_FLOW_BASE`.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
-use crate::capture::frame::TimestampNs;
 use crate::event::{Event, EventKind, Extra, Origin, Severity};
-use crate::flow::seq::seq_lt;
+use crate::time::TimestampNs;
 
-/// How far apart in event time a kernel retransmission and its wire copy may be.
-pub const MATCH_WINDOW: TimestampNs = 50_000_000;
 /// Flow ids of connections only the kernel hooks saw start here.
 pub const KERNEL_ONLY_FLOW_BASE: u64 = 1_000_000_000;
-/// Bound of the per-flow lists of recent retransmissions kept for matching.
-const RECENT: usize = 256;
-
 /// A kernel report, decoded from a tracepoint record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelEvent {
@@ -114,108 +102,6 @@ impl KernelEvent {
     }
 }
 
-/// Kernel counts of one flow, reported beside the wire counts in the summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelCounts {
-    /// Wire retransmissions of the flow (any direction), for comparison.
-    pub wire_retransmissions: u64,
-    /// `kernel_retransmit` events that were sent (err 0).
-    pub kernel_retransmissions: u64,
-    /// ... of which matched a wire retransmission.
-    pub matched: u64,
-    pub kernel_retransmit_failures: u64,
-    pub synack_retransmissions: u64,
-    pub rto: u64,
-    pub recovery: u64,
-    pub resets_sent: u64,
-    pub resets_received: u64,
-    pub state_changes: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct WireRetx {
-    ts: TimestampNs,
-    src: (IpAddr, u16),
-    seq: u32,
-    end: u32,
-    frame: u64,
-}
-
-/// Kernel state of one flow (allocated on its first kernel event).
-#[derive(Debug, Clone, Default)]
-pub struct KernelFlowState {
-    pub counts: KernelCounts,
-    recent_wire: VecDeque<WireRetx>,
-    /// Kernel retransmissions waiting for their wire copy.
-    held: VecDeque<Event>,
-}
-
-fn overlaps(a: (u32, u32), b: (u32, u32)) -> bool {
-    seq_lt(a.0, b.1) && seq_lt(b.0, a.1)
-}
-
-fn kernel_range(e: &Event) -> (u32, u32) {
-    (e.seq, e.extra.end_seq.unwrap_or(e.seq.wrapping_add(1)))
-}
-
-impl KernelFlowState {
-    /// A wire retransmission was seen: remember it, and release a held kernel event it
-    /// matches.
-    pub fn on_wire_retransmission(
-        &mut self,
-        ts: TimestampNs,
-        src: (IpAddr, u16),
-        seq: u32,
-        len: u32,
-        frame: u64,
-        out: &mut Vec<Event>,
-    ) {
-        let end = seq.wrapping_add(len.max(1));
-        if self.recent_wire.len() == RECENT {
-            self.recent_wire.pop_front();
-        }
-        self.recent_wire.push_back(WireRetx { ts, src, seq, end, frame });
-        if let Some(i) = self.held.iter().position(|e| {
-            (e.src, e.sport) == src && (ts - e.ts).abs() <= MATCH_WINDOW && overlaps(kernel_range(e), (seq, end))
-        }) {
-            let mut e = self.held.remove(i).expect("index from position");
-            e.extra.wire_frame = Some(frame);
-            self.counts.matched += 1;
-            out.push(e);
-        }
-    }
-
-    /// A kernel retransmission: matched now if its wire copy was already seen, else held.
-    pub fn on_kernel_retransmission(&mut self, mut e: Event, out: &mut Vec<Event>) {
-        let range = kernel_range(&e);
-        let hit = self.recent_wire.iter().rev().find(|w| {
-            w.src == (e.src, e.sport) && (w.ts - e.ts).abs() <= MATCH_WINDOW && overlaps(range, (w.seq, w.end))
-        });
-        if let Some(w) = hit {
-            e.extra.wire_frame = Some(w.frame);
-            self.counts.matched += 1;
-            out.push(e);
-        } else {
-            if self.held.len() == RECENT {
-                out.extend(self.held.pop_front());
-            }
-            self.held.push_back(e);
-        }
-    }
-
-    /// Releases held events whose window has passed (unmatched).
-    pub fn expire(&mut self, now: TimestampNs, out: &mut Vec<Event>) {
-        while self.held.front().is_some_and(|e| now - e.ts > MATCH_WINDOW) {
-            out.extend(self.held.pop_front());
-        }
-    }
-
-    /// Everything still held (end of the flow).
-    pub fn flush(&mut self, out: &mut Vec<Event>) {
-        out.extend(self.held.drain(..));
-    }
-}
-
 /// Builds the event of a kernel report (flow id filled in by the analyzer).
 pub fn kernel_event(k: &KernelEvent, flow_id: u64) -> Event {
     let mut extra = Extra::default();
@@ -281,21 +167,6 @@ pub fn is_reported(k: &KernelEvent) -> bool {
 mod tests {
     use super::*;
 
-    fn kev(ts_ms: i64, seq: u32, end: u32) -> Event {
-        kernel_event(
-            &KernelEvent {
-                ts: ts_ms * 1_000_000,
-                kind: KernelKind::Retransmit { state: 1, err: 0 },
-                src: "10.0.0.1".parse().unwrap(),
-                sport: 5000,
-                dst: "10.0.0.2".parse().unwrap(),
-                dport: 80,
-                seq_range: Some((seq, end)),
-            },
-            7,
-        )
-    }
-
     #[test]
     fn recorded_kernel_events_convert_back() {
         for k in [
@@ -321,32 +192,5 @@ mod tests {
             let back: Event = serde_json::from_str(&json).unwrap();
             assert_eq!(KernelEvent::from_event(&back), Some(ke));
         }
-    }
-
-    #[test]
-    fn matches_in_either_order_within_the_window() {
-        let src = ("10.0.0.1".parse().unwrap(), 5000);
-        let mut s = KernelFlowState::default();
-        let mut out = Vec::new();
-        // Kernel first, wire 1 ms later.
-        s.on_kernel_retransmission(kev(100, 1000, 2448), &mut out);
-        assert!(out.is_empty(), "held until its wire copy or the window passes");
-        s.on_wire_retransmission(101_000_000, src, 1000, 1448, 42, &mut out);
-        assert_eq!(out[0].extra.wire_frame, Some(42));
-        // Wire first (a copy seen before the kernel record was read).
-        s.on_wire_retransmission(200_000_000, src, 5000, 1448, 50, &mut out);
-        s.on_kernel_retransmission(kev(200, 5000, 6448), &mut out);
-        assert_eq!(out[1].extra.wire_frame, Some(50));
-        // No copy: released unmatched after the window.
-        s.on_kernel_retransmission(kev(300, 9000, 10448), &mut out);
-        s.expire(300_000_000 + MATCH_WINDOW + 1, &mut out);
-        assert_eq!(out.len(), 3);
-        assert_eq!(out[2].extra.wire_frame, None);
-        // Another direction or a later time does not match.
-        s.on_wire_retransmission(400_000_000, ("10.0.0.2".parse().unwrap(), 80), 12000, 100, 60, &mut out);
-        s.on_kernel_retransmission(kev(500, 12000, 12100), &mut out);
-        s.flush(&mut out);
-        assert_eq!(out[3].extra.wire_frame, None);
-        assert_eq!(s.counts.matched, 2);
     }
 }

@@ -7,13 +7,14 @@ pub mod rules;
 use std::sync::Arc;
 
 use crate::capture::decode::{Segment, TcpFlags};
-use crate::capture::frame::TimestampNs;
 use crate::event::{Event, EventKind, Extra, Origin, Severity};
 use crate::flow::key::FlowKey;
 use crate::flow::state::Flow;
 use crate::flow::table::{FlowLimits, FlowTable, Retirement};
+use crate::time::TimestampNs;
 
-use kernel::{KERNEL_ONLY_FLOW_BASE, KernelEvent, KernelFlowState, MATCH_WINDOW};
+use crate::flow::kernel_join::{KernelFlowState, MATCH_WINDOW};
+use kernel::{KERNEL_ONLY_FLOW_BASE, KernelEvent};
 
 use findings::Finding;
 use flags::AnalysisFlags as A;
@@ -46,7 +47,7 @@ pub struct Analyzer {
     table: FlowTable,
     files: Vec<Arc<str>>,
     /// Flows that ended, for the summary. Drained by the caller.
-    retired: Vec<(Flow, Retirement)>,
+    retired: Vec<(Box<Flow>, Retirement)>,
     findings: Vec<Finding>,
     now: TimestampNs,
     /// Name the file in events even when there is only one so far (a follower of ring
@@ -58,10 +59,18 @@ pub struct Analyzer {
     /// Kernel events of connections the wire has not shown (yet).
     orphans: std::collections::VecDeque<KernelEvent>,
     /// Connections only the kernel hooks saw.
-    kernel_only: rustc_hash::FxHashMap<FlowKey, Flow>,
+    kernel_only: rustc_hash::FxHashMap<FlowKey, Box<Flow>>,
     next_kernel_only: u64,
     last_kernel_sweep: TimestampNs,
+    /// Time of the latest wire packet. A kernel report waits for its wire copy until the
+    /// wire has moved past it, not until the kernel has: a wire source read from a file
+    /// that a capture tool is writing runs behind the hooks.
+    wire_now: TimestampNs,
 }
+
+/// How far the kernel's clock may run ahead of a wire that has stopped before its reports
+/// are given up on.
+const KERNEL_WAIT_BACKSTOP: TimestampNs = 5_000_000_000;
 
 /// Bounds of the kernel side tables.
 const MAX_ORPHANS: usize = 4096;
@@ -81,6 +90,7 @@ impl Analyzer {
             kernel_only: Default::default(),
             next_kernel_only: KERNEL_ONLY_FLOW_BASE,
             last_kernel_sweep: TimestampNs::MIN,
+            wire_now: TimestampNs::MIN,
         }
     }
 
@@ -107,7 +117,7 @@ impl Analyzer {
     }
 
     /// Flows that ended since the last call.
-    pub fn take_retired(&mut self) -> std::vec::Drain<'_, (Flow, Retirement)> {
+    pub fn take_retired(&mut self) -> std::vec::Drain<'_, (Box<Flow>, Retirement)> {
         self.retired.drain(..)
     }
 
@@ -148,6 +158,7 @@ impl Analyzer {
         if seg.ts > self.now {
             self.now = seg.ts;
         }
+        self.wire_now = self.wire_now.max(seg.ts);
         let now = self.now;
         {
             let Analyzer { table, retired, files, always_name_files, .. } = self;
@@ -261,7 +272,7 @@ impl Analyzer {
             }
             let id = self.next_kernel_only;
             self.next_kernel_only += 1;
-            self.kernel_only.insert(key, Flow::new(id, (k.src, k.sport), (k.dst, k.dport), k.ts));
+            self.kernel_only.insert(key, Box::new(Flow::new(id, (k.src, k.sport), (k.dst, k.dport), k.ts)));
         }
         let flow = self.kernel_only.get_mut(&key).expect("inserted above");
         attach_kernel(flow, &k, events);
@@ -273,12 +284,12 @@ impl Analyzer {
             return;
         }
         self.last_kernel_sweep = self.now;
-        let now = self.now;
-        while self.orphans.front().is_some_and(|k| now - k.ts > MATCH_WINDOW) {
+        let now = self.wire_now.max(self.now.saturating_sub(KERNEL_WAIT_BACKSTOP));
+        while self.orphans.front().is_some_and(|k| now.saturating_sub(k.ts) > MATCH_WINDOW) {
             let k = self.orphans.pop_front().expect("front checked");
             self.orphan_to_kernel_only(k, events);
         }
-        for flow in self.table.iter_mut().chain(self.kernel_only.values_mut()) {
+        for flow in self.table.iter_mut().chain(self.kernel_only.values_mut().map(|f| &mut **f)) {
             if let Some(k) = flow.kernel.as_mut() {
                 k.expire(now, events);
             }
@@ -292,7 +303,7 @@ impl Analyzer {
             self.orphan_to_kernel_only(k, events);
         }
         let Analyzer { table, retired, files, always_name_files, kernel_only, .. } = self;
-        let flows: Vec<Flow> = table.drain().chain(kernel_only.drain().map(|(_, f)| f)).collect();
+        let flows: Vec<Box<Flow>> = table.drain().chain(kernel_only.drain().map(|(_, f)| f)).collect();
         for flow in flows {
             let file = name_file(files, *always_name_files, flow.file_index);
             retire(flow, Retirement::End, now, file, retired, events);
@@ -304,11 +315,11 @@ impl Analyzer {
 
 /// A flow leaves the table: its end-of-flow findings and held kernel events go out.
 fn retire(
-    mut flow: Flow,
+    mut flow: Box<Flow>,
     why: Retirement,
     now: TimestampNs,
     file: Option<Arc<str>>,
-    retired: &mut Vec<(Flow, Retirement)>,
+    retired: &mut Vec<(Box<Flow>, Retirement)>,
     events: &mut Vec<Event>,
 ) {
     push_end_findings(&flow, now, file, events);
@@ -335,7 +346,7 @@ fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
     }
     let e = kernel::kernel_event(k, flow.id);
     let dir = flow.direction_of((k.src, k.sport));
-    flow.dirs[dir].stats.events[e.event.index()] += 1;
+    flow.dirs[dir].stats.events.add(e.event);
     if k.ts > flow.last_ts {
         flow.last_ts = k.ts;
     }
@@ -361,7 +372,7 @@ fn emit_packet_events(
     let extra = packet_extra(flow, dir, seg, pa);
     let flags = seg.flags.letters();
     let mut emit = |kind: EventKind, severity: Severity, extra: Extra, flow: &mut Flow| {
-        flow.dirs[dir].stats.events[kind.index()] += 1;
+        flow.dirs[dir].stats.events.add(kind);
         events.push(Event {
             ts: seg.ts,
             event: kind,

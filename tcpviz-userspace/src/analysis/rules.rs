@@ -12,9 +12,9 @@
 //! and the bookkeeping the findings of `findings.rs` need.
 
 use crate::capture::decode::{Segment, TcpFlags};
-use crate::capture::frame::TimestampNs;
 use crate::flow::seq::{seq_gt, seq_le, seq_lt};
 use crate::flow::state::{DirState, Flow, MAX_UNACKED_SEGMENTS, Unacked};
+use crate::time::TimestampNs;
 
 use super::flags::AnalysisFlags as A;
 

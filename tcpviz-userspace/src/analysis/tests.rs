@@ -101,7 +101,7 @@ impl Conv {
         events.iter().map(|e| e.event).collect()
     }
 
-    fn finish(&mut self) -> Vec<(crate::flow::state::Flow, Retirement)> {
+    fn finish(&mut self) -> Vec<(Box<crate::flow::state::Flow>, Retirement)> {
         let mut out = Vec::new();
         self.an.finish(&mut out);
         self.events.extend(out);
@@ -416,4 +416,40 @@ fn observer_sees_every_packet_with_its_analysis_after_the_events() {
         }
     }
     assert_eq!(&seen[3..], &[(0, false, Some(1000), 3), (0, true, Some(1000), 4), (1, false, None, 2)]);
+}
+
+/// A wire read from a file a capture tool is writing runs behind the kernel hooks: a kernel
+/// retransmission must wait for its wire copy until the wire has moved past it, however
+/// far the kernel's own reports have gone on meanwhile.
+#[test]
+fn kernel_retransmissions_wait_for_a_wire_that_runs_behind() {
+    use super::kernel::{KernelEvent, KernelKind};
+    let mut c = Conv::new();
+    c.an.set_kernel_mode(true);
+    c.handshake();
+    c.send(20.0, From::Client, 1, 1, 1000, TcpFlags::ACK, 60000);
+    let base = 1_700_000_000_000_000_000i64;
+    let kernel = |t_ms: i64, kind: KernelKind, seq_range: Option<(u32, u32)>| KernelEvent {
+        ts: base + t_ms * MS,
+        kind,
+        src: "10.0.0.1".parse().unwrap(),
+        sport: 40000,
+        dst: "10.0.0.2".parse().unwrap(),
+        dport: 80,
+        seq_range,
+    };
+    let mut out = Vec::new();
+    // The kernel resends the segment at 250 ms, then goes on reporting for another second
+    // before the wire side has caught up.
+    c.an.process_kernel(&kernel(250, KernelKind::Retransmit { state: 1, err: 0 }, Some((C + 1, C + 1001))), &mut out);
+    for t in (300..1300).step_by(100) {
+        c.an.process_kernel(&kernel(t, KernelKind::CongState(4), None), &mut out);
+    }
+    assert!(out.iter().all(|e| e.event != EventKind::KernelRetransmit), "released before the wire caught up");
+    // The wire copy, at the time the kernel sent it.
+    out.extend(c.send(250.5, From::Client, 1, 1, 1000, TcpFlags::ACK, 60000));
+    c.send(400.0, From::Server, 1, 1001, 0, TcpFlags::ACK, 60000);
+    c.an.finish(&mut out);
+    let k = out.iter().find(|e| e.event == EventKind::KernelRetransmit).expect("the kernel retransmission");
+    assert_eq!(k.extra.wire_frame, Some(5), "{k:?}");
 }

@@ -11,144 +11,9 @@ use std::net::IpAddr;
 
 use etherparse::{IpNumber, LaxIpSlice, LenSource};
 
-use super::frame::{Frame, LinkType, TimestampNs};
-
-/// TCP header flags (the low 9 bits of the offset/flags word, as Wireshark keeps them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct TcpFlags(pub u16);
-
-impl TcpFlags {
-    pub const FIN: u16 = 0x001;
-    pub const SYN: u16 = 0x002;
-    pub const RST: u16 = 0x004;
-    pub const PSH: u16 = 0x008;
-    pub const ACK: u16 = 0x010;
-    pub const URG: u16 = 0x020;
-    pub const ECE: u16 = 0x040;
-    pub const CWR: u16 = 0x080;
-    pub const AE: u16 = 0x100;
-
-    pub fn has(self, bits: u16) -> bool {
-        self.0 & bits != 0
-    }
-    pub fn syn(self) -> bool {
-        self.has(Self::SYN)
-    }
-    pub fn ack(self) -> bool {
-        self.has(Self::ACK)
-    }
-    pub fn fin(self) -> bool {
-        self.has(Self::FIN)
-    }
-    pub fn rst(self) -> bool {
-        self.has(Self::RST)
-    }
-
-    /// Compact letters in a fixed order: `S`YN, `F`IN, `R`ST, `P`SH, `A`CK, `U`RG, `E`CE,
-    /// `C`WR, `N` (AE, ex-NS). A pure ACK is `"A"`, a SYN-ACK `"SA"`.
-    pub fn letters(self) -> String {
-        const ORDER: [(u16, char); 9] = [
-            (TcpFlags::SYN, 'S'),
-            (TcpFlags::FIN, 'F'),
-            (TcpFlags::RST, 'R'),
-            (TcpFlags::PSH, 'P'),
-            (TcpFlags::ACK, 'A'),
-            (TcpFlags::URG, 'U'),
-            (TcpFlags::ECE, 'E'),
-            (TcpFlags::CWR, 'C'),
-            (TcpFlags::AE, 'N'),
-        ];
-        ORDER.iter().filter(|(b, _)| self.has(*b)).map(|(_, c)| *c).collect()
-    }
-}
-
-/// Up to four SACK blocks, as (left edge, right edge).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SackBlocks {
-    pub len: u8,
-    pub blocks: [(u32, u32); 4],
-}
-
-impl SackBlocks {
-    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        self.blocks[..self.len as usize].iter().copied()
-    }
-}
-
-/// The TCP options the analysis uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TcpOptions {
-    pub mss: Option<u16>,
-    /// Window scale shift, capped at 14 as RFC 7323 says.
-    pub window_scale: Option<u8>,
-    pub sack_permitted: bool,
-    pub sack: SackBlocks,
-    pub timestamp: Option<(u32, u32)>,
-}
-
-/// One TCP segment, the input of the flow analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub ts: TimestampNs,
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
-    pub ack: u32,
-    pub flags: TcpFlags,
-    /// Raw (unscaled) window field.
-    pub window: u16,
-    /// TCP payload bytes, from the IP length fields (not from what was captured).
-    pub payload_len: u32,
-    pub options: TcpOptions,
-    /// True when the frame was captured shorter than the packet.
-    pub truncated: bool,
-}
-
-/// Why a frame yielded no TCP segment. Each is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SkipReason {
-    /// A link layer tcpviz does not decode.
-    UnsupportedLinkType,
-    /// Not IP (ARP, LLDP, STP, ...).
-    NotIp,
-    /// IP, but not TCP (UDP, ICMP, ...).
-    NotTcp,
-    /// A non-first IP fragment, or a fragmented TCP segment (its length is unknown).
-    IpFragment,
-    /// Too few bytes captured to read the IP or TCP header.
-    TruncatedHeader,
-    /// Header fields that contradict each other (bad lengths, bad versions).
-    Malformed,
-    /// The IP length says the segment is shorter than its own TCP header.
-    ShortSegment,
-}
-
-impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
-        SkipReason::UnsupportedLinkType,
-        SkipReason::NotIp,
-        SkipReason::NotTcp,
-        SkipReason::IpFragment,
-        SkipReason::TruncatedHeader,
-        SkipReason::Malformed,
-        SkipReason::ShortSegment,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::UnsupportedLinkType => "unsupported_link_type",
-            SkipReason::NotIp => "not_ip",
-            SkipReason::NotTcp => "not_tcp",
-            SkipReason::IpFragment => "ip_fragment",
-            SkipReason::TruncatedHeader => "truncated_header",
-            SkipReason::Malformed => "malformed",
-            SkipReason::ShortSegment => "short_segment",
-        }
-    }
-}
+use super::frame::{Frame, LinkType};
+pub use super::segment::{SackBlocks, Segment, SkipReason, TcpFlags, TcpOptions};
+use super::wlan;
 
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
@@ -161,6 +26,7 @@ const ETH_MPLS: u16 = 0x8847;
 const ETH_MPLS_MC: u16 = 0x8848;
 const ETH_TEB: u16 = 0x6558;
 const ETH_ETHERNET_LEN: usize = 14;
+const CAPWAP_DATA_PORT: u16 = 5247;
 /// How many encapsulation layers are unwrapped before giving up.
 const MAX_LAYERS: usize = 8;
 
@@ -192,9 +58,42 @@ pub fn decode_frame(frame: &Frame<'_>) -> Result<Segment, SkipReason> {
                 _ => return Err(SkipReason::NotIp),
             }
         }
+        LinkType::IEEE802_11 => {
+            let inner = wlan::Inner { start: 0, trailer: 0, padded: false };
+            return decode_ieee80211(data, inner, frame, uncaptured, 0);
+        }
+        LinkType::IEEE802_11_RADIOTAP => return decode_ieee80211(data, wlan::radiotap(data)?, frame, uncaptured, 0),
+        LinkType::IEEE802_11_PRISM | LinkType::IEEE802_11_AVS => {
+            let inner = wlan::Inner { start: wlan::prism_or_avs(data)?, trailer: 0, padded: false };
+            return decode_ieee80211(data, inner, frame, uncaptured, 0);
+        }
+        LinkType::PPI => {
+            return match wlan::ppi(data)? {
+                (inner, 105) => decode_ieee80211(data, inner, frame, uncaptured, 0),
+                (inner, 1) => decode_ether(data, inner.start, frame, uncaptured, 0),
+                _ => Err(SkipReason::UnsupportedLinkType),
+            };
+        }
         _ => return Err(SkipReason::UnsupportedLinkType),
     };
     decode_ip(data, ip_start, frame, uncaptured, 0)
+}
+
+/// An 802.11 frame: its LLC/SNAP header names the protocol inside.
+fn decode_ieee80211(
+    mut data: &[u8],
+    inner: wlan::Inner,
+    frame: &Frame<'_>,
+    mut uncaptured: usize,
+    depth: usize,
+) -> Result<Segment, SkipReason> {
+    // A frame check sequence ends the frame; it may not have been captured.
+    let captured_trailer = inner.trailer.saturating_sub(uncaptured);
+    uncaptured -= inner.trailer - captured_trailer;
+    data = &data[..data.len().saturating_sub(captured_trailer)];
+    let llc = wlan::ieee80211_payload(data, inner.start, inner.padded)?;
+    let (ethertype, at) = wlan::llc_snap(data, llc)?;
+    decode_ethertype(ethertype, data, at, frame, uncaptured, depth)
 }
 
 fn be16(d: &[u8], at: usize) -> Option<u16> {
@@ -268,7 +167,10 @@ fn decode_ethertype(
                     None => return Err(SkipReason::TruncatedHeader),
                 };
             }
-            ETH_TEB => return decode_ether(data, at, frame, uncaptured, depth + 1),
+            // Ethernet in Ethernet: bounded like every other layer, or a crafted frame of
+            // nested headers would recurse as deep as it is long.
+            ETH_TEB if depth < MAX_LAYERS => return decode_ether(data, at, frame, uncaptured, depth + 1),
+            ETH_TEB => return Err(SkipReason::Malformed),
             _ => return Err(SkipReason::NotIp),
         }
     }
@@ -333,7 +235,8 @@ fn decode_ip(
 }
 
 /// UDP tunnels Wireshark decodes by default, by destination port: VXLAN (4789), Geneve
-/// (6081), GTP-U (2152). Anything else on UDP is not TCP.
+/// (6081), GTP-U (2152); and CAPWAP data (5247, either way: controller to access point and
+/// back). Anything else on UDP is not TCP.
 fn decode_udp_tunnel(
     data: &[u8],
     at: usize,
@@ -341,8 +244,18 @@ fn decode_udp_tunnel(
     uncaptured: usize,
     depth: usize,
 ) -> Result<Segment, SkipReason> {
+    let sport = be16(data, at).ok_or(SkipReason::NotTcp)?;
     let dport = be16(data, at + 2).ok_or(SkipReason::NotTcp)?;
     let inner = at + 8;
+    if sport == CAPWAP_DATA_PORT || dport == CAPWAP_DATA_PORT {
+        return match wlan::capwap_data(data, inner)? {
+            wlan::CapwapPayload::Ieee80211(start) => {
+                let inner = wlan::Inner { start, trailer: 0, padded: false };
+                decode_ieee80211(data, inner, frame, uncaptured, depth)
+            }
+            wlan::CapwapPayload::Ethernet(start) => decode_ether(data, start, frame, uncaptured, depth),
+        };
+    }
     match dport {
         4789 => {
             // VXLAN: 8-byte header with the I flag, then Ethernet.
@@ -411,6 +324,11 @@ fn decode_gre(
         0x22eb => {
             let o = *data.get(at + len + 11).ok_or(SkipReason::TruncatedHeader)?;
             decode_ether(data, at + len + 12 + if o & 1 != 0 { 8 } else { 0 }, frame, uncaptured, depth)
+        }
+        // An Aruba WLAN controller tunnels each 802.11 frame as it is.
+        p if wlan::is_aruba_gre(p) => {
+            let inner = wlan::Inner { start: at + len, trailer: 0, padded: false };
+            decode_ieee80211(data, inner, frame, uncaptured, depth)
         }
         _ => decode_ethertype(proto, data, at + len, frame, uncaptured, depth),
     }
@@ -491,6 +409,19 @@ fn parse_options(mut opts: &[u8]) -> TcpOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seen in the fuzzing review: Ethernet-in-Ethernet (0x6558) was unwrapped without the
+    /// layer bound, so a 256 KiB frame of nested headers recursed about 18,000 deep.
+    #[test]
+    fn nested_ethernet_is_bounded() {
+        let mut data = Vec::new();
+        for _ in 0..20_000 {
+            data.extend_from_slice(&[0; 12]);
+            data.extend_from_slice(&ETH_TEB.to_be_bytes());
+        }
+        assert_eq!(decode_frame(&frame(LinkType::ETHERNET, &data, data.len() as u32)), Err(SkipReason::Malformed));
+    }
+
     use etherparse::PacketBuilder;
 
     fn frame(link: LinkType, data: &[u8], orig_len: u32) -> Frame<'_> {

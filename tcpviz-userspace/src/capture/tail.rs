@@ -1,29 +1,42 @@
 //! Follows a capture that is still being written: one growing file, a symlink that a
 //! capture tool re-points, or a glob of ring files (`dumpcap -b files:N`, `tcpdump -C -W`).
 //!
-//! Only new bytes are read (the reader keeps its position and its partial record); a packet
-//! cut in half at the end of a file is waited for; when a newer file appears (or the symlink
-//! moves), the old file is drained to its end first, then the next one is opened, so no
-//! packet is read twice or skipped. A file that shrinks, or whose first bytes change, was
-//! rewritten (tcpdump reusing a ring slot, or a test truncating it): it is read again from
-//! the start, with a notice.
+//! Only new bytes are read (the reader keeps its position and its partial record); a file
+//! that is still empty, or holds only part of its file header or of a record, is waited for;
+//! when a newer file appears (or the symlink moves), the old file is drained to its end
+//! first, then the next one is opened, so no packet is read twice or skipped. A file that
+//! shrinks, or whose first bytes change, was rewritten (tcpdump reusing a ring slot, or a
+//! test truncating it): it is read again from the start, with a notice.
+//!
+//! A finished file is remembered by its path, inode, size and modification time. The path
+//! matters: file systems reuse a deleted file's inode at once, and every `dumpcap` ring file
+//! starts with the same bytes, so inode and first bytes alone take a new ring file for an
+//! old one. Size and time matter because `tcpdump -W` rewrites its ring slots in place,
+//! under the same name and inode.
+//!
+//! Files that cannot be read, ring files a capture tool removed before they were read (seen
+//! as gaps in dumpcap's file numbers), and bytes a writer added to a file after it was
+//! finished are counted and reported, never passed over in silence.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::reader::CaptureReader;
 
-/// How much of a file's start identifies it (the file header and the first records).
+/// How much of a file's start identifies its contents (the file header and first records).
 const SIGNATURE_BYTES: usize = 256;
+
+/// How often the ring folder is listed at most while packets stream in.
+const RELIST: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
-    #[error("invalid pattern {pattern}: {source}")]
+    #[error("invalid pattern {pattern}")]
     Pattern { pattern: String, source: glob::PatternError },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
 }
 
@@ -36,40 +49,77 @@ enum Spec {
     Glob(String),
 }
 
-/// Identity of a file across polls: same inode and same first bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct FileId {
+/// What a file looked like at one moment: enough to tell whether it changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stat {
     dev: u64,
     ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stat {
+    fn of(meta: &Metadata) -> Stat {
+        Stat { dev: meta.dev(), ino: meta.ino(), len: meta.len(), modified: meta.modified().ok() }
+    }
+
+    fn same_inode(&self, other: &Stat) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+/// A file read to its end (or given up on).
+#[derive(Debug, Clone)]
+struct Finished {
+    /// Canonical path.
+    path: PathBuf,
+    stat: Stat,
     signature: Vec<u8>,
 }
 
-fn file_id(path: &Path) -> std::io::Result<FileId> {
-    let mut f = File::open(path)?;
-    let meta = f.metadata()?;
+/// The first bytes of an open file (fewer when it is shorter), read without moving its
+/// position.
+fn read_signature(f: &File) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
     let mut signature = vec![0; SIGNATURE_BYTES];
     let mut n = 0;
     while n < SIGNATURE_BYTES {
-        let r = f.read(&mut signature[n..])?;
+        let r = f.read_at(&mut signature[n..], n as u64)?;
         if r == 0 {
             break;
         }
         n += r;
     }
     signature.truncate(n);
-    Ok(FileId { dev: meta.dev(), ino: meta.ino(), signature })
+    Ok(signature)
 }
 
-/// Does the file still start with the bytes we saw when we opened it?
-fn same_file(path: &Path, id: &FileId) -> std::io::Result<bool> {
+/// Does the file at `path` still start with `signature`?
+fn starts_with(path: &Path, signature: &[u8]) -> std::io::Result<bool> {
     let mut f = File::open(path)?;
-    let meta = f.metadata()?;
-    if meta.ino() != id.ino || meta.dev() != id.dev {
-        return Ok(false);
-    }
-    let mut buf = vec![0; id.signature.len()];
+    let mut buf = vec![0; signature.len()];
     f.seek(SeekFrom::Start(0))?;
-    f.read_exact(&mut buf).map(|_| buf == id.signature).or(Ok(false))
+    f.read_exact(&mut buf).map(|_| buf == signature).or(Ok(false))
+}
+
+/// The file number in a dumpcap ring file name, `PREFIX_NNNNN_YYYYmmddHHMMSS.EXT`: dumpcap
+/// numbers its files from 1 and never reuses a number, so a gap means a lost file.
+pub fn dumpcap_file_number(path: &Path) -> Option<(String, u64)> {
+    let name = path.file_name()?.to_str()?;
+    // The name without its extensions (`.pcapng`, `.pcapng.gz`); the prefix may hold dots.
+    let mut stems =
+        std::iter::once(name).chain(name.char_indices().filter(|&(_, c)| c == '.').map(|(i, _)| &name[..i]));
+    stems.find_map(parse_dumpcap_stem)
+}
+
+fn parse_dumpcap_stem(stem: &str) -> Option<(String, u64)> {
+    let (rest, stamp) = stem.rsplit_once('_')?;
+    let (prefix, number) = rest.rsplit_once('_')?;
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if stamp.len() != 14 || !all_digits(stamp) || number.len() < 5 || !all_digits(number) {
+        return None;
+    }
+    Some((prefix.to_string(), number.parse().ok()?))
 }
 
 /// The file being read.
@@ -78,7 +128,8 @@ pub struct Current {
     pub reader: CaptureReader<File>,
     /// Index given by the caller for this file (for events' `file`).
     pub file_index: u32,
-    id: FileId,
+    stat: Stat,
+    signature: Vec<u8>,
     /// A newer file was seen: drain this one once more, then switch.
     rotation_seen: bool,
 }
@@ -92,23 +143,38 @@ pub enum AfterEnd {
     Wait,
 }
 
+/// What the follower could not read, by cause (for the summary and the benchmark log).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TailLosses {
+    /// Files given up on because they are damaged or not captures.
+    pub files_unreadable: u64,
+    /// Ring files the capture tool removed before they could be read.
+    pub files_missed: u64,
+    /// Bytes left at the end of a file that ended inside a packet.
+    pub bytes_cut_at_file_ends: u64,
+    /// Bytes a writer added to a file after it had been finished.
+    pub bytes_added_after_finish: u64,
+    /// Files rewritten in place before they were read to their end.
+    pub rewrites: u64,
+}
+
 pub struct Tailer {
     spec: Spec,
     current: Option<Current>,
-    /// Files read to their end.
-    done: Vec<FileId>,
-    /// Messages for the user (rotations, rewrites, tails cut short).
+    /// Files read to their end (or given up on) that still exist.
+    finished: Vec<Finished>,
+    /// Messages for the user (rotations, rewrites, skips).
     notices: Vec<String>,
     /// Files opened since the last `take_opened`, in order (file index = position overall).
     opened: Vec<PathBuf>,
     files_opened: u64,
+    /// The last dumpcap file number opened, per file-name prefix, to notice missed files.
+    last_dumpcap_number: Option<(String, u64)>,
     /// The last listing of unread files, and when it was made: a capture tool writing packet
     /// by packet wakes the follower for every write, and listing a ring of many files each
     /// time would cost more than reading the packets.
-    listing: Option<(std::time::Instant, Vec<PathBuf>)>,
-    /// Bytes left unread at the end of files that ended inside a packet.
-    pub cut_tails: u64,
-    pub rewrites: u64,
+    listing: Option<(Instant, Vec<PathBuf>)>,
+    pub losses: TailLosses,
 }
 
 impl Tailer {
@@ -122,13 +188,13 @@ impl Tailer {
         Ok(Tailer {
             spec,
             current: None,
-            done: Vec::new(),
+            finished: Vec::new(),
             notices: Vec::new(),
             opened: Vec::new(),
             files_opened: 0,
+            last_dumpcap_number: None,
             listing: None,
-            cut_tails: 0,
-            rewrites: 0,
+            losses: TailLosses::default(),
         })
     }
 
@@ -183,51 +249,82 @@ impl Tailer {
         self.files_opened
     }
 
-    /// A file read before: same inode, and it still starts with the bytes it had.
-    fn is_done(&self, id: &FileId) -> bool {
-        self.done.iter().any(|d| d.dev == id.dev && d.ino == id.ino && id.signature.starts_with(&d.signature))
+    /// Is this file one already read? A finished file that grew while keeping its first
+    /// bytes was appended to after we left it: those bytes are reported once, and the file
+    /// is not read again (its packets would come out of order).
+    fn already_read(&mut self, path: &Path, stat: &Stat) -> bool {
+        let Some(i) = self.finished.iter().position(|f| f.path == path) else { return false };
+        let f = &self.finished[i];
+        if !f.stat.same_inode(stat) {
+            // Another file under the old name.
+            self.finished.swap_remove(i);
+            return false;
+        }
+        if f.stat == *stat {
+            return true;
+        }
+        if stat.len >= f.stat.len && starts_with(path, &f.signature).unwrap_or(false) {
+            let added = stat.len - f.stat.len;
+            if added > 0 {
+                self.losses.bytes_added_after_finish += added;
+                self.notices.push(format!(
+                    "{} grew by {added} bytes after it was finished and a newer file was being read: those bytes are skipped",
+                    path.display()
+                ));
+            }
+            self.finished[i].stat = stat.clone();
+            return true;
+        }
+        // Same name and inode, other contents: a ring slot rewritten in place.
+        self.finished.swap_remove(i);
+        false
     }
 
-    /// Files not read yet, oldest first (by modification time, then name). Forgets files
-    /// that no longer exist, so the list of finished files stays as short as the ring.
+    /// Files not read yet, oldest first. Forgets finished files that no longer exist, so the
+    /// list stays as short as the ring.
     fn candidates(&mut self) -> Vec<PathBuf> {
         let paths: Vec<PathBuf> = match &self.spec {
-            Spec::Path(p) => match std::fs::canonicalize(p) {
-                Ok(t) => vec![t],
-                Err(_) => vec![],
-            },
-            Spec::Glob(g) => {
-                glob::glob(g).map(|it| it.filter_map(Result::ok).filter(|p| p.is_file()).collect()).unwrap_or_default()
-            }
+            Spec::Path(p) => std::fs::canonicalize(p).map(|t| vec![t]).unwrap_or_default(),
+            Spec::Glob(g) => glob::glob(g)
+                .map(|it| it.filter_map(Result::ok).filter_map(|p| std::fs::canonicalize(p).ok()).collect())
+                .unwrap_or_default(),
         };
-        let present: Vec<(u64, u64)> =
-            paths.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| (m.dev(), m.ino())).collect();
-        self.done.retain(|d| present.contains(&(d.dev, d.ino)));
-        let mut keyed: Vec<(SystemTime, PathBuf)> = paths
+        let mut listed: Vec<(PathBuf, Stat)> = paths
             .into_iter()
-            .filter(|p| {
-                let same_as_current = self.current.as_ref().is_some_and(|c| {
-                    std::fs::canonicalize(p).ok().as_deref() == Some(c.path.as_path())
-                        && same_file(p, &c.id).unwrap_or(false)
-                });
-                !same_as_current && file_id(p).map(|id| !self.is_done(&id)).unwrap_or(false)
-            })
-            .filter_map(|p| std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| (t, p)))
+            .filter_map(|p| std::fs::metadata(&p).ok().filter(Metadata::is_file).map(|m| (p, Stat::of(&m))))
             .collect();
-        keyed.sort();
-        keyed.into_iter().map(|(_, p)| p).collect()
+        self.finished.retain(|f| listed.iter().any(|(p, _)| *p == f.path));
+        let current = self.current.as_ref().map(|c| (c.path.clone(), c.stat.clone()));
+        listed.retain(|(p, stat)| {
+            let is_current = current.as_ref().is_some_and(|(cp, cs)| cp == p && cs.same_inode(stat));
+            !is_current && !self.already_read(p, stat)
+        });
+        // dumpcap's file numbers give the order exactly; otherwise the writer's order is
+        // the order of last modification (a ring file is not written once the next exists).
+        let numbers: Option<Vec<u64>> = listed.iter().map(|(p, _)| dumpcap_file_number(p).map(|(_, n)| n)).collect();
+        match numbers {
+            Some(numbers) => {
+                let mut keyed: Vec<(u64, PathBuf)> =
+                    numbers.into_iter().zip(listed).map(|(n, (p, _))| (n, p)).collect();
+                keyed.sort();
+                keyed.into_iter().map(|(_, p)| p).collect()
+            }
+            None => {
+                listed.sort_by(|(pa, a), (pb, b)| a.modified.cmp(&b.modified).then_with(|| pa.cmp(pb)));
+                listed.into_iter().map(|(p, _)| p).collect()
+            }
+        }
     }
 
-    /// `candidates`, listed again at most every 250 ms (and at once after a switch).
+    /// `candidates`, listed again at most every `RELIST` (and at once after a switch).
     fn recent_candidates(&mut self) -> Vec<PathBuf> {
-        const RELIST: std::time::Duration = std::time::Duration::from_millis(250);
         if let Some((when, list)) = &self.listing
             && when.elapsed() < RELIST
         {
             return list.clone();
         }
         let list = self.candidates();
-        self.listing = Some((std::time::Instant::now(), list.clone()));
+        self.listing = Some((Instant::now(), list.clone()));
         list
     }
 
@@ -244,7 +341,10 @@ impl Tailer {
     fn open(&mut self, path: PathBuf) -> Result<(), TailError> {
         let io = |source| TailError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io)?;
-        let id = file_id(&path).map_err(io)?;
+        let stat = Stat::of(&file.metadata().map_err(io)?);
+        // From the descriptor the reader will use: the name may be given to a new file.
+        let signature = read_signature(&file).map_err(io)?;
+        self.note_missed_dumpcap_files(&path);
         // Files are numbered in the order they are opened; `take_opened` lists them so the
         // caller can name them in the same order.
         let file_index = self.files_opened as u32;
@@ -252,38 +352,72 @@ impl Tailer {
         self.files_opened += 1;
         self.opened.push(path.clone());
         tracing::debug!(path = %path.display(), "following");
-        self.current = Some(Current { path, reader, file_index, id, rotation_seen: false });
+        self.current = Some(Current { path, reader, file_index, stat, signature, rotation_seen: false });
         Ok(())
     }
 
+    fn note_missed_dumpcap_files(&mut self, path: &Path) {
+        let Some((prefix, number)) = dumpcap_file_number(path) else { return };
+        if let Some((last_prefix, last)) = &self.last_dumpcap_number
+            && *last_prefix == prefix
+            && number > last + 1
+        {
+            let missed = number - last - 1;
+            self.losses.files_missed += missed;
+            self.notices.push(format!(
+                "ring files {}..{} of {prefix} were removed by the capture tool before they could be read: their packets are missing (a larger ring, -b files:N, gives the follower more time)",
+                last + 1,
+                number - 1
+            ));
+        }
+        self.last_dumpcap_number = Some((prefix, number));
+    }
+
+    /// Remembers the current file as read, as it is now.
+    fn finish_current(&mut self) -> Option<Current> {
+        let cur = self.current.take()?;
+        let stat = std::fs::metadata(&cur.path).map(|m| Stat::of(&m)).unwrap_or_else(|_| cur.stat.clone());
+        if stat.same_inode(&cur.stat) {
+            self.finished.push(Finished { path: cur.path.clone(), stat, signature: cur.signature.clone() });
+        }
+        self.listing = None;
+        Some(cur)
+    }
+
     /// Called when the current file has nothing complete left (`pending` bytes of a record
-    /// are buffered). Decides between waiting and moving on.
+    /// or of the file header are buffered). Decides between waiting and moving on.
     pub fn caught_up(&mut self, pending: usize) -> Result<AfterEnd, TailError> {
         let Some(cur) = self.current.as_mut() else {
             return Ok(if self.ensure_open()? { AfterEnd::ReadAgain } else { AfterEnd::Wait });
         };
         // Rewritten in place (shorter than what we read, or different first bytes)?
-        let len = std::fs::metadata(&cur.path).map(|m| m.len()).ok();
+        let meta = std::fs::metadata(&cur.path).ok();
         let consumed = cur.reader.offset() + pending as u64;
-        let rewritten = match len {
+        let rewritten = match &meta {
             None => false,
-            Some(l) if l < consumed => true,
-            Some(_) => !same_file(&cur.path, &cur.id).unwrap_or(true),
+            Some(m) if !Stat::of(m).same_inode(&cur.stat) => false,
+            Some(m) if m.len() < consumed => true,
+            Some(_) => !starts_with(&cur.path, &cur.signature).unwrap_or(true),
         };
-        if !rewritten && cur.id.signature.len() < SIGNATURE_BYTES {
-            // It grew: remember more of its start, so that a later rewrite is recognised.
-            if let Ok(id) = file_id(&cur.path)
-                && id.signature.starts_with(&cur.id.signature)
+        if let Some(m) = &meta
+            && !rewritten
+            && Stat::of(m).same_inode(&cur.stat)
+        {
+            cur.stat = Stat::of(m);
+            if cur.signature.len() < SIGNATURE_BYTES
+                && let Ok(signature) = File::open(&cur.path).and_then(|f| read_signature(&f))
+                && signature.starts_with(&cur.signature)
             {
-                cur.id = id;
+                // It grew: remember more of its start, so that a later rewrite is recognised.
+                cur.signature = signature;
             }
         }
         if rewritten {
-            self.rewrites += 1;
+            self.losses.rewrites += 1;
             self.notices.push(format!(
                 "{} was truncated or rewritten (now {} bytes, {} had been read): reading it again from the start as a new capture",
                 cur.path.display(),
-                len.unwrap_or(0),
+                meta.map_or(0, |m| m.len()),
                 consumed
             ));
             let path = cur.path.clone();
@@ -302,25 +436,41 @@ impl Tailer {
             return Ok(AfterEnd::ReadAgain);
         }
         if pending > 0 {
-            self.cut_tails += pending as u64;
+            self.losses.bytes_cut_at_file_ends += pending as u64;
             self.notices.push(format!(
                 "{} ends inside a packet ({pending} bytes after the last whole one): the writer stopped mid-packet; those bytes are skipped",
                 cur.path.display()
             ));
         }
-        self.listing = None;
         self.notices.push(format!("{} finished; following {}", cur.path.display(), newer[0].display()));
-        let finished = self.current.take().expect("current checked above");
-        self.done.push(file_id(&finished.path).unwrap_or(finished.id));
+        self.finish_current();
         self.open(newer[0].clone())?;
         Ok(AfterEnd::ReadAgain)
     }
 
-    /// The current file cannot be read further (damaged): skip to the next one when there is
-    /// one, else keep it (a rewrite will be noticed).
+    /// The current file cannot be read further (damaged, or not a capture): it is counted,
+    /// and the next file is read when there is one. The file is read again if it is
+    /// rewritten.
     pub fn abandon_current(&mut self) {
-        if let Some(cur) = self.current.take() {
-            self.done.push(file_id(&cur.path).unwrap_or(cur.id));
+        if self.finish_current().is_some() {
+            self.losses.files_unreadable += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dumpcap_ring_names_carry_their_number() {
+        let n = |s: &str| dumpcap_file_number(Path::new(s));
+        assert_eq!(n("/r/cap_00012_20261201003400.pcapng"), Some(("cap".into(), 12)));
+        assert_eq!(n("my_cap_123456_20261201003400.pcap"), Some(("my_cap".into(), 123456)));
+        assert_eq!(n("cap_00012_20261201003400.pcapng.gz"), Some(("cap".into(), 12)));
+        assert_eq!(n("/r/my.ring_00007_20261201003400.pcapng"), Some(("my.ring".into(), 7)));
+        assert_eq!(n("ring.pcap3"), None);
+        assert_eq!(n("cap_12_20261201003400.pcap"), None);
+        assert_eq!(n("cap_00012_2026120100340.pcap"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! Connections: canonical keys, per-direction state, wrap-safe sequence arithmetic, and a
 //! table with bounded memory.
+pub mod kernel_join;
 pub mod key;
 pub mod seq;
 pub mod state;

@@ -16,11 +16,6 @@ pub fn seq_gt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-#[inline]
-pub fn seq_ge(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) >= 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,7 +25,7 @@ mod tests {
         assert!(seq_lt(1, 2));
         assert!(seq_lt(u32::MAX - 10, 5));
         assert!(seq_gt(5, u32::MAX - 10));
-        assert!(seq_le(7, 7) && seq_ge(7, 7));
+        assert!(seq_le(7, 7));
         assert!(!seq_lt(7, 7));
         assert!(seq_lt(0, 0x7fff_ffff));
         assert!(seq_gt(0, 0x8000_0001));

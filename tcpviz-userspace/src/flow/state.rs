@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use crate::capture::decode::SackBlocks;
-use crate::capture::frame::TimestampNs;
 use crate::event::EventKind;
+use crate::time::TimestampNs;
 
 use super::seq::{seq_le, seq_lt};
 
@@ -165,6 +165,26 @@ impl RttStats {
     }
 }
 
+/// Events of one direction by kind. Most connections have none or a few, so the counts are
+/// allocated with the first event: a quiet connection pays 8 bytes, not a hundred.
+#[derive(Debug, Clone, Default)]
+pub struct EventCounts(Option<Box<[u32; EventKind::COUNT]>>);
+
+impl EventCounts {
+    pub fn add(&mut self, kind: EventKind) {
+        self.0.get_or_insert_with(|| Box::new([0; EventKind::COUNT]))[kind.index()] += 1;
+    }
+
+    pub fn get(&self, kind: EventKind) -> u32 {
+        self.0.as_ref().map_or(0, |c| c[kind.index()])
+    }
+
+    /// Counts in the order of `EventKind::ALL`.
+    pub fn to_array(&self) -> [u32; EventKind::COUNT] {
+        self.0.as_deref().copied().unwrap_or([0; EventKind::COUNT])
+    }
+}
+
 /// Counters of one direction, kept for the summary.
 #[derive(Debug, Clone, Default)]
 pub struct DirStats {
@@ -172,7 +192,7 @@ pub struct DirStats {
     pub payload_bytes: u64,
     pub retransmitted_bytes: u64,
     pub max_bytes_in_flight: u32,
-    pub events: [u32; EventKind::COUNT],
+    pub events: EventCounts,
     pub rtt: RttStats,
 }
 
@@ -303,7 +323,7 @@ pub struct Flow {
     /// Index of the input file of the latest packet (several files can make one run).
     pub file_index: u32,
     /// What the kernel hooks said about this connection (live sessions).
-    pub kernel: Option<Box<crate::analysis::kernel::KernelFlowState>>,
+    pub kernel: Option<Box<crate::flow::kernel_join::KernelFlowState>>,
 }
 
 impl Flow {
@@ -340,29 +360,13 @@ impl Flow {
 
     /// A score to sort flows by trouble: weighted problem events.
     pub fn trouble_score(&self) -> u64 {
-        self.dirs.iter().map(|d| trouble_score(&d.stats.events)).sum()
+        self.dirs.iter().map(|d| trouble_score(&d.stats.events.to_array())).sum()
     }
 }
 
-/// Weighted count of problem events: losses and timeouts weigh more than reordering.
+/// Weighted count of problem events (weights: [`EventKind::trouble_weight`]).
 pub fn trouble_score(events: &[u32; EventKind::COUNT]) -> u64 {
-    EventKind::ALL
-        .iter()
-        .map(|k| {
-            let w = match k {
-                EventKind::LossInfer | EventKind::HandshakeAnomaly => 10,
-                EventKind::Retransmission
-                | EventKind::FastRetransmission
-                | EventKind::LostSegment
-                | EventKind::ZeroWindow
-                | EventKind::TeardownAnomaly => 3,
-                EventKind::SpuriousRetransmission | EventKind::OutOfOrder | EventKind::AckLostSegment => 2,
-                EventKind::DuplicateAck | EventKind::WindowFull | EventKind::ZeroWindowProbe => 1,
-                _ => 0,
-            };
-            w * events[k.index()] as u64
-        })
-        .sum()
+    EventKind::ALL.iter().map(|k| k.trouble_weight() * events[k.index()] as u64).sum()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::capture::decode::Segment;
-use crate::capture::frame::{NS_PER_SEC, TimestampNs};
+use crate::time::{NS_PER_SEC, TimestampNs};
 
 use super::key::FlowKey;
 use super::state::Flow;
@@ -54,7 +54,9 @@ pub struct EvictionCounts {
 }
 
 pub struct FlowTable {
-    flows: FxHashMap<FlowKey, Flow>,
+    /// Boxed: a flow is about a kilobyte, and the table moves its entries when it grows
+    /// and when flows leave it; moving a pointer is cheap, moving the flow is not.
+    flows: FxHashMap<FlowKey, Box<Flow>>,
     next_id: u64,
     limits: FlowLimits,
     last_sweep: TimestampNs,
@@ -89,7 +91,7 @@ impl FlowTable {
 
     /// Advances packet time and retires idle flows (at most once per second of packet
     /// time), or the least recently active ones when the table is full.
-    pub fn advance(&mut self, ts: TimestampNs, retire: &mut impl FnMut(Flow, Retirement)) {
+    pub fn advance(&mut self, ts: TimestampNs, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
         if ts > self.now {
             self.now = ts;
         }
@@ -135,40 +137,40 @@ impl FlowTable {
         let flow = self.flows.entry(key).or_insert_with(|| {
             let id = *next_id;
             *next_id += 1;
-            Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)
+            Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts))
         });
         let dir = flow.direction_of((seg.src, seg.sport));
         (flow, dir)
     }
 
     /// Replaces the flow of `seg` by a new connection (ports reused), returning the old one.
-    pub fn restart(&mut self, seg: &Segment) -> Option<Flow> {
+    pub fn restart(&mut self, seg: &Segment) -> Option<Box<Flow>> {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
         let old = self.flows.remove(&key);
         let id = self.next_id;
         self.next_id += 1;
-        self.flows.insert(key, Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts));
+        self.flows.insert(key, Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)));
         old
     }
 
     /// Every flow still in the table, for the end of input.
-    pub fn drain(&mut self) -> impl Iterator<Item = Flow> + '_ {
+    pub fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
         self.flows.drain().map(|(_, f)| f)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
-        self.flows.values()
+        self.flows.values().map(|f| &**f)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Flow> {
-        self.flows.values_mut()
+        self.flows.values_mut().map(|f| &mut **f)
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        self.flows.get(key)
+        self.flows.get(key).map(|f| &**f)
     }
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        self.flows.get_mut(key)
+        self.flows.get_mut(key).map(|f| &mut **f)
     }
 }

@@ -2,7 +2,7 @@
 //! the byte offset of a struct member path such as `sock.__sk_common.skc_net.net`. Rust eBPF
 //! has no CO-RE, so the kernel side gets these offsets from userspace at start-up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -162,18 +162,26 @@ impl Btf {
         ty
     }
 
-    /// Bit offset of `member` in composite `ty`, looking into anonymous members.
-    fn member(&self, ty: u32, member: &str) -> Option<(u32, u32)> {
-        let Type::Composite { members } = self.types.get(self.resolve(ty) as usize)? else { return None };
+    /// Bit offset of `member` in composite `ty`, looking into anonymous members: each
+    /// composite at most once per lookup, and at most `MAX_ANONYMOUS_DEPTH` deep (a malformed
+    /// blob may make a struct its own member, or nest thousands of them).
+    fn member(&self, ty: u32, member: &str, depth: usize, searched: &mut HashSet<u32>) -> Option<(u32, u32)> {
+        const MAX_ANONYMOUS_DEPTH: usize = 16;
+        let ty = self.resolve(ty);
+        let Type::Composite { members } = self.types.get(ty as usize)? else { return None };
+        if !searched.insert(ty) {
+            return None;
+        }
         for m in members {
             let name = self.name(m.name);
             if name == member {
                 return Some((m.bit_offset, m.ty));
             }
             if name.is_empty()
-                && let Some((inner, t)) = self.member(m.ty, member)
+                && depth < MAX_ANONYMOUS_DEPTH
+                && let Some((inner, t)) = self.member(m.ty, member, depth + 1, searched)
             {
-                return Some((m.bit_offset + inner, t));
+                return Some((m.bit_offset.checked_add(inner)?, t));
             }
         }
         None
@@ -186,8 +194,9 @@ impl Btf {
         let mut ty = *self.composites.get(root).ok_or_else(|| BtfError::NotFound(format!("struct {root}")))?;
         let mut bits = 0;
         for p in parts {
-            let (off, next) = self.member(ty, p).ok_or_else(|| BtfError::NotFound(path.to_string()))?;
-            bits += off;
+            let (off, next) =
+                self.member(ty, p, 0, &mut HashSet::new()).ok_or_else(|| BtfError::NotFound(path.to_string()))?;
+            bits = u32::checked_add(bits, off).ok_or(BtfError::Malformed("member offsets overflow"))?;
             ty = next;
         }
         if bits % 8 != 0 {
@@ -242,6 +251,62 @@ mod tests {
         assert_eq!(btf.offset_of("outer.in.y").unwrap(), 24);
         assert!(matches!(btf.offset_of("outer.nope"), Err(BtfError::NotFound(_))));
         assert!(Btf::parse(b"not btf").is_err());
+    }
+
+    /// Found by the `btf` fuzz target: a struct whose anonymous member is the struct itself
+    /// sent the member lookup into endless recursion (a stack overflow), and member offsets
+    /// near 2^32 bits overflowed when added up.
+    #[test]
+    fn self_containing_struct_and_huge_offsets_are_not_fatal() {
+        let strings = b"\0s\0x\0u\0v\0y\0w\0z\0";
+        let words: [[u32; 6]; 4] = [
+            // 1: struct s { <anonymous> of type s at bit 0 }
+            [1, (KIND_STRUCT << 24) | 1, 8, 0, 1, 0],
+            // 2: struct u { <anonymous> of type v at bit 0xffff_fff0 }
+            [5, (KIND_STRUCT << 24) | 1, 8, 0, 3, 0xffff_fff0],
+            // 3: struct v { w y at bit 0x100 }
+            [7, (KIND_STRUCT << 24) | 1, 8, 9, 4, 0x100],
+            // 4: struct w { s z at bit 0xffff_ff00 }
+            [11, (KIND_STRUCT << 24) | 1, 8, 13, 1, 0xffff_ff00],
+        ];
+        let types: Vec<u8> = words.iter().flatten().flat_map(|w| w.to_le_bytes()).collect();
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        let btf = Btf::parse(&blob).unwrap();
+        assert!(matches!(btf.offset_of("s.x"), Err(BtfError::NotFound(_))));
+        assert_eq!(btf.offset_of("v.y").unwrap(), 32);
+        assert!(btf.offset_of("u.y").is_err());
+        assert!(matches!(btf.offset_of("v.y.z"), Err(BtfError::Malformed(_))));
+    }
+
+    /// Found by the `btf` fuzz target (a timeout): a struct with many anonymous members of
+    /// its own type made the lookup try every path through them, exponentially many.
+    #[test]
+    fn many_anonymous_self_members_are_searched_once() {
+        let strings = b"\0s\0";
+        let mut words = vec![1, (KIND_STRUCT << 24) | 1000, 8];
+        for _ in 0..1000 {
+            words.extend([0, 1, 0]);
+        }
+        let types: Vec<u8> = words.iter().flat_map(|w: &u32| w.to_le_bytes()).collect();
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        let btf = Btf::parse(&blob).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(btf.offset_of("s.x"), Err(BtfError::NotFound(_))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! and pcapng files carry wall time (CLOCK_REALTIME). The offset between the two clocks is
 //! measured at start-up by reading them back to back, keeping the tightest of several tries.
 
-use crate::capture::frame::TimestampNs;
+use crate::time::TimestampNs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootClock {
@@ -34,8 +34,10 @@ impl BootClock {
         best
     }
 
+    /// A record's boot time in wall time. A time no kernel could have stamped (past the
+    /// year 2262) saturates instead of overflowing.
     pub fn to_wall(self, boot_ns: u64) -> TimestampNs {
-        boot_ns as i64 + self.offset_ns
+        i64::try_from(boot_ns).unwrap_or(i64::MAX).saturating_add(self.offset_ns)
     }
 }
 
@@ -58,5 +60,16 @@ mod tests {
         // Pure arithmetic: a fixed offset maps exactly.
         let fixed = BootClock { offset_ns: 1_700_000_000_000_000_000, error_ns: 0 };
         assert_eq!(fixed.to_wall(5_000), 1_700_000_000_000_005_000);
+    }
+
+    /// Found by the `ring_record` fuzz target: a record stamped near u64::MAX (a corrupt or
+    /// hostile ring record) overflowed the addition.
+    #[test]
+    fn absurd_boot_times_saturate() {
+        let c = BootClock { offset_ns: 1_764_000_000_000_000_000, error_ns: 0 };
+        assert_eq!(c.to_wall(u64::MAX), i64::MAX);
+        assert_eq!(c.to_wall(i64::MAX as u64), i64::MAX);
+        let behind = BootClock { offset_ns: -5, error_ns: 0 };
+        assert_eq!(behind.to_wall(3), -2);
     }
 }

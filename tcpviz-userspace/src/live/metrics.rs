@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::KernelLosses;
 use crate::event::EventKind;
-use crate::monitor::AlertingSink;
+use crate::output::alerting::AlertingSink;
 use crate::output::summary::endpoint;
 use crate::pipeline::Pipeline;
 
@@ -22,7 +23,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Renders the current counters (called about once a second).
-    pub fn update(&self, pipeline: &Pipeline, sink: &AlertingSink, kernel: &[u64; tcpviz_common::COUNTERS]) {
+    pub fn update(&self, pipeline: &Pipeline, sink: &AlertingSink, losses: &KernelLosses) {
         let c = &pipeline.counters;
         let mut s = String::new();
         let _ = writeln!(s, "# HELP tcpviz_packets_total Packets analysed.\n# TYPE tcpviz_packets_total counter");
@@ -31,18 +32,30 @@ impl Metrics {
         for k in EventKind::ALL {
             let _ = writeln!(s, "tcpviz_events_total{{kind=\"{k}\"}} {}", c.events[k.index()]);
         }
-        let _ = writeln!(s, "# HELP tcpviz_lost_events_total Ring-buffer records lost (buffer full), by ring.");
+        let _ = writeln!(
+            s,
+            "# HELP tcpviz_lost_events_total Records the kernel side lost, by stream and cause: ring_full (the ring \
+             buffer was full), recursion (the kernel skipped the program: another BPF program was running on that \
+             CPU), unreadable (a tracepoint record that could not be copied)."
+        );
         let _ = writeln!(s, "# TYPE tcpviz_lost_events_total counter");
+        for (ring, cause, n) in [
+            ("packets", "ring_full", losses.packets_ring_full),
+            ("packets", "recursion", losses.packets_recursion),
+            ("kernel_events", "ring_full", losses.events_ring_full),
+            ("kernel_events", "recursion", losses.events_recursion),
+            ("kernel_events", "unreadable", losses.events_unreadable),
+        ] {
+            let _ = writeln!(s, "tcpviz_lost_events_total{{ring=\"{ring}\",cause=\"{cause}\"}} {n}");
+        }
         let _ = writeln!(
             s,
-            "tcpviz_lost_events_total{{ring=\"packets\"}} {}",
-            kernel[tcpviz_common::COUNTER_PACKETS_LOST as usize]
+            "# HELP tcpviz_program_recursion_misses_total Runs of each tcpviz program the kernel skipped \
+             (bpftool's recursion_misses).\n# TYPE tcpviz_program_recursion_misses_total counter"
         );
-        let _ = writeln!(
-            s,
-            "tcpviz_lost_events_total{{ring=\"kernel_events\"}} {}",
-            kernel[tcpviz_common::COUNTER_TRACE_LOST as usize]
-        );
+        for (program, n) in &losses.recursion_by_program {
+            let _ = writeln!(s, "tcpviz_program_recursion_misses_total{{program=\"{program}\"}} {n}");
+        }
         let _ =
             writeln!(s, "# HELP tcpviz_alerts_total Alert level changes raised.\n# TYPE tcpviz_alerts_total counter");
         let _ = writeln!(s, "tcpviz_alerts_total {}", sink.engine.raised);
@@ -66,7 +79,7 @@ impl Metrics {
                 endpoint(f.endpoints[1].0, f.endpoints[1].1)
             );
             for k in EventKind::ALL {
-                let n: u32 = f.dirs.iter().map(|d| d.stats.events[k.index()]).sum();
+                let n: u32 = f.dirs.iter().map(|d| d.stats.events.get(k)).sum();
                 if n > 0 {
                     let _ = writeln!(
                         s,

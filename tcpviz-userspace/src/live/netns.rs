@@ -23,11 +23,6 @@ impl Netns {
         let inum = file.metadata()?.ino();
         Ok(Netns { name: name.to_string(), file, inum })
     }
-
-    /// The namespace the agent runs in.
-    pub fn current_inum() -> std::io::Result<u64> {
-        Ok(std::fs::metadata("/proc/self/ns/net")?.ino())
-    }
 }
 
 /// Runs `f` inside `ns` (on a helper thread), or right here when `ns` is None.

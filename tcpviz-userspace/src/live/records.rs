@@ -11,8 +11,8 @@ use tcpviz_common::{
 
 use super::tracefs::Format;
 use crate::analysis::kernel::{KernelEvent, KernelKind};
-use crate::capture::frame::TimestampNs;
 use crate::event::KernelSample;
+use crate::time::TimestampNs;
 
 const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;

@@ -13,7 +13,7 @@ pub enum TracefsError {
         "tracefs is not mounted and could not be mounted ({0}): run `mount -t tracefs nodev /sys/kernel/tracing` as root (note: `ip netns exec` remounts /sys and hides it; use tcpviz live --netns NAME instead)"
     )]
     NotMounted(String),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: unreadable format file ({detail})")]
     Format { path: PathBuf, detail: String },
@@ -78,6 +78,10 @@ impl Format {
     }
 }
 
+/// Tracepoint records fit in a page of the trace buffer; the agent passes offsets to the
+/// kernel side as 16-bit numbers.
+const MAX_RECORD_LEN: usize = u16::MAX as usize;
+
 /// Parses the text of a `format` file.
 pub fn parse_format(category: &str, name: &str, text: &str) -> Result<Format, String> {
     let mut fields = Vec::new();
@@ -105,6 +109,9 @@ pub fn parse_format(category: &str, name: &str, text: &str) -> Result<Format, St
         let (Some(offset), Some(size)) = (offset, size) else {
             return Err(format!("field {field_name}: no offset or size"));
         };
+        if offset.checked_add(size).is_none_or(|end| end > MAX_RECORD_LEN) {
+            return Err(format!("field {field_name}: offset {offset} and size {size} reach past any record"));
+        }
         fields.push(Field { name: field_name.to_string(), offset, size, signed });
     }
     if fields.is_empty() {
@@ -195,5 +202,18 @@ print fmt: \"skbaddr=%p\", REC->skbaddr
         assert!(f.field("err").is_none());
         assert_eq!(f.record_len(), 58);
         assert!(parse_format("x", "y", "garbage").is_err());
+    }
+
+    /// Found by the `tracefs_format` fuzz target: an offset near usize::MAX overflowed when
+    /// the end of the field was computed (record_len, uint, bytes).
+    #[test]
+    fn fields_past_any_record_are_rejected() {
+        for (offset, size) in [(usize::MAX, 2), (8, usize::MAX), (65_530, 8)] {
+            let text = format!("\tfield:int x;\toffset:{offset};\tsize:{size};\tsigned:1;\n");
+            let err = parse_format("tcp", "t", &text).unwrap_err();
+            assert!(err.contains("past any record"), "{err}");
+        }
+        let ok = parse_format("tcp", "t", "\tfield:int x;\toffset:65531;\tsize:4;\tsigned:1;\n").unwrap();
+        assert_eq!(ok.record_len(), 65_535);
     }
 }

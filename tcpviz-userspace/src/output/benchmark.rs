@@ -50,7 +50,7 @@ impl RunFigures {
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, self.render())
+        crate::output::record_file::write_whole(path, self.render().as_bytes())
     }
 }
 

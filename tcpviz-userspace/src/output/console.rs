@@ -1,10 +1,11 @@
 //! Alert lines on the terminal: one per change of level, coloured on a TTY.
 
-use std::io::{IsTerminal, Write};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
 
 use crate::alert::{Alert, Level};
-use crate::capture::frame::NS_PER_SEC;
 use crate::output::summary::endpoint;
+use crate::time::NS_PER_SEC;
 
 pub struct Console {
     colour: bool,
@@ -36,14 +37,16 @@ impl Console {
         )
     }
 
+    /// Prints alert lines on standard output (dropped once its reader is gone: see
+    /// [`stdio`](crate::output::stdio)).
     pub fn print(&self, alerts: &[Alert]) {
         if alerts.is_empty() {
             return;
         }
-        let mut out = std::io::stdout().lock();
+        let mut text = String::new();
         for a in alerts {
-            let _ = writeln!(out, "{}", self.render(a));
+            let _ = writeln!(text, "{}", self.render(a));
         }
-        let _ = out.flush();
+        crate::out!("{text}");
     }
 }

@@ -1,26 +1,37 @@
-//! `events.jsonl`: one event per line, written as events are found.
+//! `events.jsonl` and the other JSON-lines files: one record per line, written as found,
+//! never half a line (see [`RecordFile`]).
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use crate::event::Event;
+use crate::output::record_file::{OnFailure, RecordFile};
+
+/// Lines are written in batches of this many bytes (and on flush).
+const BATCH_BYTES: usize = 256 * 1024;
 
 pub struct JsonlWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
+    file: RecordFile,
 }
 
 impl JsonlWriter {
+    /// For a one-shot run: a write that fails is an error.
     pub fn create(path: &Path) -> io::Result<JsonlWriter> {
-        let file = File::create(path)?;
-        Ok(JsonlWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(256 * 1024, file) })
+        Ok(JsonlWriter { file: RecordFile::create(path, OnFailure::Stop, BATCH_BYTES)? })
+    }
+
+    /// For the long-running modes: lines that cannot be written are counted, and writing
+    /// goes on when it can.
+    pub fn create_lasting(path: &Path) -> io::Result<JsonlWriter> {
+        Ok(JsonlWriter { file: RecordFile::create(path, OnFailure::Count, BATCH_BYTES)? })
     }
 
     pub fn write<T: serde::Serialize>(&mut self, item: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, item).map_err(io::Error::other)?;
-        self.out.write_all(b"\n")?;
-        Ok(())
+        self.file.push(|buf| {
+            serde_json::to_writer(&mut *buf, item).map_err(io::Error::other)?;
+            buf.push(b'\n');
+            Ok(())
+        })
     }
 
     pub fn write_events(&mut self, events: &[Event]) -> io::Result<()> {
@@ -31,30 +42,61 @@ impl JsonlWriter {
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.file.flush()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn file(&self) -> &RecordFile {
+        &self.file
     }
 }
 
-/// Reads an events file back (for `summary`, `report`, tests). Lines that do not parse are
-/// counted and skipped, not fatal.
-pub fn read_events(path: &Path) -> io::Result<(Vec<Event>, u64)> {
+/// Reads an events file back (`parse-pcap --kernel-events`). A line that is not an event
+/// is an error naming the file and the line; a last line cut short (a session still being
+/// written) is left out.
+pub fn read_events(path: &Path) -> io::Result<Vec<Event>> {
     use io::BufRead;
-    let file = File::open(path)?;
+    let mut reader = io::BufReader::new(std::fs::File::open(path)?);
     let mut events = Vec::new();
-    let mut bad = 0;
-    for line in io::BufReader::new(file).lines() {
-        let line = line?;
-        if line.trim().is_empty() {
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        number += 1;
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Event>(&line) {
+        match serde_json::from_slice::<Event>(&line) {
             Ok(e) => events.push(e),
-            Err(_) => bad += 1,
+            Err(_) if line.last() != Some(&b'\n') => break,
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} line {number}: {}", path.display(), line_error(&e, "an event")),
+                ));
+            }
         }
     }
-    Ok((events, bad))
+    Ok(events)
+}
+
+/// Why a line is not a `what` (an event, an alert, ...): not UTF-8, not JSON, or JSON of
+/// another schema. Without serde's position (the line is named by the caller) and without
+/// its list of every known name.
+pub(crate) fn line_error(e: &serde_json::Error, what: &str) -> String {
+    let mut msg = e.to_string();
+    if let Some(i) = msg.rfind(" at line ") {
+        msg.truncate(i);
+    }
+    if let Some(i) = msg.find(", expected one of") {
+        msg.truncate(i);
+    }
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            format!("not {what} of tcpviz schema version {} ({msg})", crate::event::SCHEMA_VERSION)
+        }
+        _ => format!("not JSON ({msg}, at column {})", e.column()),
+    }
 }

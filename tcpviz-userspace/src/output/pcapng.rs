@@ -1,16 +1,17 @@
 //! A pcapng writer for the packet snapshots of a live session (`capture.pcapng`), so the
 //! session can be analysed again offline. Nanosecond timestamps; the direction of each
-//! packet in the EPB flags option.
+//! packet in the EPB flags option. Blocks are written whole or not at all
+//! ([`RecordFile`]), so a full disk leaves a capture that reads to its end.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::Path;
 
-use crate::capture::frame::{Direction, LinkType, TimestampNs};
+use crate::capture::frame::{Direction, LinkType};
+use crate::output::record_file::{OnFailure, RecordFile};
+use crate::time::TimestampNs;
 
 pub struct PcapngWriter {
-    out: BufWriter<File>,
-    packets: u64,
+    out: RecordFile,
 }
 
 fn option(buf: &mut Vec<u8>, code: u16, value: &[u8]) {
@@ -34,8 +35,16 @@ fn block(block_type: u32, body: &[u8]) -> Vec<u8> {
 
 impl PcapngWriter {
     /// Creates the file with a section header and one interface.
-    pub fn create(path: &Path, link_type: LinkType, if_name: &str, snaplen: u32) -> io::Result<PcapngWriter> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    pub fn create(
+        path: &Path,
+        link_type: LinkType,
+        if_name: &str,
+        snaplen: u32,
+        on_failure: OnFailure,
+    ) -> io::Result<PcapngWriter> {
+        // The header is written at once, and its failure is an error whatever `on_failure`
+        // says: packets after a lost header would make the file unreadable.
+        let mut out = RecordFile::create(path, OnFailure::Stop, 1 << 20)?;
         let mut shb = Vec::new();
         shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
         shb.extend_from_slice(&1u16.to_le_bytes());
@@ -43,7 +52,10 @@ impl PcapngWriter {
         shb.extend_from_slice(&(-1i64).to_le_bytes());
         option(&mut shb, 4, format!("tcpviz {}", env!("CARGO_PKG_VERSION")).as_bytes()); // shb_userappl
         option(&mut shb, 0, &[]);
-        out.write_all(&block(0x0a0d_0d0a, &shb))?;
+        out.push(|b| {
+            b.extend_from_slice(&block(0x0a0d_0d0a, &shb));
+            Ok(())
+        })?;
         let mut idb = Vec::new();
         idb.extend_from_slice(&(link_type.0 as u16).to_le_bytes());
         idb.extend_from_slice(&0u16.to_le_bytes());
@@ -51,8 +63,13 @@ impl PcapngWriter {
         option(&mut idb, 2, if_name.as_bytes()); // if_name
         option(&mut idb, 9, &[9]); // if_tsresol: nanoseconds
         option(&mut idb, 0, &[]);
-        out.write_all(&block(1, &idb))?;
-        Ok(PcapngWriter { out, packets: 0 })
+        out.push(|b| {
+            b.extend_from_slice(&block(1, &idb));
+            Ok(())
+        })?;
+        out.flush()?;
+        out.set_on_failure(on_failure);
+        Ok(PcapngWriter { out })
     }
 
     pub fn write_packet(
@@ -82,13 +99,19 @@ impl PcapngWriter {
             option(&mut epb, 2, &flags.to_le_bytes());
             option(&mut epb, 0, &[]);
         }
-        self.out.write_all(&block(6, &epb))?;
-        self.packets += 1;
-        Ok(())
+        self.out.push(|b| {
+            b.extend_from_slice(&block(6, &epb));
+            Ok(())
+        })
     }
 
+    /// Packets in the file (written, not counting its two header blocks).
     pub fn packets(&self) -> u64 {
-        self.packets
+        self.out.written().saturating_sub(2)
+    }
+
+    pub fn file(&self) -> &RecordFile {
+        &self.out
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -98,6 +121,8 @@ impl PcapngWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+
     use super::*;
     use crate::capture::reader::{CaptureReader, Next};
 
@@ -105,7 +130,7 @@ mod tests {
     fn written_packets_read_back_with_nanosecond_times() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.pcapng");
-        let mut w = PcapngWriter::create(&path, LinkType::ETHERNET, "veth0", 128).unwrap();
+        let mut w = PcapngWriter::create(&path, LinkType::ETHERNET, "veth0", 128, OnFailure::Stop).unwrap();
         w.write_packet(1_700_000_000_123_456_789, b"abcde", 1500, Some(Direction::Egress)).unwrap();
         w.write_packet(1_700_000_001_000_000_001, b"xyz", 3, None).unwrap();
         w.flush().unwrap();

@@ -6,10 +6,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::frame::ts_to_secs;
 use crate::event::EventKind;
 use crate::flow::state::{DirState, Flow, RttStats, trouble_score};
 use crate::flow::table::Retirement;
+use crate::output::sections::Sections;
+use crate::time::ts_to_secs;
 
 /// How many flows the summary lists individually by default; beyond, the least troubled
 /// are folded into a count, so the summary stays bounded on captures with millions of
@@ -89,7 +90,7 @@ pub struct FlowSummary {
     pub directions: [DirectionSummary; 2],
     /// What the kernel hooks reported, beside the wire counts (live sessions).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub kernel: Option<crate::analysis::kernel::KernelCounts>,
+    pub kernel: Option<crate::flow::kernel_join::KernelCounts>,
 }
 
 impl FlowSummary {
@@ -107,12 +108,12 @@ impl FlowSummary {
                 retransmitted_bytes: d.stats.retransmitted_bytes,
                 max_bytes_in_flight: d.stats.max_bytes_in_flight,
                 rtt: RttSummary::from_stats(&d.stats.rtt),
-                events: counts_map(&d.stats.events),
+                events: counts_map(&d.stats.events.to_array()),
             }
         };
         let mut total = [0u32; EventKind::COUNT];
         for d in &flow.dirs {
-            for (t, c) in total.iter_mut().zip(d.stats.events.iter()) {
+            for (t, c) in total.iter_mut().zip(d.stats.events.to_array()) {
                 *t += c;
             }
         }
@@ -203,21 +204,55 @@ pub struct Summary {
     pub tool: String,
     pub sources: Vec<String>,
     pub totals: Totals,
-    /// Errors that stopped reading (damaged files); the figures cover what came before.
+    /// Errors of the run: damaged inputs (the figures cover what came before them), and
+    /// files the long-running modes could not write (with the lines not written).
     pub errors: Vec<String>,
     /// Flows sorted by trouble (worst first), then by flow id.
     pub flows: Vec<FlowSummary>,
     /// Extra sections (alerts, kernel counts) added by other sources.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub sections: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Sections::is_empty")]
+    pub sections: Sections,
 }
 
-/// Collects flows as they end and keeps the listing bounded.
+/// Collects flows as they end and keeps the listing bounded: the `limit` most troubled
+/// flows (ties: the earliest), the rest counted as folded. A flow that cannot make the list
+/// is never summarised, so a capture of millions of connections costs no more than its top.
 #[derive(Debug)]
 pub struct SummaryBuilder {
-    flows: Vec<FlowSummary>,
+    /// A heap whose top is the listed flow that would leave first.
+    kept: std::collections::BinaryHeap<Listed>,
     folded: u64,
     limit: usize,
+}
+
+/// A listed flow, ordered so that the greatest is the least troubled (then the latest).
+#[derive(Debug)]
+struct Listed(FlowSummary);
+
+impl Listed {
+    fn rank(&self) -> (std::cmp::Reverse<u64>, u64) {
+        (std::cmp::Reverse(self.0.trouble_score), self.0.flow_id)
+    }
+}
+
+impl PartialEq for Listed {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for Listed {}
+
+impl PartialOrd for Listed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Listed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
 }
 
 impl Default for SummaryBuilder {
@@ -228,41 +263,34 @@ impl Default for SummaryBuilder {
 
 impl SummaryBuilder {
     pub fn with_limit(limit: usize) -> SummaryBuilder {
-        SummaryBuilder { flows: Vec::new(), folded: 0, limit: limit.max(1) }
+        SummaryBuilder { kept: std::collections::BinaryHeap::new(), folded: 0, limit: limit.max(1) }
     }
 
     pub fn add(&mut self, flow: &Flow, why: Retirement) {
-        self.flows.push(FlowSummary::from_flow(flow, why));
-        if self.flows.len() > self.limit + self.limit / 4 {
-            self.fold();
+        if self.kept.len() >= self.limit {
+            let rank = (std::cmp::Reverse(flow.trouble_score()), flow.id);
+            if self.kept.peek().is_some_and(|last| rank >= last.rank()) {
+                self.folded += 1;
+                return;
+            }
+            self.kept.pop();
+            self.folded += 1;
         }
+        self.kept.push(Listed(FlowSummary::from_flow(flow, why)));
     }
 
-    fn fold(&mut self) {
-        self.flows.sort_by(|a, b| b.trouble_score.cmp(&a.trouble_score).then(a.flow_id.cmp(&b.flow_id)));
-        let extra = self.flows.len().saturating_sub(self.limit);
-        self.flows.truncate(self.limit);
-        self.folded += extra as u64;
-    }
-
-    pub fn flows(&self) -> &[FlowSummary] {
-        &self.flows
-    }
-
-    pub fn finish(mut self, mut totals: Totals, sources: Vec<String>, errors: Vec<String>) -> Summary {
-        if self.flows.len() > self.limit {
-            self.fold();
-        }
-        self.flows.sort_by(|a, b| b.trouble_score.cmp(&a.trouble_score).then(a.flow_id.cmp(&b.flow_id)));
+    pub fn finish(self, mut totals: Totals, sources: Vec<String>, errors: Vec<String>) -> Summary {
         totals.flows_folded = self.folded;
+        // Ascending rank: most troubled first, then by flow id.
+        let flows = self.kept.into_sorted_vec().into_iter().map(|l| l.0).collect();
         Summary {
             schema_version: crate::event::SCHEMA_VERSION,
             tool: format!("tcpviz {}", env!("CARGO_PKG_VERSION")),
             sources,
             totals,
             errors,
-            flows: self.flows,
-            sections: BTreeMap::new(),
+            flows,
+            sections: Sections::default(),
         }
     }
 }

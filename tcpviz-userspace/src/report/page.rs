@@ -32,11 +32,6 @@ pub const ERRORS_ELEMENT_ID: &str = "tcpviz-errors";
 /// whose text says how long the drawing took.
 pub const STATUS_ELEMENT_ID: &str = "tcpviz-status";
 
-/// Severity colours, the same on every page: INFO steel blue, WARNING orange, CRITICAL red.
-pub const COLOR_INFO: &str = "#5b7fa6";
-pub const COLOR_WARNING: &str = "#f08c00";
-pub const COLOR_CRITICAL: &str = "#d62728";
-
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -196,10 +191,6 @@ impl Page {
             "<div class=\"plot\" id=\"{id}\"></div>\n<script>tcpvizPlot(\"{id}\", {figure});</script>\n"
         );
         self.plots += 1;
-    }
-
-    pub fn plots(&self) -> usize {
-        self.plots
     }
 
     /// The finished HTML document.

@@ -7,15 +7,19 @@ use plotly::common::{HoverInfo, Marker, Title};
 use plotly::layout::{Axis, Margin};
 use plotly::{Bar, Layout, Plot};
 
-use super::flow_detail::{
-    FlowTarget, MAX_DETAIL_FLOWS, in_flight_plot, kernel_series, locate_captures, rtt_plot, series_from_captures,
-    series_from_events, series_note, time_sequence_plot,
-};
+use super::flow_plots::{in_flight_plot, rtt_plot, series_note, time_sequence_plot};
 use super::page::{Page, PageKind, escape_html, fmt_bytes, fmt_count, fmt_ms, fmt_seconds, fmt_utc, truncate_chars};
-use super::summary_page::{data_direction, kind_color};
-use super::timeline::{AlertSpan, alert_spans, plot_config, unreadable_note};
-use super::{ReportError, SessionFiles, read_json_lines};
+use super::series::{
+    FlowTarget, MAX_DETAIL_FLOWS, kernel_series, locate_captures, series_from_captures, series_from_events,
+};
+use super::style::{kind_color, plot_config};
+use super::summary_page::data_direction;
+use super::timeline::unreadable_note;
+use super::timeline_data::{AlertSpan, alert_spans};
+use super::{Problem, ReportError, SessionFiles, read_json_lines};
 use crate::alert::{Alert, Level};
+use crate::output::sections::LiveSection;
+use crate::output::session;
 use crate::output::summary::{FlowSummary, Summary};
 
 pub const EVENTS_BY_KIND_PLOT_ID: &str = "events-by-kind";
@@ -39,12 +43,18 @@ pub fn worst_flows(summary: &Summary) -> Vec<&FlowSummary> {
     flows
 }
 
-pub fn render(files: &SessionFiles, summary: &Summary) -> Result<String, ReportError> {
+/// Renders the page; what could not be read, and captures that are gone, go to `problems`
+/// (and are said on the page).
+pub fn render(files: &SessionFiles, summary: &Summary, problems: &mut Vec<Problem>) -> Result<String, ReportError> {
     let t = &summary.totals;
     let mut page = Page::new(PageKind::Report, "TCP report", &files.dir.display().to_string());
 
     let mut alerts = Vec::new();
-    let alert_counts = read_json_lines::<Alert>(&files.alerts_path(), |a| alerts.push(a))?;
+    let alert_counts = read_json_lines::<Alert>(&files.alerts_path(), "an alert", |a| alerts.push(a))?;
+    // The report needs summary.json: the session is finished.
+    if let Some(c) = &alert_counts {
+        problems.extend(c.problems(&files.alerts_path(), true));
+    }
     let raised = |level: Level| alerts.iter().filter(|a| a.level == level).count() as u64;
     let (warn_alerts, critical_alerts) = (raised(Level::Warn), raised(Level::Critical));
     let spans = alert_spans(alerts.iter().cloned(), t.last_ts.unwrap_or(0.0));
@@ -81,10 +91,10 @@ pub fn render(files: &SessionFiles, summary: &Summary) -> Result<String, ReportE
     }
 
     page.heading(2, "overview", "Overview");
-    page.push_html(&overview_table(summary, alert_counts.map(|_| (warn_alerts, critical_alerts))));
-    if let Some(c) = alert_counts {
+    page.push_html(&overview_table(summary, alert_counts.as_ref().map(|_| (warn_alerts, critical_alerts))));
+    if let Some(c) = &alert_counts {
         let mut note = String::new();
-        unreadable_note(&mut note, "alerts.jsonl", c);
+        unreadable_note(&mut note, session::ALERTS_FILE, c);
         page.push_html(&note);
     }
 
@@ -111,9 +121,10 @@ pub fn render(files: &SessionFiles, summary: &Summary) -> Result<String, ReportE
     }
     let targets: Vec<FlowTarget> = worst.iter().map(|f| FlowTarget::from_summary(f)).collect();
     let (kernel, kernel_counts) = kernel_series(&files.kernel_samples_path(), &targets)?;
-    if let Some(c) = kernel_counts {
+    if let Some(c) = &kernel_counts {
+        problems.extend(c.problems(&files.kernel_samples_path(), true));
         let mut note = String::new();
-        unreadable_note(&mut note, "kernel_samples.jsonl", c);
+        unreadable_note(&mut note, session::KERNEL_SAMPLES_FILE, c);
         page.push_html(&note);
     }
     let (captures, missing) = locate_captures(&files.dir, &summary.sources);
@@ -127,27 +138,45 @@ pub fn render(files: &SessionFiles, summary: &Summary) -> Result<String, ReportE
             "warn",
             &format!("{what}: the graphs below show only the flagged packets of each flow, from events.jsonl (no per-packet series)."),
         );
-        series_from_events(&files.events, &targets, &kernel)?
+        if !summary.sources.is_empty() {
+            problems.push(Problem::warning(format!(
+                "capture {} not found (moved or deleted?): the flow graphs of the report show only the flagged \
+                 packets, from events.jsonl; put the capture back (or beside the session) for the full graphs",
+                missing.join(", ")
+            )));
+        }
+        let (series, counts) = series_from_events(&files.events, &targets, &kernel)?;
+        if let Some(c) = &counts {
+            problems.extend(c.problems(&files.events, true));
+            let mut note = String::new();
+            unreadable_note(&mut note, session::EVENTS_FILE, c);
+            page.push_html(&note);
+        }
+        series
     } else {
         if !missing.is_empty() {
             page.paragraph(
                 "warn",
                 &format!("Capture files not found (their packets are missing from the graphs): {}", missing.join(", ")),
             );
+            problems.push(Problem::warning(format!(
+                "capture {} not found (moved or deleted?): its packets are missing from the report's flow graphs",
+                missing.join(", ")
+            )));
         }
         let (series, notes) = series_from_captures(&captures, &targets, &kernel);
         for e in &notes.errors {
             page.paragraph("warn", &format!("re-reading the capture: {}", truncate_chars(e, 600)));
+            problems.push(Problem::warning(format!("re-reading the capture for the report: {e}")));
         }
         if notes.packets != t.packets && missing.is_empty() {
-            page.paragraph(
-                "warn",
-                &format!(
-                    "The capture files hold {} packets where the analysis read {}: they may have changed since.",
-                    fmt_count(notes.packets),
-                    fmt_count(t.packets)
-                ),
+            let text = format!(
+                "The capture files hold {} packets where the analysis read {}: they may have changed since.",
+                fmt_count(notes.packets),
+                fmt_count(t.packets)
             );
+            page.paragraph("warn", &text);
+            problems.push(Problem::warning(text));
         }
         series
     };
@@ -195,6 +224,9 @@ fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
             .join("<br>")
     };
     row("capture sources", sources);
+    if let Some(view) = summary.sections.live.as_ref().and_then(wire_view) {
+        row("wire view", escape_html(&view));
+    }
     if let (Some(a), Some(b)) = (t.first_ts, t.last_ts) {
         row("first packet", escape_html(&fmt_utc(a)));
         row("last packet", escape_html(&fmt_utc(b)));
@@ -250,8 +282,12 @@ fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
             summary.errors.iter().map(|e| escape_html(&truncate_chars(e, 600))).collect::<Vec<_>>().join("<br>")
         },
     );
+    let sections = summary.sections.to_json();
+    if let Some(live) = sections.get("live") {
+        row("lost in the kernel", escape_html(&live_losses(live)));
+    }
     // Figures other sources add (the live agent's lost events, kernel counts, …).
-    for (key, value) in &summary.sections {
+    for (key, value) in &sections {
         let text = match value {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -263,6 +299,69 @@ fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
     }
     h.push_str("</table>\n");
     h
+}
+
+/// Which packets a live session's wire view holds, in words, so that a partial view is never
+/// taken for a whole one. `None` for sessions of versions that copied every packet and did
+/// not say so.
+fn wire_view(live: &LiveSection) -> Option<String> {
+    match live.capture.as_deref()? {
+        "troubled" => {
+            let marks = live.trouble_marks.as_ref().map_or(0, |m| m.tracepoint + m.sack_sent + m.zero_window_sent);
+            Some(format!(
+                "partial (--capture troubled): only connections the kernel showed trouble on, from their first \
+                 trouble to {} s after their last; {} trouble marks",
+                live.watch_secs.unwrap_or(0.0),
+                fmt_count(marks)
+            ))
+        }
+        "all" => Some("every TCP packet (--capture all)".into()),
+        "kernel" => Some("none: the kernel's TCP events only".into()),
+        "file" => Some("the capture file another tool writes (--pcap-path)".into()),
+        other => Some(format!("--capture {other}")),
+    }
+}
+
+/// What the live agent's kernel side lost, by cause, in words. Sessions of earlier versions
+/// name only the ring-buffer losses.
+fn live_losses(live: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let causes = &live["lost_by_cause"];
+    if !causes.is_object() {
+        let (p, k) = (n(&live["packets_lost"]), n(&live["kernel_events_lost"]));
+        return if p + k == 0 {
+            "none".into()
+        } else {
+            format!("{} packets, {} kernel events (ring buffer full)", fmt_count(p), fmt_count(k))
+        };
+    }
+    let (packets, events) = (&causes["packets"], &causes["kernel_events"]);
+    let ring = (n(&packets["ring_full"]), n(&events["ring_full"]));
+    let recursion = n(&packets["recursion"]) + n(&events["recursion"]);
+    let unreadable = n(&events["unreadable"]);
+    let total = ring.0 + ring.1 + recursion + unreadable;
+    if total == 0 {
+        return "none".into();
+    }
+    let mut parts = Vec::new();
+    if ring.0 + ring.1 > 0 {
+        parts.push(format!("ring buffer full: {} packets, {} kernel events", fmt_count(ring.0), fmt_count(ring.1)));
+    }
+    if recursion > 0 {
+        let by: Vec<String> = live["recursion_misses_by_program"]
+            .as_object()
+            .map(|m| m.iter().filter(|(_, v)| n(v) > 0).map(|(k, v)| format!("{k} {}", fmt_count(n(v)))).collect())
+            .unwrap_or_default();
+        parts.push(format!(
+            "program runs the kernel skipped because another BPF program was running on the CPU: {} ({})",
+            fmt_count(recursion),
+            by.join(", ")
+        ));
+    }
+    if unreadable > 0 {
+        parts.push(format!("unreadable tracepoint records: {}", fmt_count(unreadable)));
+    }
+    format!("{} records ({})", fmt_count(total), parts.join("; "))
 }
 
 fn events_by_kind_plot(summary: &Summary) -> Plot {
@@ -383,4 +482,52 @@ fn flow_table(f: &FlowSummary) -> String {
     row("events", if events.is_empty() { "none".into() } else { events.join(", ") });
     h.push_str("</table>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::sections::TroubleMarks;
+
+    #[test]
+    fn live_losses_name_every_cause() {
+        let live = serde_json::json!({
+            "packets_lost": 3,
+            "kernel_events_lost": 9,
+            "lost_by_cause": {
+                "packets": {"ring_full": 3, "recursion": 0},
+                "kernel_events": {"ring_full": 5, "recursion": 2, "unreadable": 2},
+            },
+            "recursion_misses_by_program": {"tcpviz_probe": 0, "tcpviz_retransmit_skb": 2},
+        });
+        let text = live_losses(&live);
+        assert!(text.starts_with("12 records"), "{text}");
+        assert!(text.contains("ring buffer full: 3 packets, 5 kernel events"), "{text}");
+        assert!(text.contains("skipped") && text.contains(": 2 (tcpviz_retransmit_skb 2)"), "{text}");
+        assert!(!text.contains("tcpviz_probe"), "programs without misses are not listed: {text}");
+        assert!(text.contains("unreadable tracepoint records: 2"), "{text}");
+        let none = serde_json::json!({"lost_by_cause": {"packets": {}, "kernel_events": {}}});
+        assert_eq!(live_losses(&none), "none");
+        // A session of an earlier version.
+        let old = serde_json::json!({"packets_lost": 4, "kernel_events_lost": 0});
+        assert_eq!(live_losses(&old), "4 packets, 0 kernel events (ring buffer full)");
+    }
+
+    #[test]
+    fn a_partial_wire_view_says_so() {
+        let troubled = LiveSection {
+            capture: Some("troubled".into()),
+            watch_secs: Some(30.0),
+            trouble_marks: Some(TroubleMarks { tracepoint: 100, sack_sent: 20, ..Default::default() }),
+            ..Default::default()
+        };
+        let text = wire_view(&troubled).unwrap();
+        assert!(text.starts_with("partial (--capture troubled)") && text.contains("30 s after"), "{text}");
+        assert!(text.ends_with("120 trouble marks"), "{text}");
+        let all = LiveSection { capture: Some("all".into()), ..Default::default() };
+        assert_eq!(wire_view(&all).unwrap(), "every TCP packet (--capture all)");
+        let file = LiveSection { capture: Some("file".into()), ..Default::default() };
+        assert!(wire_view(&file).unwrap().contains("--pcap-path"));
+        assert_eq!(wire_view(&LiveSection::default()), None, "an earlier version's session");
+    }
 }

@@ -9,7 +9,7 @@ use plotly::{Bar, Layout, Plot};
 use super::SessionFiles;
 use super::page::{Page, PageKind, escape_html, escape_plot_text, fmt_bytes, fmt_count, fmt_ms, fmt_seconds};
 use super::sampling::fold_tail;
-use super::timeline::plot_config;
+use super::style::{kind_color, plot_config};
 use crate::event::EventKind;
 use crate::output::summary::{FlowSummary, RttSummary, Summary};
 
@@ -20,39 +20,6 @@ pub const MAX_BAR_FLOWS: usize = 30;
 
 pub const BARS_PLOT_ID: &str = "events-by-flow";
 pub const TABLE_ID: &str = "flows";
-
-/// One colour per kind, the retransmission family in reds, reordering purple, duplicate
-/// ACKs blue, window trouble in cyans, findings dark.
-pub fn kind_color(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Retransmission => "#d62728",
-        EventKind::FastRetransmission => "#ff7f0e",
-        EventKind::SpuriousRetransmission => "#e377c2",
-        EventKind::OutOfOrder => "#9467bd",
-        EventKind::LostSegment => "#8c564b",
-        EventKind::AckLostSegment => "#c49c94",
-        EventKind::DuplicateAck => "#1f77b4",
-        EventKind::ZeroWindow => "#17becf",
-        EventKind::ZeroWindowProbe => "#6fc7d3",
-        EventKind::ZeroWindowProbeAck => "#aec7e8",
-        EventKind::KeepAlive => "#b5b5b5",
-        EventKind::KeepAliveAck => "#7f7f7f",
-        EventKind::WindowFull => "#bcbd22",
-        EventKind::WindowUpdate => "#dbdb8d",
-        EventKind::ReusedPorts => "#98df8a",
-        EventKind::LossInfer => "#7f0000",
-        EventKind::HandshakeAnomaly => "#393b79",
-        EventKind::TeardownAnomaly => "#637939",
-        // What the kernel reported, in greens and olives (live sessions).
-        EventKind::KernelRetransmit => "#2ca02c",
-        EventKind::KernelRetransmitSynack => "#98df8a",
-        EventKind::KernelRto => "#005a00",
-        EventKind::KernelRecovery => "#74c476",
-        EventKind::KernelResetSent => "#8c6d31",
-        EventKind::KernelResetReceived => "#bd9e39",
-        EventKind::KernelStateChange => "#c7c7c7",
-    }
-}
 
 /// The direction that carries the data (more payload bytes): its RTT is the flow's RTT.
 pub fn data_direction(f: &FlowSummary) -> usize {

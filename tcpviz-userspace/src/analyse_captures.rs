@@ -1,0 +1,132 @@
+//! Analysing capture files (`tcpviz parse-pcap`): every file read in order as one stream
+//! into a session.
+
+use std::fs::File;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::capture::files::read_sources;
+use crate::capture::reader::CaptureError;
+use crate::flow::table::FlowLimits;
+use crate::output::benchmark::RunFigures;
+use crate::output::jsonl::JsonlWriter;
+use crate::output::session::{EVENTS_FILE, Session, SessionError};
+use crate::output::summary::Summary;
+use crate::pipeline::{Pipeline, PipelineOptions};
+
+#[derive(Debug, Clone)]
+pub struct AnalyseOptions {
+    pub inputs: Vec<PathBuf>,
+    pub session: Session,
+    pub limits: FlowLimits,
+    /// Flows listed individually in the summary.
+    pub summary_flows: usize,
+    /// Show a progress bar (only on a terminal).
+    pub progress: bool,
+    /// Kernel events of a live session of the same period, joined to the wire flows.
+    pub kernel_events: Vec<crate::analysis::kernel::KernelEvent>,
+}
+
+/// Kernel events recorded by a live session (its folder or its events file), in time order.
+pub fn load_kernel_events(path: &Path) -> std::io::Result<Vec<crate::analysis::kernel::KernelEvent>> {
+    let (_, events_path) = crate::output::session::resolve_events_path(path)?;
+    let events = crate::output::jsonl::read_events(&events_path)?;
+    let mut out: Vec<_> = events
+        .iter()
+        .filter(|e| e.origin == crate::event::Origin::Kernel)
+        .filter_map(crate::analysis::kernel::KernelEvent::from_event)
+        .collect();
+    out.sort_by_key(|k| k.ts);
+    Ok(out)
+}
+
+/// What a run produced.
+pub struct AnalyseResult {
+    pub summary: Summary,
+    pub figures: RunFigures,
+    pub written: Vec<PathBuf>,
+    /// Errors that stopped the reading of a file (the others were still read).
+    pub errors: Vec<CaptureError>,
+}
+
+/// Opens the inputs (before anything is written: a missing file is an error of the
+/// command, not of its session).
+pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<File>, CaptureError> {
+    paths
+        .iter()
+        .map(|p| File::open(p).map_err(|source| CaptureError::Io { source_name: p.display().to_string(), source }))
+        .collect()
+}
+
+/// Reads every input in order as one stream (flow state carries across files, as for the
+/// files of a ring buffer), writing the session files. A damaged file ends its own reading
+/// after every event before the damage is written; the error is returned with the result.
+/// `files` are the inputs opened by [`open_inputs`], in the order of `opts.inputs`.
+pub fn run(opts: &AnalyseOptions, files: Vec<File>) -> Result<AnalyseResult, SessionError> {
+    let session = &opts.session;
+    let events_path = session.path(EVENTS_FILE);
+    let out_err = || session.write_error(EVENTS_FILE);
+    let mut writer = JsonlWriter::create(&events_path).map_err(out_err())?;
+    let mut pipeline = Pipeline::with_options(PipelineOptions {
+        limits: opts.limits,
+        summary_flows: opts.summary_flows,
+        kernel_mode: !opts.kernel_events.is_empty(),
+        always_name_files: false,
+    });
+    let mut kernel = opts.kernel_events.iter().peekable();
+    let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| progress_bar(total_bytes));
+    let started = Instant::now();
+    // Register every file first: events name their file as soon as there are several.
+    let indexes: Vec<u32> = opts.inputs.iter().map(|p| pipeline.add_file(&p.display().to_string())).collect();
+    let sources = opts.inputs.iter().zip(files).map(|(path, file)| (path.display().to_string(), Ok(file)));
+    let read = read_sources(sources, |frame, at| {
+        // Kernel events join in time order.
+        while let Some(k) = kernel.next_if(|k| k.ts <= frame.ts) {
+            pipeline.process_kernel(k, &mut writer)?;
+        }
+        pipeline.process_frame(frame, indexes[at.file_index as usize], &mut writer)?;
+        if let Some(bar) = &bar
+            && pipeline.counters.packets.is_multiple_of(16_384)
+        {
+            bar.set_position(at.bytes_before);
+            let rate = pipeline.counters.packets as f64 / started.elapsed().as_secs_f64().max(1e-6);
+            bar.set_message(format!("{} packets, {:.0} k packets/s", pipeline.counters.packets, rate / 1e3));
+        }
+        Ok(())
+    })
+    .map_err(out_err())?;
+    let (bytes, errors) = (read.bytes, read.errors);
+    for k in kernel {
+        pipeline.process_kernel(k, &mut writer).map_err(out_err())?;
+    }
+    pipeline.finish(&mut writer).map_err(out_err())?;
+    writer.flush().map_err(out_err())?;
+    let wall = started.elapsed().as_secs_f64();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    let sources: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
+    let error_texts: Vec<String> = errors.iter().map(|e| crate::error::chain(e)).collect();
+    let mut figures = pipeline.figures(sources.clone(), bytes, wall);
+    let summary = pipeline.summary(sources, error_texts.clone(), bytes);
+    for (i, e) in error_texts.iter().enumerate() {
+        figures.extra.insert(format!("error.{i}"), e.clone());
+    }
+    let mut written = vec![events_path];
+    written.extend(session.finish(&summary, &figures)?);
+    Ok(AnalyseResult { summary, figures, written, errors })
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -1,0 +1,215 @@
+//! Command-line interface: the binary's own modules. `main.rs` only calls [`run`].
+
+mod args;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tcpviz::analyse_captures::{self, AnalyseOptions};
+use tcpviz::output::session::Session;
+use tcpviz::output::summary::render_table;
+use tcpviz::report;
+
+use self::args::{CaptureArg, Cli, Command, FollowArgs, LiveArgs, ParsePcapArgs, SummaryArgs, TcModeArg};
+
+/// Exit status: 0 when all went well, 1 on an error (damaged input, a file that could not
+/// be written, standard output that failed other than by its reader going away), 2 for a
+/// command line clap rejects.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tcpviz::errln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    if tcpviz::output::stdio::stdout_failure().is_some() { ExitCode::FAILURE } else { code }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TCPVIZ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| tcpviz::output::stdio::QuietStderr).try_init();
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::ParsePcap(args) => parse_pcap(args),
+        Command::Summary(args) => summary(args),
+        Command::Follow(args) => follow(args),
+        Command::Live(args) => live(args),
+        Command::Plot(args) => Ok(exit_code(print_written(&report::write_timeline(&args.input)?))),
+        Command::Report(args) => Ok(exit_code(print_written(&report::write_report(&args.input)?))),
+    }
+}
+
+/// Prints the path of a page written, and what it met on the way (on standard error).
+/// Returns whether that was damage (an error).
+fn print_written(w: &report::Written) -> bool {
+    tcpviz::outln!("{}", w.path.display());
+    for p in &w.problems {
+        tcpviz::errln!("{p}");
+    }
+    w.problems.iter().any(|p| p.error)
+}
+
+fn exit_code(failed: bool) -> ExitCode {
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
+    let mut inputs = args.inputs;
+    inputs.extend(args.positional);
+    if inputs.is_empty() {
+        bail!("no capture given: tcpviz parse-pcap --in FILE [--in FILE ...]");
+    }
+    // What can be wrong with the command's inputs fails before the session folder exists.
+    let files = analyse_captures::open_inputs(&inputs)?;
+    let kernel_events = match &args.kernel_events {
+        Some(p) => analyse_captures::load_kernel_events(p)
+            .with_context(|| format!("cannot read the kernel events of {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let session = Session::create(args.out.as_deref())?;
+    let opts = AnalyseOptions {
+        inputs,
+        session: session.clone(),
+        limits: args.limits.limits(),
+        summary_flows: args.limits.summary_flows.unwrap_or(tcpviz::output::summary::MAX_LISTED_FLOWS),
+        progress: !args.quiet,
+        kernel_events,
+    };
+    let result = analyse_captures::run(&opts, files).inspect_err(|_| session.remove_if_unused())?;
+    for e in &result.errors {
+        tcpviz::errln!("error: {}", tcpviz::error::Chain(e));
+    }
+    let t = &result.summary.totals;
+    tcpviz::errln!(
+        "{} packets, {} TCP segments, {} flows, {} events in {:.2} s",
+        t.packets,
+        t.tcp_segments,
+        t.flows,
+        t.events.values().sum::<u64>(),
+        result.figures.wall_seconds
+    );
+    for p in &result.written {
+        tcpviz::outln!("{}", p.display());
+    }
+    let mut failed = !result.errors.is_empty();
+    if args.report {
+        // The session's files are all written: a failing page is an error of its own, after
+        // the analysis results are safe.
+        for w in report::write_all(session.dir()).context("cannot write the dashboards")? {
+            failed |= print_written(&w);
+        }
+    }
+    Ok(exit_code(failed))
+}
+
+/// `summary` reads summary.json only (events.jsonl may be gigabytes; `plot` reads it).
+fn summary(args: SummaryArgs) -> Result<ExitCode> {
+    let files = report::SessionFiles::resolve(&args.input)?;
+    let summary = files.require_summary("summary")?;
+    tcpviz::out!("{}", render_table(&summary, args.top));
+    Ok(exit_code(print_written(&report::write_summary_page(&args.input)?)))
+}
+
+fn follow(args: FollowArgs) -> Result<ExitCode> {
+    if !(args.poll_interval > 0.0 && args.poll_interval.is_finite()) {
+        bail!("--poll-interval must be a positive number of seconds");
+    }
+    let alerts = args.alerts.config()?;
+    let session = Session::create(args.out.as_deref())?;
+    let opts = tcpviz::follow::FollowOptions {
+        summary_flows: args.limits.summary_flows.unwrap_or(10_000),
+        pcap_path: args.pcap_path,
+        session: session.clone(),
+        limits: args.limits.limits(),
+        alerts,
+        poll_interval: std::time::Duration::from_secs_f64(args.poll_interval),
+        duration: args.duration.map(std::time::Duration::from_secs_f64),
+    };
+    let (summary, written) = tcpviz::follow::run(&opts).inspect_err(|_| session.remove_if_unused())?;
+    tcpviz::out!("{}", render_table(&summary, 20));
+    // Files of a folder deleted while running are not there to show.
+    for p in written.iter().filter(|p| p.exists()) {
+        tcpviz::outln!("{}", p.display());
+    }
+    Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `--watch-secs`: a positive number of seconds.
+fn watch_duration(secs: f64) -> Result<std::time::Duration> {
+    if !(secs.is_finite() && secs > 0.0 && secs <= 365.0 * 86400.0) {
+        bail!("--watch-secs must be a positive number of seconds (at most a year), not {secs}");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn live(args: LiveArgs) -> Result<ExitCode> {
+    use tcpviz::live::{LiveOptions, TcMode};
+    if args.cleanup {
+        let iface = args.iface.as_deref().filter(|i| *i != "all");
+        for line in tcpviz::live::cleanup(iface, args.netns.as_deref())? {
+            tcpviz::outln!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.ports.len() > tcpviz_common::FILTER_SLOTS || args.addrs.len() > tcpviz_common::FILTER_SLOTS {
+        bail!("at most {} --port and {} --addr", tcpviz_common::FILTER_SLOTS, tcpviz_common::FILTER_SLOTS);
+    }
+    let ring = args.ring_mb.saturating_mul(1024 * 1024);
+    #[cfg(feature = "test-hooks")]
+    let ring = args.ring_bytes.unwrap_or(ring);
+    if !ring.is_power_of_two() || ring < 4096 {
+        bail!("the ring buffer size must be a power of two of at least 4096 bytes");
+    }
+    let alerts = args.alerts.config()?;
+    let session = Session::create(args.out.as_deref())?;
+    let opts = LiveOptions {
+        iface: args.iface,
+        netns: args.netns,
+        duration: args.duration.map(std::time::Duration::from_secs_f64),
+        session: session.clone(),
+        limits: args.limits.limits(),
+        summary_flows: args.limits.summary_flows.unwrap_or(10_000),
+        alerts,
+        pcap_path: args.pcap_path,
+        tc_mode: match args.tc_mode {
+            TcModeArg::Auto => TcMode::Auto,
+            TcModeArg::Tcx => TcMode::Tcx,
+            TcModeArg::Clsact => TcMode::Clsact,
+        },
+        ports: args.ports,
+        addrs: args.addrs,
+        metrics_addr: args.metrics_addr,
+        packet_ring_bytes: Some(ring),
+        wakeup_bytes: (ring / 8).clamp(4096, 64 * 1024),
+        capture: match args.capture {
+            CaptureArg::Troubled => tcpviz::live::CapturePolicy::Troubled,
+            CaptureArg::All => tcpviz::live::CapturePolicy::All,
+            CaptureArg::Kernel => tcpviz::live::CapturePolicy::Kernel,
+        },
+        watch: watch_duration(args.watch_secs)?,
+        max_watched: args.max_watched.max(1),
+    };
+    let result = tcpviz::live::run(&opts).inspect_err(|_| session.remove_if_unused())?;
+    tcpviz::out!("{}", render_table(&result.summary, 20));
+    if result.losses.total() > 0 {
+        let hint = if result.losses.ring_full() > 0 { "; raise --ring-mb" } else { "" };
+        tcpviz::errln!("warning: {}{hint}", result.losses.describe());
+    }
+    for p in result.written.iter().filter(|p| p.exists()) {
+        tcpviz::outln!("{}", p.display());
+    }
+    Ok(exit_code(!result.summary.errors.is_empty()))
+}

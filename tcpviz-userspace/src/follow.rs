@@ -1,0 +1,156 @@
+//! Follow mode (`tcpviz follow`, once `tcpviz monitor`): tails a capture that is being written, analyses new
+//! packets as they arrive, raises sliding-window alerts, and writes the session as it goes.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::alert::AlertConfig;
+use crate::capture::tail::Tailer;
+use crate::flow::table::FlowLimits;
+use crate::output::alerting::AlertingSink;
+use crate::output::record_file::report_losses;
+use crate::output::sections::AlertsSection;
+use crate::output::session::{ALERTS_FILE, EVENTS_FILE, Session};
+use crate::output::summary::Summary;
+pub use crate::pipeline::follower::FollowError;
+use crate::pipeline::follower::Follower;
+use crate::pipeline::{Pipeline, PipelineOptions};
+
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    pub pcap_path: String,
+    pub session: Session,
+    pub limits: FlowLimits,
+    /// Flows listed individually in the summary.
+    pub summary_flows: usize,
+    pub alerts: AlertConfig,
+    pub poll_interval: Duration,
+    /// Stop by itself after this long (wall time).
+    pub duration: Option<Duration>,
+}
+
+enum Wake {
+    Changed,
+    Stop,
+}
+
+/// Runs until Ctrl-C, SIGTERM or the end of `duration`; then finishes the analysis and
+/// writes the summary.
+pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError> {
+    let session = &opts.session;
+    let mut sink = AlertingSink::create(session, opts.alerts.clone()).map_err(session.write_error(EVENTS_FILE))?;
+    let mut follower = Follower::new(&opts.pcap_path)?;
+    let mut pipeline = Pipeline::with_options(PipelineOptions {
+        limits: opts.limits,
+        summary_flows: opts.summary_flows,
+        kernel_mode: false,
+        always_name_files: follower.tailer().may_span_files(),
+    });
+
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let stop_tx = tx.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = stop_tx.send(Wake::Stop);
+    }) {
+        tracing::warn!("cannot catch Ctrl-C ({e}); stop with --duration");
+    }
+    // File-change notifications wake the loop at once; polling every interval is the
+    // fallback (and what catches everything on file systems without inotify).
+    let _watcher = watch(follower.tailer(), tx.clone());
+
+    let started = Instant::now();
+    let mut last_packet_wall = Instant::now();
+    crate::errln!("following {} (Ctrl-C to stop)", opts.pcap_path);
+    loop {
+        let progressed = follower.pass(session, &mut pipeline, &mut sink)?;
+        if progressed {
+            last_packet_wall = Instant::now();
+        } else if let Some(last) = pipeline.counters.last_ts {
+            // Event time moves on with the wall clock while the capture is quiet.
+            let quiet = last_packet_wall.elapsed().as_nanos() as i64;
+            sink.tick(last + quiet).map_err(session.write_error(ALERTS_FILE))?;
+        }
+        sink.flush().map_err(session.write_error(EVENTS_FILE))?;
+        if crate::output::stdio::stdout_closed() {
+            // Nobody reads the alerts any more (`tcpviz follow | head`): end as on Ctrl-C.
+            break;
+        }
+
+        let mut timeout = opts.poll_interval;
+        if let Some(d) = opts.duration {
+            let left = d.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            timeout = timeout.min(left);
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(Wake::Stop) => break,
+            Ok(Wake::Changed) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+        }
+        // Coalesce a burst of notifications into one pass.
+        while let Ok(w) = rx.try_recv() {
+            if let Wake::Stop = w {
+                return finish(opts, pipeline, sink, follower, started);
+            }
+        }
+    }
+    // Read what arrived since the last pass before stopping.
+    follower.pass(session, &mut pipeline, &mut sink)?;
+    finish(opts, pipeline, sink, follower, started)
+}
+
+fn finish(
+    opts: &FollowOptions,
+    mut pipeline: Pipeline,
+    mut sink: AlertingSink,
+    follower: Follower,
+    started: Instant,
+) -> Result<(Summary, Vec<PathBuf>), FollowError> {
+    let session = &opts.session;
+    pipeline.finish(&mut sink).map_err(session.write_error(EVENTS_FILE))?;
+    sink.flush().map_err(session.write_error(EVENTS_FILE))?;
+    let follow_section = follower.section();
+    let (sources, errors) = follower.into_sources_and_errors();
+    let source_names = if sources.is_empty() { vec![opts.pcap_path.clone()] } else { sources.clone() };
+    let mut figures = pipeline.figures(source_names, 0, started.elapsed().as_secs_f64());
+    let alerts_raised = sink.engine.raised;
+    let active = sink.engine.snapshot();
+    let mut summary = pipeline.summary(sources, errors, 0);
+    summary.sections.alerts = Some(AlertsSection {
+        active_at_end: Some(active),
+        raised: alerts_raised,
+        window_s: Some(opts.alerts.window as f64 / 1e9),
+    });
+    figures.extra.insert("alerts_raised".into(), alerts_raised.to_string());
+    // One list of what the follower read and lost, for the summary and the benchmark log.
+    figures.extra.extend(follow_section.figures());
+    summary.sections.follow = Some(follow_section);
+    report_losses(&[sink.events.file(), sink.alerts.file()], &mut summary, &mut figures);
+    let mut written = vec![session.path(EVENTS_FILE), session.path(ALERTS_FILE)];
+    let (end, summary_written) = session.finish_lasting(&mut summary, &figures);
+    written.extend(end);
+    if summary_written {
+        written.extend(crate::report::write_dashboards(session.dir(), |_| true));
+    }
+    Ok((summary, written))
+}
+
+fn watch(tailer: &Tailer, tx: mpsc::Sender<Wake>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok() {
+            let _ = tx.send(Wake::Changed);
+        }
+    })
+    .map_err(|e| tracing::warn!("file notifications unavailable ({e}); polling"))
+    .ok()?;
+    for dir in tailer.watch_dirs() {
+        if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::debug!("cannot watch {}: {e}; polling it", dir.display());
+        }
+    }
+    Some(watcher)
+}

@@ -1,0 +1,493 @@
+//! The agent's loop: drain both rings, handle their records in time order, follow the
+//! capture being written (if any), and once a second report losses and flush; at the end,
+//! the session files.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::ProgramFd;
+use tcpviz_common::decode::Record;
+use tcpviz_common::{
+    COUNTER_MARKS_FAILED, COUNTER_MARKS_SACK_SENT, COUNTER_MARKS_TRACEPOINT, COUNTER_MARKS_ZERO_WINDOW_SENT,
+    COUNTER_TRACE_FILTERED, COUNTER_TRACE_SEEN, COUNTERS, PacketRecord, SNAP_LEN, TP_COUNT, TRACEPOINTS,
+};
+use tokio::io::unix::AsyncFd;
+
+use super::clock::{self, BootClock};
+use super::losses::{KernelLosses, read_counters};
+use super::records::{Decoded, decode_trace};
+use super::stop::StopSignals;
+use super::tracefs::Format;
+use super::{CapturePolicy, LiveError, LiveOptions, LiveResult, metrics};
+use crate::capture::frame::{Direction, Frame, LinkType};
+use crate::event::KernelSample;
+use crate::output::alerting::AlertingSink;
+use crate::output::jsonl::JsonlWriter;
+use crate::output::pcapng::PcapngWriter;
+use crate::output::record_file::{OnFailure, report_losses};
+use crate::output::sections::{AlertsSection, KernelEventsLost, LiveSection, LostByCause, PacketsLost, TroubleMarks};
+use crate::output::session::{ALERTS_FILE, CAPTURE_FILE, EVENTS_FILE, KERNEL_SAMPLES_FILE, Session};
+use crate::pipeline::follower::Follower;
+use crate::pipeline::{FrameOutcome, Pipeline, PipelineOptions};
+use crate::time::TimestampNs;
+
+/// What the start-up decided, for the loop and the session.
+pub(super) struct AgentInputs<'a> {
+    pub opts: &'a LiveOptions,
+    pub formats: [Option<Format>; TP_COUNT],
+    pub link_type: LinkType,
+    pub hooks: &'a BTreeMap<String, String>,
+    pub tc_mode: &'a str,
+    pub stop: &'a StopSignals,
+}
+
+fn out_err(session: &Session, file: &str) -> impl FnOnce(std::io::Error) -> LiveError + use<> {
+    let write_error = session.write_error(file);
+    move |source| LiveError::Session(write_error(source))
+}
+
+type SocketKey = (IpAddr, u16, IpAddr, u16);
+
+/// Writes kernel samples, at most one per socket per 100 ms unless cwnd or ssthresh change.
+struct SampleWriter {
+    out: JsonlWriter,
+    /// Last sample written per socket: time, cwnd, ssthresh.
+    last: rustc_hash::FxHashMap<SocketKey, (TimestampNs, u32, u32)>,
+    written: u64,
+}
+
+impl SampleWriter {
+    fn write(&mut self, s: &KernelSample) -> std::io::Result<()> {
+        let key = (s.src, s.sport, s.dst, s.dport);
+        if let Some(&(ts, cwnd, ssthresh)) = self.last.get(&key)
+            && s.ts - ts < 100_000_000
+            && cwnd == s.snd_cwnd
+            && ssthresh == s.ssthresh
+        {
+            return Ok(());
+        }
+        if self.last.len() >= 65_536 {
+            self.last.clear();
+        }
+        self.last.insert(key, (s.ts, s.snd_cwnd, s.ssthresh));
+        self.written += 1;
+        self.out.write(s)
+    }
+}
+
+/// The kernel side as the loop reads it.
+struct Rings {
+    packets: AsyncFd<RingBuf<MapData>>,
+    traces: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Descriptors of every loaded program, to read what the kernel skipped.
+    programs: Vec<(String, ProgramFd)>,
+}
+
+impl Rings {
+    fn take(ebpf: &mut Ebpf) -> Result<Rings, LiveError> {
+        let load_err = |e: aya::maps::MapError| LiveError::Load(e.to_string());
+        let packets = RingBuf::try_from(ebpf.take_map("PACKETS").expect("PACKETS map")).map_err(load_err)?;
+        let traces = RingBuf::try_from(ebpf.take_map("TRACES").expect("TRACES map")).map_err(load_err)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTS").expect("COUNTS map")).map_err(load_err)?;
+        // SAFETY: the ring buffer owns its map's file descriptor, which stays open as long as
+        // the AsyncFd that wraps it.
+        let packets = unsafe { AsyncFd::register(packets) }.map_err(|e| LiveError::Load(format!("{e}")))?;
+        // SAFETY: as above.
+        let traces = unsafe { AsyncFd::register(traces) }.map_err(|e| LiveError::Load(format!("{e}")))?;
+        let mut programs: Vec<(String, ProgramFd)> = Vec::new();
+        for (name, prog) in ebpf.programs() {
+            if let Ok(fd) = prog.fd().and_then(|fd| fd.try_clone().map_err(Into::into)) {
+                programs.push((name.to_string(), fd));
+            }
+        }
+        programs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Rings { packets, traces, counters, programs })
+    }
+
+    /// Everything both rings hold, in time order; records that cannot be decoded are
+    /// counted in `bad_records`.
+    fn drain(&mut self, batch: &mut Vec<Record>, bad_records: &mut u64) {
+        batch.clear();
+        for ring in [self.packets.get_mut(), self.traces.get_mut()] {
+            while let Some(item) = ring.next() {
+                match tcpviz_common::decode::record(&item) {
+                    Ok(rec) => batch.push(rec),
+                    Err(e) => {
+                        *bad_records += 1;
+                        tracing::debug!("bad ring record: {e:?}");
+                    }
+                }
+            }
+        }
+        batch.sort_by_key(Record::ts_boot_ns);
+    }
+
+    fn losses(&self, unreadable: u64) -> ([u64; COUNTERS], KernelLosses) {
+        let c = read_counters(&self.counters);
+        let losses = KernelLosses::read(&c, &self.programs, unreadable);
+        (c, losses)
+    }
+}
+
+/// Counts of the run.
+#[derive(Default)]
+struct Tally {
+    /// Packet records received.
+    frames: u64,
+    /// TCP packets as a capture tool sees them: a GSO super-packet counts its segments.
+    segments: u64,
+    bad_records: u64,
+    /// Tracepoint records whose fields could not be copied.
+    unreadable: u64,
+    /// Losses already reported to the operator.
+    lost_reported: u64,
+}
+
+/// The agent's state between two wake-ups.
+struct Agent<'a> {
+    inputs: AgentInputs<'a>,
+    clock: BootClock,
+    metrics: metrics::Metrics,
+    sink: AlertingSink,
+    pipeline: Pipeline,
+    capture: Option<PcapngWriter>,
+    samples: SampleWriter,
+    follower: Option<Follower>,
+    tally: Tally,
+    /// TCPVIZ_TEST_PANIC_AFTER_PACKETS: a panic at this packet, to test the crash path.
+    #[cfg(feature = "test-hooks")]
+    panic_after: Option<u64>,
+}
+
+impl<'a> Agent<'a> {
+    /// Opens what the session writes; first what can fail on the command line, so that a
+    /// failure there leaves no files behind.
+    async fn start(inputs: AgentInputs<'a>) -> Result<Agent<'a>, LiveError> {
+        let opts = inputs.opts;
+        let session = &opts.session;
+        let metrics = metrics::Metrics::default();
+        if let Some(addr) = opts.metrics_addr {
+            metrics::serve(addr, metrics.clone()).await.map_err(|source| LiveError::Metrics { addr, source })?;
+            crate::errln!("metrics on http://{addr}/metrics");
+        }
+        let clock = BootClock::measure();
+        let sink = AlertingSink::create(session, opts.alerts.clone()).map_err(out_err(session, EVENTS_FILE))?;
+        let capture = match &opts.iface {
+            Some(iface) => Some(
+                PcapngWriter::create(
+                    &session.path(CAPTURE_FILE),
+                    inputs.link_type,
+                    iface,
+                    SNAP_LEN as u32,
+                    OnFailure::Count,
+                )
+                .map_err(out_err(session, CAPTURE_FILE))?,
+            ),
+            None => None,
+        };
+        let samples = SampleWriter {
+            out: JsonlWriter::create_lasting(&session.path(KERNEL_SAMPLES_FILE))
+                .map_err(out_err(session, KERNEL_SAMPLES_FILE))?,
+            last: Default::default(),
+            written: 0,
+        };
+        let follower = match &opts.pcap_path {
+            Some(p) => Some(Follower::new(p)?),
+            None => None,
+        };
+        let mut pipeline = Pipeline::with_options(PipelineOptions {
+            limits: opts.limits,
+            summary_flows: opts.summary_flows,
+            kernel_mode: true,
+            always_name_files: follower.as_ref().is_some_and(|f| f.tailer().may_span_files()),
+        });
+        if opts.pcap_path.is_none() {
+            pipeline.add_file(&session.path(CAPTURE_FILE).display().to_string());
+        }
+        #[cfg(feature = "test-hooks")]
+        let panic_after = std::env::var("TCPVIZ_TEST_PANIC_AFTER_PACKETS").ok().and_then(|v| v.parse().ok());
+        Ok(Agent {
+            inputs,
+            clock,
+            metrics,
+            sink,
+            pipeline,
+            capture,
+            samples,
+            follower,
+            tally: Tally::default(),
+            #[cfg(feature = "test-hooks")]
+            panic_after,
+        })
+    }
+
+    fn session(&self) -> &'a Session {
+        &self.inputs.opts.session
+    }
+
+    fn announce(&self) {
+        let opts = self.inputs.opts;
+        if self.inputs.stop.requested() {
+            crate::errln!("tcpviz live: a stop signal arrived during start-up; ending");
+        } else {
+            crate::errln!(
+                "tcpviz live: {}{}{} (Ctrl-C to stop)",
+                opts.iface
+                    .as_deref()
+                    .map(|i| format!("TC {} on {i}, capture {}", self.inputs.tc_mode, opts.capture.name()))
+                    .unwrap_or_else(|| "kernel tracepoints".into()),
+                opts.netns.as_deref().map(|n| format!(" in {n}")).unwrap_or_default(),
+                opts.pcap_path.as_deref().map(|p| format!(", wire packets from {p}")).unwrap_or_default()
+            );
+        }
+    }
+
+    /// One record, in time order with the others.
+    fn handle(&mut self, rec: Record) -> Result<(), LiveError> {
+        let session = self.session();
+        match rec {
+            Record::Packet(p) => self.handle_packet(&p),
+            Record::Trace(t) if t.raw_len == 0 => {
+                self.tally.unreadable += 1;
+                Ok(())
+            }
+            Record::Trace(t) => match decode_trace(&t, &self.inputs.formats, self.clock.to_wall(t.ts_boot_ns)) {
+                Decoded::Event(k) => {
+                    self.pipeline.process_kernel(&k, &mut self.sink).map_err(out_err(session, EVENTS_FILE))
+                }
+                Decoded::Sample(s) => self.handle_sample(s),
+                Decoded::Skip => Ok(()),
+            },
+        }
+    }
+
+    fn handle_sample(&mut self, mut s: KernelSample) -> Result<(), LiveError> {
+        s.flow_id = self.pipeline.analyzer().flow_id_of(s.src, s.sport, s.dst, s.dport);
+        self.samples.write(&s).map_err(out_err(self.session(), KERNEL_SAMPLES_FILE))
+    }
+
+    /// A TC snapshot: written to the capture and, unless the wire comes from a file,
+    /// analysed.
+    fn handle_packet(&mut self, p: &PacketRecord) -> Result<(), LiveError> {
+        let session = self.session();
+        self.tally.frames += 1;
+        let ts = self.clock.to_wall(p.ts_boot_ns);
+        let data = &p.data[..p.snap_len as usize];
+        let direction =
+            Some(if p.direction == tcpviz_common::DIR_EGRESS { Direction::Egress } else { Direction::Ingress });
+        if let Some(c) = self.capture.as_mut() {
+            c.write_packet(ts, data, p.orig_len, direction).map_err(out_err(session, CAPTURE_FILE))?;
+        }
+        let link_type = self.inputs.link_type;
+        let number = self.tally.frames;
+        let frame = Frame { ts, link_type, data, orig_len: p.orig_len, interface: 0, number, direction };
+        // What a capture tool would count: TCP packets, a GSO packet as its segments.
+        let is_tcp = if self.inputs.opts.pcap_path.is_none() {
+            let outcome =
+                self.pipeline.process_frame(&frame, 0, &mut self.sink).map_err(out_err(session, EVENTS_FILE))?;
+            outcome == FrameOutcome::Tcp
+        } else {
+            crate::capture::decode_frame(&frame).is_ok()
+        };
+        if is_tcp {
+            self.tally.segments += p.gso_segs.max(1) as u64;
+        }
+        #[cfg(feature = "test-hooks")]
+        if self.panic_after.is_some_and(|n| number >= n) {
+            panic!("TCPVIZ_TEST_PANIC_AFTER_PACKETS reached (a test of the crash path)");
+        }
+        Ok(())
+    }
+
+    /// What follows each batch: the capture being written, the alerts' clock, the events.
+    fn after_batch(&mut self) -> Result<(), LiveError> {
+        let session = self.session();
+        if let Some(f) = self.follower.as_mut() {
+            f.pass(session, &mut self.pipeline, &mut self.sink)?;
+        }
+        if let Some(last) = self.pipeline.counters.last_ts {
+            let now = self.clock.to_wall(clock::boot_now());
+            self.sink.tick(last.max(now)).map_err(out_err(session, ALERTS_FILE))?;
+        }
+        self.sink.flush().map_err(out_err(session, EVENTS_FILE))
+    }
+
+    /// Once a second (and at the stop): losses reported, metrics updated, files flushed.
+    fn every_second(&mut self, rings: &Rings) -> Result<(), LiveError> {
+        let session = self.session();
+        let (_, losses) = rings.losses(self.tally.unreadable);
+        if losses.total() > self.tally.lost_reported {
+            crate::errln!("warning: {} so far; the agent goes on", losses.describe());
+            self.tally.lost_reported = losses.total();
+        }
+        self.metrics.update(&self.pipeline, &self.sink, &losses);
+        if let Some(cap) = self.capture.as_mut() {
+            cap.flush().map_err(out_err(session, CAPTURE_FILE))?;
+        }
+        self.samples.out.flush().map_err(out_err(session, KERNEL_SAMPLES_FILE))
+    }
+}
+
+pub(super) async fn agent_loop(inputs: AgentInputs<'_>, ebpf: &mut Ebpf) -> Result<LiveResult, LiveError> {
+    let mut agent = Agent::start(inputs).await?;
+    let mut rings = Rings::take(ebpf)?;
+    let stop_signals = agent.inputs.stop;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    let deadline = agent.inputs.opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut last_second = Instant::now();
+    let mut batch: Vec<Record> = Vec::new();
+    agent.announce();
+
+    loop {
+        let stop = tokio::select! {
+            r = rings.packets.readable_mut() => { r?.clear_ready(); false }
+            r = rings.traces.readable_mut() => { r?.clear_ready(); false }
+            _ = tick.tick() => false,
+            _ = sigint.recv() => true,
+            _ = sigterm.recv() => true,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => true,
+        } || stop_signals.requested();
+        rings.drain(&mut batch, &mut agent.tally.bad_records);
+        // Nobody reads the alerts any more (`tcpviz live | head`): end as on Ctrl-C.
+        let stop = stop || crate::output::stdio::stdout_closed();
+        for rec in batch.drain(..) {
+            agent.handle(rec)?;
+        }
+        agent.after_batch()?;
+        if last_second.elapsed() >= Duration::from_secs(1) || stop {
+            last_second = Instant::now();
+            agent.every_second(&rings)?;
+        }
+        if stop {
+            break;
+        }
+    }
+    // Signals from here on only hurry the end (see `write_dashboards`).
+    let signals_at_end = stop_signals.received();
+    finish(agent, &rings, started, signals_at_end)
+}
+
+/// Flows end, files are flushed, the summary and the benchmark log are written.
+fn finish(
+    mut agent: Agent<'_>,
+    rings: &Rings,
+    started: Instant,
+    signals_at_end: usize,
+) -> Result<LiveResult, LiveError> {
+    let session = agent.session();
+    agent.pipeline.finish(&mut agent.sink).map_err(out_err(session, EVENTS_FILE))?;
+    agent.sink.flush().map_err(out_err(session, EVENTS_FILE))?;
+    if let Some(c) = agent.capture.as_mut() {
+        c.flush().map_err(out_err(session, CAPTURE_FILE))?;
+    }
+    agent.samples.out.flush().map_err(out_err(session, KERNEL_SAMPLES_FILE))?;
+    let (c, losses) = rings.losses(agent.tally.unreadable);
+    let opts = agent.inputs.opts;
+    let mut src_names = vec![opts.iface.as_deref().map(|i| format!("live:{i}")).unwrap_or_default()];
+    let (follow_sources, follow_errors) =
+        agent.follower.take().map(Follower::into_sources_and_errors).unwrap_or_default();
+    src_names.extend(follow_sources);
+    src_names.retain(|s| !s.is_empty());
+    let mut figures = agent.pipeline.figures(src_names.clone(), 0, started.elapsed().as_secs_f64());
+    let alerts_raised = agent.sink.engine.raised;
+    let packets_seen = agent.tally.frames + losses.packets();
+    let live = live_section(&agent, &c, &losses, packets_seen);
+    let Agent { pipeline, sink, samples, capture, .. } = agent;
+    let mut summary = pipeline.summary(src_names, follow_errors, 0);
+    summary.sections.live = Some(live);
+    summary.sections.alerts = Some(AlertsSection { raised: alerts_raised, ..Default::default() });
+    let extra = &mut figures.extra;
+    extra.insert("lost_events".into(), losses.total().to_string());
+    extra.insert("lost.packets".into(), losses.packets().to_string());
+    extra.insert("lost.packets.ring_full".into(), losses.packets_ring_full.to_string());
+    extra.insert("lost.packets.recursion".into(), losses.packets_recursion.to_string());
+    extra.insert("lost.kernel_events".into(), losses.kernel_events().to_string());
+    extra.insert("lost.kernel_events.ring_full".into(), losses.events_ring_full.to_string());
+    extra.insert("lost.kernel_events.recursion".into(), losses.events_recursion.to_string());
+    extra.insert("lost.kernel_events.unreadable".into(), losses.events_unreadable.to_string());
+    extra.insert("capture.policy".into(), opts.capture.name().to_string());
+    extra.insert(
+        "capture.trouble_marks".into(),
+        (COUNTER_MARKS_TRACEPOINT..=COUNTER_MARKS_ZERO_WINDOW_SENT).map(|i| c[i as usize]).sum::<u64>().to_string(),
+    );
+    extra.insert("hook.tc.packets".into(), packets_seen.to_string());
+    extra.insert("hook.tc.tcp_segments".into(), agent.tally.segments.to_string());
+    for tp in &TRACEPOINTS {
+        let seen = c[COUNTER_TRACE_SEEN as usize + tp.index as usize];
+        extra.insert(format!("hook.{}:{}", tp.category, tp.name), seen.to_string());
+    }
+    extra.insert("alerts_raised".into(), alerts_raised.to_string());
+    let mut files = vec![sink.events.file(), sink.alerts.file(), samples.out.file()];
+    files.extend(capture.as_ref().map(PcapngWriter::file));
+    report_losses(&files, &mut summary, &mut figures);
+    let mut written = vec![session.path(EVENTS_FILE), session.path(ALERTS_FILE)];
+    written.extend(session.finish_lasting(&mut summary, &figures).0);
+    if capture.is_some() {
+        written.push(session.path(CAPTURE_FILE));
+    }
+    written.push(session.path(KERNEL_SAMPLES_FILE));
+    Ok(LiveResult { summary, written, losses, signals_at_end })
+}
+
+/// The `live` section of summary.json.
+fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, packets_seen: u64) -> LiveSection {
+    let opts = agent.inputs.opts;
+    let kernel_events_by_tracepoint = TRACEPOINTS
+        .iter()
+        .map(|tp| (format!("{}:{}", tp.category, tp.name), c[COUNTER_TRACE_SEEN as usize + tp.index as usize]))
+        .collect();
+    // What the wire view is: the TC snapshots under the policy, a capture file another tool
+    // writes (`--pcap-path`), or nothing.
+    let capture = match (&opts.iface, &opts.pcap_path) {
+        (Some(_), _) => opts.capture.name(),
+        (None, Some(_)) => "file",
+        (None, None) => CapturePolicy::Kernel.name(),
+    };
+    let troubled = opts.iface.is_some() && opts.capture == CapturePolicy::Troubled;
+    let mark = |i: u32| c[i as usize];
+    LiveSection {
+        bad_records: agent.tally.bad_records,
+        capture: Some(capture.to_string()),
+        max_watched: troubled.then_some(opts.max_watched),
+        trouble_marks: troubled.then(|| TroubleMarks {
+            failed: mark(COUNTER_MARKS_FAILED),
+            sack_sent: mark(COUNTER_MARKS_SACK_SENT),
+            tracepoint: mark(COUNTER_MARKS_TRACEPOINT),
+            zero_window_sent: mark(COUNTER_MARKS_ZERO_WINDOW_SENT),
+        }),
+        watch_secs: troubled.then_some(opts.watch.as_secs_f64()),
+        clock_error_ns: agent.clock.error_ns,
+        clock_offset_ns: agent.clock.offset_ns,
+        hooks: agent.inputs.hooks.clone(),
+        interface: opts.iface.clone(),
+        kernel_events_by_tracepoint,
+        kernel_events_filtered_by_netns: c[COUNTER_TRACE_FILTERED as usize],
+        kernel_events_lost: losses.kernel_events(),
+        kernel_samples_written: agent.samples.written,
+        lost_by_cause: Some(LostByCause {
+            kernel_events: KernelEventsLost {
+                recursion: losses.events_recursion,
+                ring_full: losses.events_ring_full,
+                unreadable: losses.events_unreadable,
+            },
+            packets: PacketsLost { recursion: losses.packets_recursion, ring_full: losses.packets_ring_full },
+        }),
+        lost_events: losses.total(),
+        netns: opts.netns.clone(),
+        packets_lost: losses.packets(),
+        packets_seen_by_tc: packets_seen,
+        packets_written: agent.capture.as_ref().map(|c| c.packets()),
+        recursion_misses_by_program: losses.recursion_by_program.iter().cloned().collect(),
+        stopped_by_signal: agent.inputs.stop.requested(),
+        tc_mode: agent.inputs.tc_mode.to_string(),
+        tcp_segments_seen_by_tc: agent.tally.segments,
+    }
+}

@@ -1,0 +1,67 @@
+//! The sink of the long-running modes: events to `events.jsonl` and the alert engine,
+//! alerts to `alerts.jsonl` and the terminal.
+
+use crate::alert::{Alert, AlertConfig, AlertEngine};
+use crate::event::Event;
+use crate::output::console::Console;
+use crate::output::jsonl::JsonlWriter;
+use crate::output::session::{ALERTS_FILE, EVENTS_FILE, Session};
+use crate::output::sink::EventSink;
+
+/// Events to the file and the alert engine; alerts to the file and the terminal.
+pub struct AlertingSink {
+    pub events: JsonlWriter,
+    pub alerts: JsonlWriter,
+    pub engine: AlertEngine,
+    pub console: Console,
+    fresh: Vec<Alert>,
+}
+
+impl AlertingSink {
+    pub fn create(session: &Session, config: AlertConfig) -> std::io::Result<AlertingSink> {
+        Ok(AlertingSink {
+            // The long-running modes go on when a write fails, and count what was lost.
+            events: JsonlWriter::create_lasting(&session.path(EVENTS_FILE))?,
+            alerts: JsonlWriter::create_lasting(&session.path(ALERTS_FILE))?,
+            engine: AlertEngine::new(config),
+            console: Console::default(),
+            fresh: Vec::new(),
+        })
+    }
+
+    fn publish(&mut self) -> std::io::Result<()> {
+        if self.fresh.is_empty() {
+            return Ok(());
+        }
+        for a in &self.fresh {
+            self.alerts.write(a)?;
+        }
+        // An alert is news: make it and the events behind it visible at once.
+        self.alerts.flush()?;
+        self.events.flush()?;
+        self.console.print(&self.fresh);
+        self.fresh.clear();
+        Ok(())
+    }
+
+    /// Lets alert levels decay while no packets arrive.
+    pub fn tick(&mut self, now: crate::time::TimestampNs) -> std::io::Result<()> {
+        self.engine.tick(now, &mut self.fresh);
+        self.publish()
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.events.flush()?;
+        self.alerts.flush()
+    }
+}
+
+impl EventSink for AlertingSink {
+    fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
+        self.events.write_events(events)?;
+        for e in events {
+            self.engine.on_event(e, &mut self.fresh);
+        }
+        self.publish()
+    }
+}

@@ -1,0 +1,355 @@
+//! A file of records (JSON lines, pcapng blocks) that never holds half a record.
+//!
+//! Records are built in memory and written in batches. When a write fails part way (a
+//! full disk), the file is cut back to the end of the last whole record it holds, so a
+//! reader never finds half a line. After each batch the file checks that it still has a
+//! name: a file deleted while open (its folder removed) takes every write and keeps none.
+//!
+//! What a failure does depends on the run. A one-shot run (`parse-pcap`) stops with the
+//! error ([`OnFailure::Stop`]). A long-running one (`follow`, `live`) goes on analysing
+//! ([`OnFailure::Count`]): the records of a batch that could not be written are dropped
+//! and counted, the next batch tries again (so writing resumes by itself when there is
+//! room again), and the start and the end of each streak of failures are said once on
+//! standard error. Memory stays bounded by the batch size either way.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What a failed write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Return the error (after cutting the file back to its last whole record).
+    Stop,
+    /// Drop the batch's records, count them, say so once, and go on.
+    Count,
+}
+
+pub struct RecordFile {
+    path: PathBuf,
+    file: File,
+    on_failure: OnFailure,
+    batch: Vec<u8>,
+    /// End offset in `batch` of each record it holds.
+    ends: Vec<usize>,
+    batch_bytes: usize,
+    /// Bytes of whole records in the file.
+    len: u64,
+    written: u64,
+    lost: u64,
+    /// The failure of the current streak (said when it began), and the records lost in it.
+    failing: Option<(String, u64)>,
+    /// The first failure, for the summary.
+    first_failure: Option<String>,
+    deleted: bool,
+}
+
+impl RecordFile {
+    /// Creates (truncates) the file. Records are written once `batch_bytes` are queued,
+    /// and on [`flush`](Self::flush).
+    pub fn create(path: &Path, on_failure: OnFailure, batch_bytes: usize) -> io::Result<RecordFile> {
+        let file = File::create(path)?;
+        Ok(RecordFile {
+            path: path.to_path_buf(),
+            file,
+            on_failure,
+            batch: Vec::with_capacity(batch_bytes.min(1 << 20)),
+            ends: Vec::new(),
+            batch_bytes,
+            len: 0,
+            written: 0,
+            lost: 0,
+            failing: None,
+            first_failure: None,
+            deleted: false,
+        })
+    }
+
+    pub fn set_on_failure(&mut self, on_failure: OnFailure) {
+        self.on_failure = on_failure;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds one record, which `build` appends to the buffer it is given. A record `build`
+    /// fails on is left out whole.
+    pub fn push(&mut self, build: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> io::Result<()> {
+        let start = self.batch.len();
+        if let Err(e) = build(&mut self.batch) {
+            self.batch.truncate(start);
+            return Err(e);
+        }
+        self.ends.push(self.batch.len());
+        if self.batch.len() >= self.batch_bytes { self.write_batch() } else { Ok(()) }
+    }
+
+    /// Writes what is queued.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_batch()
+    }
+
+    /// Records written to the file.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Records that could not be written ([`OnFailure::Count`]).
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// The first write failure, as text naming the file.
+    pub fn first_failure(&self) -> Option<&str> {
+        self.first_failure.as_deref()
+    }
+
+    fn write_batch(&mut self) -> io::Result<()> {
+        if self.ends.is_empty() {
+            return Ok(());
+        }
+        let records = self.ends.len() as u64;
+        if self.deleted {
+            // Said when it was found; nothing written to a file without a name is kept.
+            self.lost += records;
+            self.clear();
+            return Ok(());
+        }
+        let mut done = 0;
+        let mut failure = None;
+        while done < self.batch.len() {
+            match self.file.write(&self.batch[done..]) {
+                Ok(0) => {
+                    failure = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut lost_now = records;
+        let failure = match failure {
+            None => {
+                self.len += done as u64;
+                self.written += records;
+                self.clear();
+                match self.check_still_named() {
+                    // What went to a file without a name is not kept.
+                    Err(e) => {
+                        self.written -= records;
+                        self.lost += records;
+                        e
+                    }
+                    Ok(()) => {
+                        if let Some((_, lost)) = self.failing.take() {
+                            crate::errln!(
+                                "note: {} is written again ({lost} {} could not be written meanwhile)",
+                                self.path.display(),
+                                self.unit()
+                            );
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            Some(e) => {
+                // Keep the whole records that made it; cut the rest.
+                let whole = self.ends.iter().take_while(|&&end| end <= done).count();
+                let keep = if whole == 0 { 0 } else { self.ends[whole - 1] };
+                let cut = if done > keep { self.cut_to(self.len + keep as u64) } else { Ok(()) };
+                self.len += keep as u64;
+                self.written += whole as u64;
+                lost_now = records - whole as u64;
+                self.lost += lost_now;
+                self.clear();
+                match cut {
+                    Ok(()) => e,
+                    Err(cut_err) => io::Error::new(
+                        e.kind(),
+                        format!("{e}; and the half-written record at its end could not be removed: {cut_err}"),
+                    ),
+                }
+            }
+        };
+        self.failed(failure, lost_now)
+    }
+
+    /// What its records are called in messages.
+    fn unit(&self) -> &'static str {
+        match self.path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl") => "lines",
+            // Its header blocks are written at once or the file fails: what is counted later
+            // is packets.
+            Some("pcapng") => "packets",
+            _ => "records",
+        }
+    }
+
+    fn clear(&mut self) {
+        self.batch.clear();
+        self.ends.clear();
+    }
+
+    fn cut_to(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.seek(SeekFrom::Start(len)).map(|_| ())
+    }
+
+    /// A file whose last name is gone (its folder deleted) keeps nothing written to it.
+    fn check_still_named(&mut self) -> io::Result<()> {
+        match self.file.metadata() {
+            Ok(m) if m.nlink() == 0 => {
+                self.deleted = true;
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the file was deleted while being written (was its folder removed?)",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&mut self, e: io::Error, lost: u64) -> io::Result<()> {
+        let text = format!("cannot write {}: {e}", self.path.display());
+        self.first_failure.get_or_insert_with(|| text.clone());
+        match self.on_failure {
+            OnFailure::Stop => Err(e),
+            OnFailure::Count => {
+                match &mut self.failing {
+                    Some((_, streak)) => *streak += lost,
+                    None => {
+                        crate::errln!(
+                            "warning: {text}; the analysis goes on, and what cannot be written is counted{}",
+                            if self.deleted { "" } else { " (writing resumes when it can)" }
+                        );
+                        self.failing = Some((text, lost));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Adds what the files of a long-running run could not write to its summary (section
+/// `not_written`: records per file; an error per file that failed, naming it) and to its
+/// benchmark log (`not_written.FILE`).
+pub fn report_losses(
+    files: &[&RecordFile],
+    summary: &mut crate::output::summary::Summary,
+    figures: &mut crate::output::benchmark::RunFigures,
+) {
+    let mut section = std::collections::BTreeMap::new();
+    for f in files {
+        let name = f.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        section.insert(name.clone(), f.lost());
+        figures.extra.insert(format!("not_written.{name}"), f.lost().to_string());
+        if let Some(failure) = f.first_failure() {
+            summary.errors.push(format!("{failure} ({} {} not written)", f.lost(), f.unit()));
+        }
+    }
+    summary.sections.not_written = Some(section);
+}
+
+/// Writes a whole file through a temporary file and a rename: a reader (or a crash, or a
+/// full disk) never leaves half of it under its name. The temporary file is removed when
+/// the write fails.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> impl FnOnce(&mut Vec<u8>) -> io::Result<()> {
+        move |b: &mut Vec<u8>| {
+            b.extend_from_slice(format!("{{\"n\":{n}}}\n").as_bytes());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn records_are_batched_and_a_failed_build_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        let mut f = RecordFile::create(&path, OnFailure::Stop, 16).unwrap();
+        f.push(line(1)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "queued");
+        f.push(|b| {
+            b.extend_from_slice(b"{\"half");
+            Err(io::Error::other("no"))
+        })
+        .unwrap_err();
+        f.push(line(2)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":1}\n{\"n\":2}\n", "written at 16 bytes");
+        f.push(line(3)).unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+        assert_eq!((f.written(), f.lost()), (3, 0));
+    }
+
+    /// /dev/full takes nothing: the failure is an error (Stop) or counted (Count).
+    #[test]
+    fn a_full_device_stops_or_counts() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return;
+        }
+        let mut f = RecordFile::create(full, OnFailure::Stop, 1 << 20).unwrap();
+        f.push(line(1)).unwrap();
+        let e = f.flush().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        let mut f = RecordFile::create(full, OnFailure::Count, 1 << 20).unwrap();
+        for n in 0..5 {
+            f.push(line(n)).unwrap();
+            f.flush().unwrap();
+        }
+        assert_eq!((f.written(), f.lost()), (0, 5));
+        assert!(f.first_failure().unwrap().starts_with("cannot write /dev/full: No space left"));
+    }
+
+    #[test]
+    fn a_deleted_file_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        let mut f = RecordFile::create(&path, OnFailure::Count, 1 << 20).unwrap();
+        f.push(line(1)).unwrap();
+        f.flush().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.push(line(2)).unwrap();
+        f.flush().unwrap();
+        f.push(line(3)).unwrap();
+        f.flush().unwrap();
+        assert_eq!((f.written(), f.lost()), (1, 2), "the batch that found it deleted, then the next one");
+        assert!(f.first_failure().unwrap().contains("deleted while being written"));
+        let mut f = RecordFile::create(&path, OnFailure::Stop, 1 << 20).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.push(line(1)).unwrap();
+        assert!(f.flush().unwrap_err().to_string().contains("deleted"));
+    }
+
+    #[test]
+    fn whole_files_replace_atomically_and_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.json");
+        write_whole(&path, b"{}\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
+        let missing = dir.path().join("gone/summary.json");
+        assert!(write_whole(&missing, b"{}").is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

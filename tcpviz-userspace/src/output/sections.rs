@@ -1,0 +1,220 @@
+//! The `sections` of summary.json that some sources add: alerts (long-running modes), the
+//! follower's reads and losses, the live agent's kernel side, and the lines a long-running
+//! mode could not write.
+//!
+//! The fields of each struct are in sorted order: summary.json has always listed them so
+//! (a test checks it). Every field has a default, so that summaries of earlier versions,
+//! which lack some of them, still read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::ActiveAlert;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Sections {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveSection>,
+    /// Lines (or packets) not written, by file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_written: Option<BTreeMap<String, u64>>,
+    /// Sections this version does not know (a summary of another tcpviz), kept as they are.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl Sections {
+    pub fn is_empty(&self) -> bool {
+        *self == Sections::default()
+    }
+
+    /// Every section as JSON, by name (for pages that show them as they are).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        json_object(self)
+    }
+}
+
+/// The alerts of a long-running mode.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AlertsSection {
+    /// Alerts still raised at the end, worst first (follow mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_at_end: Option<Vec<ActiveAlert>>,
+    pub raised: u64,
+    /// The alerts' sliding window, in seconds (follow mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<f64>,
+}
+
+/// What the follower read and lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FollowSection {
+    pub bytes_added_after_finish: u64,
+    pub bytes_cut_at_file_ends: u64,
+    pub files_missed: u64,
+    pub files_read: u64,
+    pub files_unreadable: u64,
+    pub rewrites: u64,
+}
+
+impl FollowSection {
+    /// The lines of benchmark.log: the files read, and every loss that happened.
+    pub fn figures(&self) -> Vec<(String, String)> {
+        json_object(self)
+            .into_iter()
+            .filter(|(name, value)| name == "files_read" || value.as_u64().is_some_and(|n| n > 0))
+            .map(|(name, value)| (name, value.to_string()))
+            .collect()
+    }
+}
+
+/// A struct as a JSON object (its fields sorted by name).
+fn json_object<T: Serialize>(value: &T) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The live agent's kernel side.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LiveSection {
+    /// Ring records that could not be decoded.
+    pub bad_records: u64,
+    /// Which packets the wire view holds: the `--capture` policy of the TC snapshots (with
+    /// `troubled`, only those of connections while they were watched, so a flow's wire
+    /// counts are partial), `file` for a capture another tool writes (`--pcap-path`), or
+    /// `kernel` for none. Absent in summaries of earlier versions, which copied every packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<String>,
+    pub clock_error_ns: i64,
+    pub clock_offset_ns: i64,
+    /// What was attached, by hook.
+    pub hooks: BTreeMap<String, String>,
+    pub interface: Option<String>,
+    pub kernel_events_by_tracepoint: BTreeMap<String, u64>,
+    pub kernel_events_filtered_by_netns: u64,
+    pub kernel_events_lost: u64,
+    pub kernel_samples_written: u64,
+    /// Absent in summaries of earlier versions, which counted ring-buffer losses only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_by_cause: Option<LostByCause>,
+    pub lost_events: u64,
+    /// Policy `troubled`: most connections watched at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_watched: Option<u32>,
+    pub netns: Option<String>,
+    pub packets_lost: u64,
+    pub packets_seen_by_tc: u64,
+    /// Packets written to capture.pcapng (none without an interface).
+    pub packets_written: Option<u64>,
+    pub recursion_misses_by_program: BTreeMap<String, u64>,
+    pub stopped_by_signal: bool,
+    pub tc_mode: String,
+    pub tcp_segments_seen_by_tc: u64,
+    /// Policy `troubled`: what started or renewed a watch, counted by the kernel side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trouble_marks: Option<TroubleMarks>,
+    /// Policy `troubled`: how long a connection stays watched after its last trouble.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_secs: Option<f64>,
+}
+
+/// Where the kernel side saw the trouble that makes a connection watched.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TroubleMarks {
+    /// A watch the LRU map could not store.
+    pub failed: u64,
+    /// An ACK this host sent with SACK blocks.
+    pub sack_sent: u64,
+    /// A retransmission, a move to Recovery or Loss, a reset received.
+    pub tracepoint: u64,
+    /// An ACK this host sent with a zero window.
+    pub zero_window_sent: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct LostByCause {
+    pub kernel_events: KernelEventsLost,
+    pub packets: PacketsLost,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct KernelEventsLost {
+    pub recursion: u64,
+    pub ring_full: u64,
+    /// Tracepoint records whose fields could not be copied.
+    pub unreadable: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct PacketsLost {
+    pub recursion: u64,
+    pub ring_full: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::Level;
+    use crate::event::EventKind;
+
+    /// Written in the order summary.json always had (sorted, as `serde_json::Value` sorts).
+    #[test]
+    fn sections_are_written_with_sorted_keys() {
+        let sections = Sections {
+            alerts: Some(AlertsSection {
+                active_at_end: Some(vec![ActiveAlert {
+                    count: 3,
+                    flow_id: 1,
+                    kind: EventKind::Retransmission,
+                    level: Level::Warn,
+                }]),
+                raised: 2,
+                window_s: Some(60.0),
+            }),
+            follow: Some(FollowSection { files_read: 1, ..Default::default() }),
+            live: Some(LiveSection {
+                lost_by_cause: Some(LostByCause::default()),
+                hooks: [("tc".to_string(), "tcx".to_string())].into(),
+                ..Default::default()
+            }),
+            not_written: Some([("events.jsonl".to_string(), 0)].into()),
+            other: BTreeMap::new(),
+        };
+        let typed = serde_json::to_string_pretty(&sections).unwrap();
+        let sorted = serde_json::to_string_pretty(&serde_json::to_value(&sections).unwrap()).unwrap();
+        assert_eq!(typed, sorted);
+        let back: Sections = serde_json::from_str(&typed).unwrap();
+        assert_eq!(back, sections);
+    }
+
+    /// A section this version does not know is kept; a known one of an earlier version
+    /// (fewer fields) still reads.
+    #[test]
+    fn other_and_older_sections_read() {
+        let text = r#"{"kernel": {"x": 1}, "live": {"packets_lost": 4, "tc_mode": "clsact"}}"#;
+        let s: Sections = serde_json::from_str(text).unwrap();
+        assert_eq!(s.other["kernel"], serde_json::json!({"x": 1}));
+        let live = s.live.unwrap();
+        assert_eq!((live.packets_lost, live.tc_mode.as_str(), live.lost_by_cause), (4, "clsact", None));
+    }
+
+    #[test]
+    fn follow_figures_are_the_files_read_and_the_losses_seen() {
+        let f = FollowSection { files_read: 2, rewrites: 1, ..Default::default() };
+        assert_eq!(f.figures(), vec![("files_read".into(), "2".into()), ("rewrites".into(), "1".into())]);
+    }
+}

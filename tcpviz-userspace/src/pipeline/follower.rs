@@ -1,0 +1,153 @@
+//! Following a capture that is being written: the [`Tailer`]'s files read into a
+//! [`Pipeline`] as they grow. The follow mode and the live agent's `--pcap-path` both drive
+//! one [`Follower`].
+
+use crate::capture::reader::{CaptureError, Next};
+use crate::capture::tail::{AfterEnd, TailError, TailLosses, Tailer};
+use crate::output::sections::FollowSection;
+use crate::output::session::{EVENTS_FILE, Session, SessionError};
+use crate::pipeline::{EventSink, Pipeline};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Tail(#[from] TailError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// A followed capture, and what following it met so far.
+pub struct Follower {
+    tailer: Tailer,
+    /// The files opened, in the order the tailer numbered them.
+    sources: Vec<String>,
+    /// Files given up on, as text for the summary.
+    errors: Vec<String>,
+    /// "waiting for the capture to appear" was said.
+    waiting_notice: bool,
+}
+
+impl Follower {
+    /// `path`: a file, a symlink, or a glob of ring files.
+    pub fn new(path: &str) -> Result<Follower, TailError> {
+        Ok(Follower { tailer: Tailer::new(path)?, sources: Vec::new(), errors: Vec::new(), waiting_notice: false })
+    }
+
+    pub fn tailer(&self) -> &Tailer {
+        &self.tailer
+    }
+
+    /// Files opened so far, in order.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// The files opened and the errors met, for the summary.
+    pub fn into_sources_and_errors(self) -> (Vec<String>, Vec<String>) {
+        (self.sources, self.errors)
+    }
+
+    /// What was read and lost so far.
+    pub fn section(&self) -> FollowSection {
+        // Destructured: a new kind of loss must be added here too.
+        let TailLosses { files_unreadable, files_missed, bytes_cut_at_file_ends, bytes_added_after_finish, rewrites } =
+            self.tailer.losses;
+        FollowSection {
+            bytes_added_after_finish,
+            bytes_cut_at_file_ends,
+            files_missed,
+            files_read: self.tailer.files_opened(),
+            files_unreadable,
+            rewrites,
+        }
+    }
+
+    /// Reads everything the followed capture holds now into `pipeline`; events go to
+    /// `sink`, which writes the session's events file. Returns whether any packet was read.
+    pub fn pass(
+        &mut self,
+        session: &Session,
+        pipeline: &mut Pipeline,
+        sink: &mut dyn EventSink,
+    ) -> Result<bool, FollowError> {
+        let mut progressed = false;
+        loop {
+            // Said as it happens, in order with the errors below.
+            for n in self.tailer.take_notices() {
+                crate::errln!("{n}");
+            }
+            let open = self.tailer.ensure_open()?;
+            self.register_opened(pipeline);
+            if !open {
+                if !self.waiting_notice {
+                    crate::errln!("waiting for the capture to appear");
+                    self.waiting_notice = true;
+                }
+                break;
+            }
+            let cur = self.tailer.current().expect("ensure_open opened one");
+            let file_index = cur.file_index;
+            let pending = match cur.reader.next_frame() {
+                Ok(Next::Frame(frame)) => {
+                    pipeline.process_frame(&frame, file_index, sink).map_err(session.write_error(EVENTS_FILE))?;
+                    progressed = true;
+                    continue;
+                }
+                Ok(Next::End { pending }) => pending,
+                // A capture tool creates its file before it writes the file header (tcpdump
+                // without -U only once its first buffer is full): an empty file is still
+                // being written, not a bad one.
+                Err(CaptureError::Empty { .. }) => 0,
+                Err(e) => {
+                    // A damaged file, or not a capture: report it, and go on with the next file.
+                    let text = crate::error::chain(&e);
+                    crate::errln!("error: {text}; skipping this file");
+                    self.errors.push(text);
+                    self.tailer.abandon_current();
+                    continue;
+                }
+            };
+            let next = self.tailer.caught_up(pending)?;
+            self.register_opened(pipeline);
+            if next == AfterEnd::Wait {
+                break;
+            }
+        }
+        for n in self.tailer.take_notices() {
+            crate::errln!("{n}");
+        }
+        Ok(progressed)
+    }
+
+    /// Names newly opened files in the pipeline, in the order the tailer numbered them.
+    fn register_opened(&mut self, pipeline: &mut Pipeline) {
+        for p in self.tailer.take_opened() {
+            let name = p.display().to_string();
+            pipeline.add_file(&name);
+            self.sources.push(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The section lists every loss of the tailer under its own name, plus the files read.
+    #[test]
+    fn the_follow_section_names_every_loss() {
+        let losses = TailLosses {
+            files_unreadable: 1,
+            files_missed: 2,
+            bytes_cut_at_file_ends: 3,
+            bytes_added_after_finish: 4,
+            rewrites: 5,
+        };
+        let mut follower = Follower::new("/nonexistent/capture.pcap").unwrap();
+        follower.tailer.losses = losses.clone();
+        let section = serde_json::to_value(follower.section()).unwrap();
+        let mut want = serde_json::to_value(&losses).unwrap();
+        want.as_object_mut().unwrap().insert("files_read".into(), 0.into());
+        assert_eq!(section, want);
+    }
+}

@@ -1,0 +1,95 @@
+//! Colours, marker symbols and plot settings shared by the dashboards, so that a kind or a
+//! severity looks the same on every page.
+
+use plotly::Configuration;
+use plotly::common::MarkerSymbol;
+
+use crate::event::{EventKind, Severity};
+
+/// Severity colours, the same on every page: INFO steel blue, WARNING orange, CRITICAL red.
+pub const COLOR_INFO: &str = "#5b7fa6";
+pub const COLOR_WARNING: &str = "#f08c00";
+pub const COLOR_CRITICAL: &str = "#d62728";
+
+pub fn severity_color(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => COLOR_INFO,
+        Severity::Warning => COLOR_WARNING,
+        Severity::Critical => COLOR_CRITICAL,
+    }
+}
+
+/// One colour per kind, the retransmission family in reds, reordering purple, duplicate
+/// ACKs blue, window trouble in cyans, findings dark.
+pub fn kind_color(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Retransmission => "#d62728",
+        EventKind::FastRetransmission => "#ff7f0e",
+        EventKind::SpuriousRetransmission => "#e377c2",
+        EventKind::OutOfOrder => "#9467bd",
+        EventKind::LostSegment => "#8c564b",
+        EventKind::AckLostSegment => "#c49c94",
+        EventKind::DuplicateAck => "#1f77b4",
+        EventKind::ZeroWindow => "#17becf",
+        EventKind::ZeroWindowProbe => "#6fc7d3",
+        EventKind::ZeroWindowProbeAck => "#aec7e8",
+        EventKind::KeepAlive => "#b5b5b5",
+        EventKind::KeepAliveAck => "#7f7f7f",
+        EventKind::WindowFull => "#bcbd22",
+        EventKind::WindowUpdate => "#dbdb8d",
+        EventKind::ReusedPorts => "#98df8a",
+        EventKind::LossInfer => "#7f0000",
+        EventKind::HandshakeAnomaly => "#393b79",
+        EventKind::TeardownAnomaly => "#637939",
+        // What the kernel reported, in greens and olives (live sessions).
+        EventKind::KernelRetransmit => "#2ca02c",
+        EventKind::KernelRetransmitSynack => "#98df8a",
+        EventKind::KernelRto => "#005a00",
+        EventKind::KernelRecovery => "#74c476",
+        EventKind::KernelResetSent => "#8c6d31",
+        EventKind::KernelResetReceived => "#bd9e39",
+        EventKind::KernelStateChange => "#c7c7c7",
+    }
+}
+
+/// One symbol per kind, so kinds stay apart where colours (severities) coincide.
+pub fn kind_symbol(kind: EventKind) -> MarkerSymbol {
+    match kind {
+        EventKind::Retransmission => MarkerSymbol::Circle,
+        EventKind::FastRetransmission => MarkerSymbol::Diamond,
+        EventKind::SpuriousRetransmission => MarkerSymbol::CircleOpen,
+        EventKind::OutOfOrder => MarkerSymbol::TriangleRight,
+        EventKind::LostSegment => MarkerSymbol::X,
+        EventKind::AckLostSegment => MarkerSymbol::XOpen,
+        EventKind::DuplicateAck => MarkerSymbol::TriangleDown,
+        EventKind::ZeroWindow => MarkerSymbol::Square,
+        EventKind::ZeroWindowProbe => MarkerSymbol::SquareOpen,
+        EventKind::ZeroWindowProbeAck => MarkerSymbol::SquareX,
+        EventKind::KeepAlive => MarkerSymbol::HexagonOpen,
+        EventKind::KeepAliveAck => MarkerSymbol::Hexagon,
+        EventKind::WindowFull => MarkerSymbol::Pentagon,
+        EventKind::WindowUpdate => MarkerSymbol::TriangleUpOpen,
+        EventKind::ReusedPorts => MarkerSymbol::StarOpen,
+        EventKind::LossInfer => MarkerSymbol::Star,
+        EventKind::HandshakeAnomaly => MarkerSymbol::Hourglass,
+        EventKind::TeardownAnomaly => MarkerSymbol::BowTie,
+        EventKind::KernelRetransmit => MarkerSymbol::CrossThin,
+        EventKind::KernelRetransmitSynack => MarkerSymbol::CrossThinOpen,
+        EventKind::KernelRto => MarkerSymbol::Cross,
+        EventKind::KernelRecovery => MarkerSymbol::CrossOpen,
+        EventKind::KernelResetSent => MarkerSymbol::YDown,
+        EventKind::KernelResetReceived => MarkerSymbol::YUp,
+        EventKind::KernelStateChange => MarkerSymbol::LineNS,
+    }
+}
+
+/// The plotly configuration of every plot: responsive, no plotly logo or cloud links, no
+/// LaTeX typesetting (a `$` in a file name must stay text).
+pub fn plot_config() -> Configuration {
+    Configuration::new()
+        .responsive(true)
+        .display_logo(false)
+        .typeset_math(false)
+        .show_send_to_cloud(false)
+        .show_link(false)
+}
