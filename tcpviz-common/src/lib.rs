@@ -101,7 +101,7 @@ pub struct PacketRecord {
     pub direction: u8,
     /// Number of valid bytes in `data`.
     pub snap_len: u16,
-    /// Interface index the packet was seen on (0: the one the agent attached to).
+    /// Index of the interface the packet was seen on (in the agent's network namespace).
     pub ifindex: u32,
     /// `bpf_ktime_get_boot_ns()` when the program ran.
     pub ts_boot_ns: u64,
@@ -209,8 +209,6 @@ pub struct AgentConfig {
     pub net_inum_off: u32,
     /// `offsetof(struct sk_buff, cb)`.
     pub skb_cb_off: u32,
-    /// Bytes of link header before IP at TC (14 on Ethernet, 0 on L3 devices).
-    pub l2_len: u32,
     /// Wake the reader once this many bytes of records were queued (per CPU for packets); it
     /// also drains on a timer.
     pub wakeup_bytes: u32,
@@ -222,12 +220,11 @@ pub struct AgentConfig {
     pub addr4: [u32; FILTER_SLOTS],
     /// `CAPTURE_ALL` or `CAPTURE_TROUBLED`.
     pub capture: u32,
-    pub _pad: u32,
     /// How long a connection stays watched after its last trouble, in nanoseconds.
     pub watch_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 28 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 16);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 24 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 12);
 
 // SAFETY: plain integers and arrays of them, no padding bytes left undefined (explicit
 // padding fields), so any bit pattern is valid and the layout is stable.

@@ -79,15 +79,31 @@ pub fn tcpviz_noop(_ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+// One pair of programs per kind of link header: on Ethernet (and loopback) IP starts at
+// byte 14, on L3 devices (tun, wireguard, GRE) at byte 0. A constant per program keeps every
+// packet offset provable for the verifier and costs no lookup per packet.
+
 #[classifier]
 pub fn tcpviz_ingress(ctx: TcContext) -> i32 {
-    snapshot(&ctx, DIR_INGRESS);
+    snapshot(&ctx, DIR_INGRESS, true);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn tcpviz_egress(ctx: TcContext) -> i32 {
-    snapshot(&ctx, DIR_EGRESS);
+    snapshot(&ctx, DIR_EGRESS, true);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn tcpviz_ingr_l3(ctx: TcContext) -> i32 {
+    snapshot(&ctx, DIR_INGRESS, false);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn tcpviz_egr_l3(ctx: TcContext) -> i32 {
+    snapshot(&ctx, DIR_EGRESS, false);
     TC_ACT_UNSPEC
 }
 
@@ -129,9 +145,7 @@ fn be32_at(ctx: &TcContext, off: usize) -> Option<u32> {
 /// Is this a TCP packet we keep? Reads the headers in place (no helper calls). A header
 /// outside the linear data is given the benefit of the doubt: userspace decodes it.
 #[inline(always)]
-fn wanted(ctx: &TcContext, cfg: &AgentConfig) -> bool {
-    // Only two layouts exist (Ethernet or none): constants keep packet offsets provable.
-    let ethernet = cfg.l2_len == 14;
+fn wanted(ctx: &TcContext, cfg: &AgentConfig, ethernet: bool) -> bool {
     let mut off: usize = if ethernet { 14 } else { 0 };
     let ethertype = if ethernet {
         let mut t = match be16_at(ctx, 12) {
@@ -200,13 +214,14 @@ fn wanted(ctx: &TcContext, cfg: &AgentConfig) -> bool {
     true
 }
 
+/// `ethernet`: the interface has an Ethernet header (else IP starts the packet).
 #[inline(always)]
-fn snapshot(ctx: &TcContext, direction: u8) {
+fn snapshot(ctx: &TcContext, direction: u8, ethernet: bool) {
     let Some(cfg) = CONFIG.get(0) else { return };
-    if cfg.capture == CAPTURE_TROUBLED && !troubled(ctx, cfg, direction) {
+    if cfg.capture == CAPTURE_TROUBLED && !troubled(ctx, cfg, direction, ethernet) {
         return;
     }
-    if !wanted(ctx, cfg) {
+    if !wanted(ctx, cfg, ethernet) {
         return;
     }
     let len = ctx.len();
@@ -223,9 +238,9 @@ fn snapshot(ctx: &TcContext, direction: u8) {
     let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.kind = RECORD_PACKET;
     rec.direction = direction;
-    // The agent attaches to one interface and knows it: reading skb->ifindex would chase a
-    // pointer to the device (a cache miss per packet).
-    rec.ifindex = 0;
+    // Read only for a packet that is copied: the field is skb->dev->ifindex, a pointer chase.
+    // SAFETY: the context's skb pointer is valid while the program runs.
+    rec.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: bpf_ktime_get_boot_ns takes no arguments and touches no memory of ours.
     rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     rec.orig_len = len;

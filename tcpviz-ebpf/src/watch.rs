@@ -58,7 +58,7 @@ fn mark_watched(key: &WatchKey, now: u64, counter: u32) {
 /// window and first options, read in place in the common layout. Addresses and ports are
 /// read only to mark a connection or look one up.
 #[inline(always)]
-pub(super) fn troubled(ctx: &TcContext, cfg: &AgentConfig, direction: u8) -> bool {
+pub(super) fn troubled(ctx: &TcContext, cfg: &AgentConfig, direction: u8, ethernet: bool) -> bool {
     let last = LAST_TROUBLE.get(0).copied().unwrap_or(0);
     // No trouble yet since the agent started: not even the clock is read.
     let now = if last != 0 { watch_clock() } else { 0 };
@@ -68,7 +68,7 @@ pub(super) fn troubled(ctx: &TcContext, cfg: &AgentConfig, direction: u8) -> boo
     if direction == DIR_INGRESS && !anything_watched {
         return false;
     }
-    let Some(tcp) = locate_tcp(ctx, cfg) else { return false };
+    let Some(tcp) = locate_tcp(ctx, ethernet) else { return false };
     if direction == DIR_EGRESS {
         let trouble = if tcp.in_place { sent_trouble_in_place(ctx, tcp.l4) } else { sent_trouble(ctx, tcp.l4) };
         if trouble != 0 {
@@ -153,8 +153,7 @@ fn u16_at(ctx: &TcContext, off: usize) -> Option<u16> {
 /// through the load helper: direct reads at an offset that is not a constant make the
 /// compiler write bounds checks the verifier cannot follow.
 #[inline(always)]
-fn locate_tcp(ctx: &TcContext, cfg: &AgentConfig) -> Option<TcpAt> {
-    let ethernet = cfg.l2_len == 14;
+fn locate_tcp(ctx: &TcContext, ethernet: bool) -> Option<TcpAt> {
     if ethernet && let Some(at) = locate_tcp_in_place(ctx) {
         return Some(at);
     }

@@ -47,6 +47,8 @@ pub enum FrameOutcome {
     Tcp,
     /// Not analysed, and why (counted in `Counters::skipped`).
     Skipped(SkipReason),
+    /// A TCP segment the caller left out (counted by the caller).
+    LeftOut,
 }
 
 /// How a pipeline runs, fixed when it is made.
@@ -113,8 +115,21 @@ impl Pipeline {
         file_index: u32,
         sink: &mut dyn EventSink,
     ) -> std::io::Result<FrameOutcome> {
+        self.process_frame_where(frame, file_index, sink, |_| true)
+    }
+
+    /// [`process_frame`](Self::process_frame) for the segments `analyse` accepts; the others
+    /// are TCP left out of the analysis (a copy of a packet already analysed).
+    pub fn process_frame_where(
+        &mut self,
+        frame: &Frame<'_>,
+        file_index: u32,
+        sink: &mut dyn EventSink,
+        analyse: impl FnOnce(&Segment) -> bool,
+    ) -> std::io::Result<FrameOutcome> {
         self.counters.packets += 1;
         match decode_frame(frame) {
+            Ok(seg) if !analyse(&seg) => Ok(FrameOutcome::LeftOut),
             Ok(seg) => {
                 self.process_segment(&seg, PacketRef { frame: frame.number, file_index }, sink)?;
                 Ok(FrameOutcome::Tcp)

@@ -11,6 +11,14 @@ pub fn ts_to_secs(ts: TimestampNs) -> f64 {
     ts.div_euclid(NS_PER_SEC) as f64 + ts.rem_euclid(NS_PER_SEC) as f64 / NS_PER_SEC as f64
 }
 
+/// The wall clock now.
+pub fn now_ns() -> TimestampNs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

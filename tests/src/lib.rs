@@ -236,23 +236,33 @@ impl Lab {
 
     /// A server in B that reads one connection to the end.
     pub fn server(&self, addr: &str, port: u16) -> Child {
+        self.server_in(&self.b, addr, port)
+    }
+
+    /// A server in namespace `ns` that reads one connection to its end.
+    pub fn server_in(&self, ns: &str, addr: &str, port: u16) -> Child {
         let script = format!(
             "import socket\ns=socket.socket(socket.AF_INET6 if ':' in '{addr}' else socket.AF_INET)\n\
              s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{addr}',{port}));s.listen(1)\n\
              c,_=s.accept()\nwhile c.recv(1<<16):\n    pass\nc.close()\n"
         );
-        let child = self.spawn(&self.b, &["python3", "-c", &script]);
+        let child = self.spawn(ns, &["python3", "-c", &script]);
         std::thread::sleep(std::time::Duration::from_millis(400));
         child
     }
 
     /// Sends `bytes` from A to the server and closes.
     pub fn send(&self, addr: &str, port: u16, bytes: usize) {
+        self.send_from(&self.a, addr, port, bytes)
+    }
+
+    /// Sends `bytes` from namespace `ns` to the server and closes.
+    pub fn send_from(&self, ns: &str, addr: &str, port: u16, bytes: usize) {
         let script = format!(
             "import socket\ns=socket.create_connection(('{addr}',{port}),timeout=60)\n\
              s.sendall(b'x'*{bytes})\ns.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\n"
         );
-        self.exec(&self.a, &format!("python3 -c \"{script}\""));
+        self.exec(ns, &format!("python3 -c \"{script}\""));
     }
 }
 

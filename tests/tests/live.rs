@@ -360,7 +360,7 @@ fn classifier_snapshots_decode_like_the_offline_path() {
     let mut ebpf = aya::Ebpf::load(tcpviz::ebpf::object().expect("built with the eBPF programs")).unwrap();
     {
         let mut config: Array<_, AgentConfig> = Array::try_from(ebpf.map_mut("CONFIG").unwrap()).unwrap();
-        config.set(0, AgentConfig { l2_len: 14, wakeup_bytes: 1, ..Default::default() }, 0).unwrap();
+        config.set(0, AgentConfig { wakeup_bytes: 1, ..Default::default() }, 0).unwrap();
     }
     let prog: &mut SchedClassifier = ebpf.program_mut("tcpviz_egress").unwrap().try_into().unwrap();
     prog.load().unwrap();

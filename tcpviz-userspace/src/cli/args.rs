@@ -41,9 +41,11 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct LiveArgs {
-    /// Interface whose TCP packets are analysed (TC ingress and egress).
+    /// Interface whose TCP packets are analysed (TC ingress and egress); repeat the flag for
+    /// several, or give `all` for every interface of the namespace, including those created
+    /// while the agent runs.
     #[arg(long, value_name = "IF")]
-    pub iface: Option<String>,
+    pub iface: Vec<String>,
     /// Network namespace of the interface (as `ip netns` names it); kernel events are then
     /// limited to sockets of that namespace.
     #[arg(long, value_name = "NAME")]

@@ -155,12 +155,39 @@ fn watch_duration(secs: f64) -> Result<std::time::Duration> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// `--iface` as given: none, names (each once), or `all` alone.
+fn interfaces(given: &[String]) -> Result<tcpviz::live::Interfaces> {
+    use tcpviz::live::Interfaces;
+    if given.iter().any(|i| i == "all") {
+        if given.len() > 1 {
+            bail!("--iface all already covers every interface: give it alone");
+        }
+        return Ok(Interfaces::All);
+    }
+    if given.is_empty() {
+        return Ok(Interfaces::None);
+    }
+    let mut names: Vec<String> = Vec::new();
+    for name in given {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    Ok(Interfaces::Named(names))
+}
+
 fn live(args: LiveArgs) -> Result<ExitCode> {
     use tcpviz::live::{LiveOptions, TcMode};
+    let ifaces = interfaces(&args.iface)?;
     if args.cleanup {
-        let iface = args.iface.as_deref().filter(|i| *i != "all");
-        for line in tcpviz::live::cleanup(iface, args.netns.as_deref())? {
-            tcpviz::outln!("{line}");
+        let names = match &ifaces {
+            tcpviz::live::Interfaces::Named(names) => names.iter().map(|n| Some(n.as_str())).collect(),
+            _ => vec![None],
+        };
+        for iface in names {
+            for line in tcpviz::live::cleanup(iface, args.netns.as_deref())? {
+                tcpviz::outln!("{line}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -176,7 +203,7 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     let alerts = args.alerts.config()?;
     let session = Session::create(args.out.as_deref())?;
     let opts = LiveOptions {
-        iface: args.iface,
+        ifaces,
         netns: args.netns,
         duration: args.duration.map(std::time::Duration::from_secs_f64),
         session: session.clone(),

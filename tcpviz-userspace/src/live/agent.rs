@@ -17,10 +17,14 @@ use tcpviz_common::{
 use tokio::io::unix::AsyncFd;
 
 use super::clock::{self, BootClock};
+use super::config::LinkHeader;
+use super::interfaces::TcInterfaces;
+use super::link_events::LinkEvents;
 use super::losses::{KernelLosses, read_counters};
 use super::records::{Decoded, decode_trace};
 use super::stop::StopSignals;
 use super::tracefs::Format;
+use super::vantage::VantagePoints;
 use super::{CapturePolicy, LiveError, LiveOptions, LiveResult, metrics};
 use crate::capture::frame::{Direction, Frame, LinkType};
 use crate::event::KernelSample;
@@ -38,9 +42,8 @@ use crate::time::TimestampNs;
 pub(super) struct AgentInputs<'a> {
     pub opts: &'a LiveOptions,
     pub formats: [Option<Format>; TP_COUNT],
-    pub link_type: LinkType,
-    pub hooks: &'a BTreeMap<String, String>,
-    pub tc_mode: &'a str,
+    /// The tracepoints' state (the interfaces' is theirs).
+    pub hooks: BTreeMap<String, String>,
     pub stop: &'a StopSignals,
 }
 
@@ -155,6 +158,10 @@ struct Agent<'a> {
     sink: AlertingSink,
     pipeline: Pipeline,
     capture: Option<PcapngWriter>,
+    /// The interfaces the TC programs watch.
+    tc: &'a mut TcInterfaces,
+    /// Where each direction of a connection is analysed, when a packet can be seen twice.
+    vantage: Option<VantagePoints>,
     samples: SampleWriter,
     follower: Option<Follower>,
     tally: Tally,
@@ -166,7 +173,7 @@ struct Agent<'a> {
 impl<'a> Agent<'a> {
     /// Opens what the session writes; first what can fail on the command line, so that a
     /// failure there leaves no files behind.
-    async fn start(inputs: AgentInputs<'a>) -> Result<Agent<'a>, LiveError> {
+    async fn start(inputs: AgentInputs<'a>, tc: &'a mut TcInterfaces) -> Result<Agent<'a>, LiveError> {
         let opts = inputs.opts;
         let session = &opts.session;
         let metrics = metrics::Metrics::default();
@@ -176,19 +183,16 @@ impl<'a> Agent<'a> {
         }
         let clock = BootClock::measure();
         let sink = AlertingSink::create(session, opts.alerts.clone()).map_err(out_err(session, EVENTS_FILE))?;
-        let capture = match &opts.iface {
-            Some(iface) => Some(
-                PcapngWriter::create(
-                    &session.path(CAPTURE_FILE),
-                    inputs.link_type,
-                    iface,
-                    SNAP_LEN as u32,
-                    OnFailure::Count,
-                )
-                .map_err(out_err(session, CAPTURE_FILE))?,
-            ),
-            None => None,
+        // Interfaces are described in it as their first packet comes.
+        let capture = if opts.ifaces.any() {
+            Some(
+                PcapngWriter::create(&session.path(CAPTURE_FILE), SNAP_LEN as u32, OnFailure::Count)
+                    .map_err(out_err(session, CAPTURE_FILE))?,
+            )
+        } else {
+            None
         };
+        let vantage = tc.sees_packets_twice().then(|| VantagePoints::new(opts.limits.max_flows.saturating_mul(2)));
         let samples = SampleWriter {
             out: JsonlWriter::create_lasting(&session.path(KERNEL_SAMPLES_FILE))
                 .map_err(out_err(session, KERNEL_SAMPLES_FILE))?,
@@ -217,6 +221,8 @@ impl<'a> Agent<'a> {
             sink,
             pipeline,
             capture,
+            tc,
+            vantage,
             samples,
             follower,
             tally: Tally::default(),
@@ -236,9 +242,9 @@ impl<'a> Agent<'a> {
         } else {
             crate::errln!(
                 "tcpviz live: {}{}{} (Ctrl-C to stop)",
-                opts.iface
-                    .as_deref()
-                    .map(|i| format!("TC {} on {i}, capture {}", self.inputs.tc_mode, opts.capture.name()))
+                opts.ifaces
+                    .label()
+                    .map(|i| format!("TC {} on {i}, capture {}", self.tc.mode(), opts.capture.name()))
                     .unwrap_or_else(|| "kernel tracepoints".into()),
                 opts.netns.as_deref().map(|n| format!(" in {n}")).unwrap_or_default(),
                 opts.pcap_path.as_deref().map(|p| format!(", wire packets from {p}")).unwrap_or_default()
@@ -271,34 +277,72 @@ impl<'a> Agent<'a> {
     }
 
     /// A TC snapshot: written to the capture and, unless the wire comes from a file,
-    /// analysed.
+    /// analysed (where its connection's direction was first seen, when it can be seen twice).
     fn handle_packet(&mut self, p: &PacketRecord) -> Result<(), LiveError> {
         let session = self.session();
         self.tally.frames += 1;
+        let Some(iface) = self.tc.get_mut(p.ifindex) else {
+            // Only attached interfaces run the programs; kept apart from the analysis.
+            self.tally.bad_records += 1;
+            tracing::debug!("a packet record of interface {}, which the agent does not know", p.ifindex);
+            return Ok(());
+        };
+        iface.packets += 1;
         let ts = self.clock.to_wall(p.ts_boot_ns);
         let data = &p.data[..p.snap_len as usize];
         let direction =
             Some(if p.direction == tcpviz_common::DIR_EGRESS { Direction::Egress } else { Direction::Ingress });
+        let link_type = iface.header.map_or(LinkType::ETHERNET, LinkHeader::link_type);
         if let Some(c) = self.capture.as_mut() {
-            c.write_packet(ts, data, p.orig_len, direction).map_err(out_err(session, CAPTURE_FILE))?;
+            if iface.capture_id.is_none() {
+                match c.add_interface(link_type, &iface.name) {
+                    Ok(id) => iface.capture_id = Some(id),
+                    // Tried again with its next packet; this one is not recorded.
+                    Err(e) => tracing::warn!("cannot describe {} in {CAPTURE_FILE}: {e}", iface.name),
+                }
+            }
+            if let Some(id) = iface.capture_id {
+                c.write_packet(id, ts, data, p.orig_len, direction).map_err(out_err(session, CAPTURE_FILE))?;
+            }
         }
-        let link_type = self.inputs.link_type;
         let number = self.tally.frames;
-        let frame = Frame { ts, link_type, data, orig_len: p.orig_len, interface: 0, number, direction };
+        let interface = iface.capture_id.unwrap_or(0);
+        let frame = Frame { ts, link_type, data, orig_len: p.orig_len, interface, number, direction };
         // What a capture tool would count: TCP packets, a GSO packet as its segments.
         let is_tcp = if self.inputs.opts.pcap_path.is_none() {
-            let outcome =
-                self.pipeline.process_frame(&frame, 0, &mut self.sink).map_err(out_err(session, EVENTS_FILE))?;
-            outcome == FrameOutcome::Tcp
+            let vantage = &mut self.vantage;
+            let (ifindex, dir) = (p.ifindex, p.direction);
+            let analyse = |seg: &crate::capture::decode::Segment| {
+                vantage.as_mut().is_none_or(|v| v.at_vantage(seg, ifindex, dir))
+            };
+            let outcome = self
+                .pipeline
+                .process_frame_where(&frame, 0, &mut self.sink, analyse)
+                .map_err(out_err(session, EVENTS_FILE))?;
+            matches!(outcome, FrameOutcome::Tcp | FrameOutcome::LeftOut)
         } else {
             crate::capture::decode_frame(&frame).is_ok()
         };
         if is_tcp {
-            self.tally.segments += p.gso_segs.max(1) as u64;
+            let segments = p.gso_segs.max(1) as u64;
+            self.tally.segments += segments;
+            iface.tcp_segments += segments;
         }
         #[cfg(feature = "test-hooks")]
         if self.panic_after.is_some_and(|n| number >= n) {
             panic!("TCPVIZ_TEST_PANIC_AFTER_PACKETS reached (a test of the crash path)");
+        }
+        Ok(())
+    }
+
+    /// Interfaces that came or went (`--iface all`).
+    fn follow_links(&mut self, ebpf: &mut Ebpf, events: &LinkEvents) -> Result<(), LiveError> {
+        for change in events.read()? {
+            if let Some(index) = self.tc.follow(ebpf, change, self.inputs.stop)
+                && let Some(w) = self.tc.get(index)
+            {
+                crate::errln!("note: {} appeared; watching it ({})", w.name, w.section().hook);
+            }
         }
         Ok(())
     }
@@ -332,9 +376,20 @@ impl<'a> Agent<'a> {
     }
 }
 
-pub(super) async fn agent_loop(inputs: AgentInputs<'_>, ebpf: &mut Ebpf) -> Result<LiveResult, LiveError> {
-    let mut agent = Agent::start(inputs).await?;
+pub(super) async fn agent_loop(
+    inputs: AgentInputs<'_>,
+    ebpf: &mut Ebpf,
+    tc: &mut TcInterfaces,
+    link_events: Option<LinkEvents>,
+) -> Result<LiveResult, LiveError> {
+    let mut agent = Agent::start(inputs, tc).await?;
     let mut rings = Rings::take(ebpf)?;
+    let link_events = match link_events {
+        // SAFETY: the LinkEvents owns its descriptor, which stays open as long as the AsyncFd
+        // that wraps it.
+        Some(l) => Some(unsafe { AsyncFd::register(l) }.map_err(|e| LiveError::Load(format!("{e}")))?),
+        None => None,
+    };
     let stop_signals = agent.inputs.stop;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -350,11 +405,23 @@ pub(super) async fn agent_loop(inputs: AgentInputs<'_>, ebpf: &mut Ebpf) -> Resu
         let stop = tokio::select! {
             r = rings.packets.readable_mut() => { r?.clear_ready(); false }
             r = rings.traces.readable_mut() => { r?.clear_ready(); false }
+            r = async {
+                match &link_events {
+                    Some(fd) => fd.readable().await.map(|mut g| g.clear_ready()),
+                    None => std::future::pending().await,
+                }
+            } => { r?; false }
             _ = tick.tick() => false,
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => true,
         } || stop_signals.requested();
+        // Interfaces first: records of one just attached may already be in the ring.
+        if let Some(events) = &link_events
+            && !stop
+        {
+            agent.follow_links(ebpf, events.get_ref())?;
+        }
         rings.drain(&mut batch, &mut agent.tally.bad_records);
         // Nobody reads the alerts any more (`tcpviz live | head`): end as on Ctrl-C.
         let stop = stop || crate::output::stdio::stdout_closed();
@@ -391,7 +458,7 @@ fn finish(
     agent.samples.out.flush().map_err(out_err(session, KERNEL_SAMPLES_FILE))?;
     let (c, losses) = rings.losses(agent.tally.unreadable);
     let opts = agent.inputs.opts;
-    let mut src_names = vec![opts.iface.as_deref().map(|i| format!("live:{i}")).unwrap_or_default()];
+    let mut src_names = vec![opts.ifaces.label().map(|i| format!("live:{i}")).unwrap_or_default()];
     let (follow_sources, follow_errors) =
         agent.follower.take().map(Follower::into_sources_and_errors).unwrap_or_default();
     src_names.extend(follow_sources);
@@ -446,12 +513,14 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
         .collect();
     // What the wire view is: the TC snapshots under the policy, a capture file another tool
     // writes (`--pcap-path`), or nothing.
-    let capture = match (&opts.iface, &opts.pcap_path) {
-        (Some(_), _) => opts.capture.name(),
-        (None, Some(_)) => "file",
-        (None, None) => CapturePolicy::Kernel.name(),
+    let capture = match (opts.ifaces.any(), &opts.pcap_path) {
+        (true, _) => opts.capture.name(),
+        (false, Some(_)) => "file",
+        (false, None) => CapturePolicy::Kernel.name(),
     };
-    let troubled = opts.iface.is_some() && opts.capture == CapturePolicy::Troubled;
+    let troubled = opts.ifaces.any() && opts.capture == CapturePolicy::Troubled;
+    let mut hooks = agent.inputs.hooks.clone();
+    hooks.extend(agent.tc.hooks());
     let mark = |i: u32| c[i as usize];
     LiveSection {
         bad_records: agent.tally.bad_records,
@@ -466,8 +535,9 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
         watch_secs: troubled.then_some(opts.watch.as_secs_f64()),
         clock_error_ns: agent.clock.error_ns,
         clock_offset_ns: agent.clock.offset_ns,
-        hooks: agent.inputs.hooks.clone(),
-        interface: opts.iface.clone(),
+        hooks,
+        interface: opts.ifaces.label(),
+        interfaces: agent.tc.iter().map(|w| w.section()).collect(),
         kernel_events_by_tracepoint,
         kernel_events_filtered_by_netns: c[COUNTER_TRACE_FILTERED as usize],
         kernel_events_lost: losses.kernel_events(),
@@ -483,11 +553,12 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
         lost_events: losses.total(),
         netns: opts.netns.clone(),
         packets_lost: losses.packets(),
+        packets_seen_again: agent.vantage.as_ref().map_or(0, |v| v.seen_again),
         packets_seen_by_tc: packets_seen,
         packets_written: agent.capture.as_ref().map(|c| c.packets()),
         recursion_misses_by_program: losses.recursion_by_program.iter().cloned().collect(),
         stopped_by_signal: agent.inputs.stop.requested(),
-        tc_mode: agent.inputs.tc_mode.to_string(),
+        tc_mode: agent.tc.mode(),
         tcp_segments_seen_by_tc: agent.tally.segments,
     }
 }

@@ -94,38 +94,9 @@ pub(super) fn attach_tracepoints(
     Ok(hooks)
 }
 
-/// Attachments that must go when the agent ends, however it ends.
-pub(super) struct Attachments {
-    netns: Option<Netns>,
-    iface: String,
-    ifindex: u32,
-    tc_links: Vec<SchedClassifierLink>,
-    /// The clsact qdisc this agent added (and the marker that records it).
-    added_clsact: Option<ClsactMarker>,
-}
-
-impl Drop for Attachments {
-    fn drop(&mut self) {
-        let links = std::mem::take(&mut self.tc_links);
-        let (iface, ifindex, added) = (self.iface.clone(), self.ifindex, self.added_clsact.take());
-        // Netlink (clsact) links detach through a netlink socket of the namespace they live
-        // in: drop them there.
-        let r = in_netns(self.netns.as_ref(), move || {
-            drop(links);
-            if let Some(marker) = added {
-                remove_clsact_if_unused(ifindex, &iface);
-                marker.remove();
-            }
-        });
-        if let Err(e) = r {
-            tracing::warn!("detaching from {}: {e}", self.iface);
-        }
-    }
-}
-
 /// Removes the clsact qdisc tcpviz added (in the calling thread's namespace), unless someone
 /// else attached filters to it meanwhile: deleting the qdisc would delete theirs.
-fn remove_clsact_if_unused(ifindex: u32, iface: &str) {
+pub(super) fn remove_clsact_if_unused(ifindex: u32, iface: &str) {
     let r = rtnl::Rtnl::open().and_then(|mut nl| {
         let mut others = nl.filters(ifindex, rtnl::CLSACT_INGRESS)?;
         others.extend(nl.filters(ifindex, rtnl::CLSACT_EGRESS)?);
@@ -149,47 +120,8 @@ fn attach_err(what: &str) -> impl Fn(aya::programs::ProgramError) -> LiveError +
     move |e| LiveError::Attach { what: what.to_string(), detail: format!("{e}") }
 }
 
-/// Where the TC classifiers go.
-pub(super) struct TcTarget<'a> {
-    pub netns: Option<Netns>,
-    pub netns_name: Option<&'a str>,
-    /// Interface name and index (None: no TC snapshots).
-    pub iface: Option<(&'a str, u32)>,
-    pub mode: TcMode,
-}
-
-/// Attaches the TC classifiers, if there is an interface; returns the guard that detaches
-/// them (and what else must go with them), and the TC mode used ("none" without one).
-pub(super) fn attach_tc_programs(
-    ebpf: &mut Ebpf,
-    target: TcTarget<'_>,
-    stop: &StopSignals,
-    hooks: &mut BTreeMap<String, String>,
-) -> Result<(Attachments, &'static str), LiveError> {
-    let (iface, ifindex) = target.iface.unwrap_or_default();
-    let mut attachments = Attachments {
-        netns: target.netns,
-        iface: iface.to_string(),
-        ifindex,
-        tc_links: Vec::new(),
-        added_clsact: None,
-    };
-    if target.iface.is_none() {
-        return Ok((attachments, "none"));
-    }
-    let ours = load_tc_programs(ebpf)?;
-    let ns_label = target.netns_name.map(|n| format!(" (network namespace {n})")).unwrap_or_default();
-    let result =
-        in_netns(attachments.netns.as_ref(), || attach_tc(ebpf, iface, ifindex, target.mode, &ours, stop, &ns_label))?;
-    let attached = result?;
-    attachments.tc_links = attached.links;
-    attachments.added_clsact = attached.added_clsact;
-    hooks.insert(format!("tc:{iface}"), attached.state);
-    Ok((attachments, attached.mode))
-}
-
-/// Loads both TC programs; returns their tags, to tell our own leftovers from others'.
-fn load_tc_programs(ebpf: &mut Ebpf) -> Result<leftovers::OurTags, LiveError> {
+/// Loads the TC programs; returns their tags, to tell our own leftovers from others'.
+pub(super) fn load_tc_programs(ebpf: &mut Ebpf) -> Result<leftovers::OurTags, LiveError> {
     let mut ours: leftovers::OurTags = Vec::new();
     for name in leftovers::TC_PROGRAMS {
         let prog: &mut SchedClassifier =
@@ -280,12 +212,14 @@ pub fn cleanup(iface: Option<&str>, netns_name: Option<&str>) -> Result<Vec<Stri
     })?
 }
 
-struct TcAttached {
-    links: Vec<SchedClassifierLink>,
-    added_clsact: Option<ClsactMarker>,
-    mode: &'static str,
+/// The TC programs attached to one interface.
+pub(super) struct TcAttached {
+    pub links: Vec<SchedClassifierLink>,
+    /// The clsact qdisc this agent added (and the marker that records it).
+    pub added_clsact: Option<ClsactMarker>,
+    pub mode: &'static str,
     /// What the session records for the hook.
-    state: String,
+    pub state: String,
 }
 
 impl TcAttached {
@@ -295,18 +229,27 @@ impl TcAttached {
     }
 }
 
-/// Attaches both TC programs (in the interface's namespace), after removing what an agent
-/// that could not detach left there. Stops early, with what it attached so far, when a
-/// stop signal arrives.
-fn attach_tc(
+/// Where and how one interface gets its TC programs.
+pub(super) struct TcTarget<'a> {
+    pub iface: &'a str,
+    pub ifindex: u32,
+    /// The (ingress, egress) programs for its link header.
+    pub programs: [&'static str; 2],
+    pub mode: TcMode,
+    /// " (network namespace NAME)" or empty, for messages.
+    pub ns_label: &'a str,
+}
+
+/// Attaches a pair of TC programs (call in the interface's namespace), after removing what
+/// an agent that could not detach left there. Stops early, with what it attached so far,
+/// when a stop signal arrives.
+pub(super) fn attach_tc(
     ebpf: &mut Ebpf,
-    iface: &str,
-    ifindex: u32,
-    mode: TcMode,
+    target: &TcTarget<'_>,
     ours: &leftovers::OurTags,
     stop: &StopSignals,
-    ns_label: &str,
 ) -> Result<TcAttached, LiveError> {
+    let TcTarget { iface, ifindex, programs, mode, ns_label } = *target;
     let leftover_err = |source| LiveError::Leftovers { iface: format!("{iface}{ns_label}"), source };
     let mut nl = rtnl::Rtnl::open().map_err(leftover_err)?;
     let has_clsact = nl.clsact_interfaces().map_err(leftover_err)?.contains(&ifindex);
@@ -320,7 +263,7 @@ fn attach_tc(
     }
     if mode != TcMode::Clsact {
         out.mode = "tcx";
-        let tcx_error = match attach_tcx(ebpf, iface, stop, &mut out)? {
+        let tcx_error = match attach_tcx(ebpf, iface, programs, stop, &mut out)? {
             TcxOutcome::Attached => {
                 out.state = "tcx".into();
                 return Ok(out);
@@ -335,7 +278,7 @@ fn attach_tc(
         crate::errln!("note: TCX unavailable ({tcx_error}); using a clsact qdisc");
     }
     out.mode = "clsact";
-    attach_clsact(ebpf, iface, ifindex, stop, out)
+    attach_clsact(ebpf, (iface, ifindex), programs, stop, out)
 }
 
 enum TcxOutcome {
@@ -346,8 +289,14 @@ enum TcxOutcome {
 }
 
 /// Attaches both programs with TCX links, pushing them to `out.links`.
-fn attach_tcx(ebpf: &mut Ebpf, iface: &str, stop: &StopSignals, out: &mut TcAttached) -> Result<TcxOutcome, LiveError> {
-    for (name, at) in [("tcpviz_ingress", TcAttachType::Ingress), ("tcpviz_egress", TcAttachType::Egress)] {
+fn attach_tcx(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    programs: [&str; 2],
+    stop: &StopSignals,
+    out: &mut TcAttached,
+) -> Result<TcxOutcome, LiveError> {
+    for (name, at) in programs.into_iter().zip([TcAttachType::Ingress, TcAttachType::Egress]) {
         let prog: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
         match prog.attach_with_options(iface, at, TcAttachOptions::TcxOrder(LinkOrder::default())) {
             Ok(id) => out.links.push(prog.take_link(id).map_err(attach_err(name))?),
@@ -367,8 +316,8 @@ fn attach_tcx(ebpf: &mut Ebpf, iface: &str, stop: &StopSignals, out: &mut TcAtta
 /// (recorded by a marker, so that what a killed agent added can be told from others').
 fn attach_clsact(
     ebpf: &mut Ebpf,
-    iface: &str,
-    ifindex: u32,
+    (iface, ifindex): (&str, u32),
+    programs: [&str; 2],
     stop: &StopSignals,
     mut out: TcAttached,
 ) -> Result<TcAttached, LiveError> {
@@ -395,7 +344,7 @@ fn attach_clsact(
         }
     }
     stop::test_pause("attach-qdisc");
-    for (name, at) in [("tcpviz_ingress", TcAttachType::Ingress), ("tcpviz_egress", TcAttachType::Egress)] {
+    for (name, at) in programs.into_iter().zip([TcAttachType::Ingress, TcAttachType::Egress]) {
         if stop.requested() {
             return Ok(out.stopped());
         }

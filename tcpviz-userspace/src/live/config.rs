@@ -12,10 +12,55 @@ use tcpviz_common::{
 use super::tracefs::Format;
 use crate::capture::frame::LinkType;
 
-/// ARPHRD_NONE: tun, wireguard.
-const ARPHRD_NONE: u16 = 65534;
-/// ARPHRD_IPGRE, an L3 tunnel.
-const ARPHRD_IPGRE: u16 = 778;
+/// ARPHRD types (linux/if_arp.h) whose packets carry an Ethernet header at TC.
+const ARPHRD_ETHER: u16 = 1;
+const ARPHRD_LOOPBACK: u16 = 772;
+/// ARPHRD types whose packets start with the IP header at TC: PPP, raw IP (cellular modems),
+/// IPIP, IP6IP6, SIT, GRE, IP6GRE, and NONE (tun, wireguard).
+const ARPHRD_L3: [u16; 8] = [512, 519, 768, 769, 776, 778, 823, 65534];
+
+/// The link header an interface's packets carry at TC: it picks the pair of TC programs and
+/// the link type of the snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkHeader {
+    Ethernet,
+    /// None: IP starts the packet.
+    None,
+}
+
+impl LinkHeader {
+    /// The header of an interface of this ARPHRD type; `None` for types tcpviz cannot
+    /// decode (InfiniBand, CAN, …).
+    pub fn of(arphrd: u16) -> Option<LinkHeader> {
+        match arphrd {
+            ARPHRD_ETHER | ARPHRD_LOOPBACK => Some(LinkHeader::Ethernet),
+            t if ARPHRD_L3.contains(&t) => Some(LinkHeader::None),
+            _ => None,
+        }
+    }
+
+    pub fn link_type(self) -> LinkType {
+        match self {
+            LinkHeader::Ethernet => LinkType::ETHERNET,
+            LinkHeader::None => LinkType::RAW,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkHeader::Ethernet => "ethernet",
+            LinkHeader::None => "none",
+        }
+    }
+
+    /// The (ingress, egress) TC programs for this header.
+    pub fn programs(self) -> [&'static str; 2] {
+        match self {
+            LinkHeader::Ethernet => ["tcpviz_ingress", "tcpviz_egress"],
+            LinkHeader::None => ["tcpviz_ingr_l3", "tcpviz_egr_l3"],
+        }
+    }
+}
 
 /// Offsets into kernel structures, from the kernel's BTF.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,15 +71,6 @@ pub struct KernelOffsets {
     pub net_inum: u32,
     /// `offsetof(struct sk_buff, cb)`.
     pub skb_cb: u32,
-}
-
-/// Bytes of link header before IP at TC, and the link type of the snapshots, for an
-/// interface of this ARPHRD type (`None`: no interface). L3 devices carry no link header.
-pub fn link_layer(arphrd: Option<u16>) -> (u32, LinkType) {
-    match arphrd {
-        Some(ARPHRD_NONE) | Some(ARPHRD_IPGRE) => (0, LinkType::RAW),
-        _ => (14, LinkType::ETHERNET),
-    }
 }
 
 /// Which packets the TC programs copy (`--capture`).
@@ -65,7 +101,6 @@ impl CapturePolicy {
 pub struct AgentSettings<'a> {
     /// Inode number of the network namespace to watch (0: every namespace).
     pub netns_inum: u64,
-    pub l2_len: u32,
     pub wakeup_bytes: u32,
     pub ports: &'a [u16],
     pub addrs: &'a [Ipv4Addr],
@@ -81,7 +116,6 @@ pub fn agent_config(s: &AgentSettings<'_>, offsets: KernelOffsets) -> AgentConfi
         sk_net_off: offsets.sk_net,
         net_inum_off: offsets.net_inum,
         skb_cb_off: offsets.skb_cb,
-        l2_len: s.l2_len,
         wakeup_bytes: s.wakeup_bytes,
         capture: if s.capture == CapturePolicy::Troubled { CAPTURE_TROUBLED } else { CAPTURE_ALL },
         watch_ns: s.watch_ns,
@@ -133,11 +167,14 @@ mod tests {
     use crate::live::tracefs::Field;
 
     #[test]
-    fn l3_devices_have_no_link_header() {
-        assert_eq!(link_layer(Some(ARPHRD_NONE)), (0, LinkType::RAW));
-        assert_eq!(link_layer(Some(ARPHRD_IPGRE)), (0, LinkType::RAW));
-        assert_eq!(link_layer(Some(1)), (14, LinkType::ETHERNET));
-        assert_eq!(link_layer(None), (14, LinkType::ETHERNET));
+    fn l3_devices_have_no_link_header_and_their_own_programs() {
+        let wireguard = LinkHeader::of(65534).unwrap();
+        assert_eq!((wireguard, wireguard.link_type()), (LinkHeader::None, LinkType::RAW));
+        assert_eq!(LinkHeader::of(778), Some(LinkHeader::None), "GRE");
+        assert_eq!(LinkHeader::of(1).map(LinkHeader::link_type), Some(LinkType::ETHERNET));
+        assert_eq!(LinkHeader::of(772), Some(LinkHeader::Ethernet), "loopback");
+        assert_eq!(LinkHeader::of(32), None, "InfiniBand");
+        assert_ne!(LinkHeader::Ethernet.programs(), LinkHeader::None.programs());
     }
 
     #[test]
@@ -146,7 +183,6 @@ mod tests {
         let addrs = [Ipv4Addr::new(10, 0, 0, 1)];
         let s = AgentSettings {
             netns_inum: 4026531840,
-            l2_len: 14,
             wakeup_bytes: 4096,
             ports: &ports,
             addrs: &addrs,
@@ -159,7 +195,7 @@ mod tests {
         assert_eq!(cfg.addr4_count, 1);
         assert_eq!(cfg.addr4[0], u32::from_ne_bytes([10, 0, 0, 1]));
         assert_eq!((cfg.sk_net_off, cfg.net_inum_off, cfg.skb_cb_off), (48, 200, 40));
-        assert_eq!((cfg.netns_inum, cfg.l2_len, cfg.wakeup_bytes), (4026531840, 14, 4096));
+        assert_eq!((cfg.netns_inum, cfg.wakeup_bytes), (4026531840, 4096));
         let none = agent_config(&AgentSettings::default(), offsets);
         assert_eq!((none.port_count, none.addr4_count, none.netns_inum), (0, 0, 0));
     }

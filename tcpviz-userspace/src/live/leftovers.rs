@@ -23,8 +23,9 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use super::bpf_info::{self, ProgInfo};
 use super::rtnl::{CLSACT_EGRESS, CLSACT_INGRESS, Rtnl, TcFilter};
 
-/// The kernel names of tcpviz's TC programs.
-pub const TC_PROGRAMS: [&str; 2] = ["tcpviz_ingress", "tcpviz_egress"];
+/// The kernel names of tcpviz's TC programs: for interfaces with an Ethernet header, and for
+/// L3 devices (names of at most 15 bytes: the kernel keeps no more).
+pub const TC_PROGRAMS: [&str; 4] = ["tcpviz_ingress", "tcpviz_egress", "tcpviz_ingr_l3", "tcpviz_egr_l3"];
 
 /// Where agents record the clsact qdiscs they added.
 const MARKER_DIR: &str = "/run/tcpviz";

@@ -13,7 +13,9 @@ pub mod bpf_info;
 pub mod btf;
 pub mod clock;
 pub mod config;
+pub mod interfaces;
 pub mod leftovers;
+pub mod link_events;
 pub mod losses;
 pub mod metrics;
 pub mod netns;
@@ -21,6 +23,7 @@ pub mod records;
 pub mod rtnl;
 pub mod stop;
 pub mod tracefs;
+pub mod vantage;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -31,6 +34,7 @@ use tcpviz_common::{TP_COUNT, TRACEPOINTS};
 pub use self::attach::cleanup;
 pub use self::config::CapturePolicy;
 use self::config::{AgentSettings, KernelOffsets};
+pub use self::interfaces::Interfaces;
 pub use self::losses::KernelLosses;
 use self::netns::{Netns, in_netns};
 use self::tracefs::Format;
@@ -50,8 +54,8 @@ pub enum TcMode {
 
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
-    /// Interface for the TC snapshots (None: kernel hooks only, e.g. with `pcap_path`).
-    pub iface: Option<String>,
+    /// Interfaces for the TC snapshots (none: kernel hooks only, e.g. with `pcap_path`).
+    pub ifaces: Interfaces,
     pub netns: Option<String>,
     pub duration: Option<Duration>,
     pub session: Session,
@@ -106,7 +110,9 @@ pub enum LiveError {
     Follow(#[from] crate::pipeline::follower::FollowError),
     #[error(transparent)]
     Tail(#[from] crate::capture::tail::TailError),
-    #[error("nothing to watch: give --iface (TC snapshots) or --pcap-path (a capture being written)")]
+    #[error(
+        "nothing to watch: give --iface (TC snapshots; `all` for every interface) or --pcap-path (a capture being written)"
+    )]
     NothingToWatch,
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -144,15 +150,15 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
     if !privileged() {
         return Err(LiveError::NotPrivileged);
     }
-    // Policy `kernel` runs no TC program: the interface only names the session.
+    // Policy `kernel` runs no TC program: the interfaces only name the session.
     let tc_opts;
-    let opts = if opts.capture == CapturePolicy::Kernel && opts.iface.is_some() {
-        tc_opts = LiveOptions { iface: None, ..opts.clone() };
+    let opts = if opts.capture == CapturePolicy::Kernel && opts.ifaces.any() {
+        tc_opts = LiveOptions { ifaces: Interfaces::None, ..opts.clone() };
         &tc_opts
     } else {
         opts
     };
-    if opts.iface.is_none() && opts.pcap_path.is_none() && opts.capture != CapturePolicy::Kernel {
+    if !opts.ifaces.any() && opts.pcap_path.is_none() && opts.capture != CapturePolicy::Kernel {
         return Err(LiveError::NothingToWatch);
     }
     let object = crate::ebpf::object().ok_or(LiveError::NoPrograms)?;
@@ -160,15 +166,16 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
         Some(name) => Some(Netns::open(name).map_err(|source| LiveError::Netns { name: name.clone(), source })?),
         None => None,
     };
-    // The interface must exist (in its namespace) before anything is loaded.
-    let iface_info = match &opts.iface {
-        Some(iface) => {
-            let info = in_netns(netns.as_ref(), || netns::interface(iface))?
-                .map_err(|source| LiveError::NoInterface { iface: iface.clone(), netns: opts.netns.clone(), source })?;
-            Some(info)
+    // Named interfaces must exist (in their namespace) before anything is loaded.
+    if let Interfaces::Named(names) = &opts.ifaces {
+        for iface in names {
+            in_netns(netns.as_ref(), || netns::interface(iface))?.map_err(|source| LiveError::NoInterface {
+                iface: iface.clone(),
+                netns: opts.netns.clone(),
+                source,
+            })?;
         }
-        None => None,
-    };
+    }
     let btf = btf::Btf::from_kernel()?;
     let formats = tracepoint_formats()?;
     let offsets = KernelOffsets {
@@ -176,32 +183,26 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
         net_inum: btf.offset_of("net.ns.inum")?,
         skb_cb: btf.offset_of("sk_buff.cb")?,
     };
-    let (l2_len, link_type) = config::link_layer(iface_info.map(|(_, arphrd)| arphrd));
     let settings = AgentSettings {
         netns_inum: netns.as_ref().map(|n| n.inum).unwrap_or(0),
-        l2_len,
         wakeup_bytes: opts.wakeup_bytes,
         ports: &opts.ports,
         addrs: &opts.addrs,
         // Without a TC program there is nothing to copy, hence nothing to watch.
-        capture: if opts.iface.is_some() { opts.capture } else { CapturePolicy::Kernel },
+        capture: if opts.ifaces.any() { opts.capture } else { CapturePolicy::Kernel },
         watch_ns: opts.watch.as_nanos().min(u64::MAX as u128) as u64,
     };
     let cfg = config::agent_config(&settings, offsets);
     let mut ebpf = attach::load(object, opts.packet_ring_bytes, opts.max_watched.saturating_mul(2), cfg, &formats)?;
     let mut hooks = attach::attach_tracepoints(&mut ebpf, &formats, &stop)?;
-    let target = attach::TcTarget {
-        netns,
-        netns_name: opts.netns.as_deref(),
-        iface: opts.iface.as_deref().zip(iface_info.map(|(index, _)| index)),
-        mode: opts.tc_mode,
-    };
-    let (attachments, tc_mode) = attach::attach_tc_programs(&mut ebpf, target, &stop, &mut hooks)?;
+    let (mut interfaces, link_events) =
+        interfaces::TcInterfaces::start(&mut ebpf, &opts.ifaces, netns, opts.tc_mode, &stop)?;
+    hooks.extend(interfaces.hooks());
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let inputs = agent::AgentInputs { opts, formats, link_type, hooks: &hooks, tc_mode, stop: &stop };
-    let result = runtime.block_on(agent::agent_loop(inputs, &mut ebpf));
-    drop(attachments);
+    let inputs = agent::AgentInputs { opts, formats, hooks, stop: &stop };
+    let result = runtime.block_on(agent::agent_loop(inputs, &mut ebpf, &mut interfaces, link_events));
+    drop(interfaces);
     drop(ebpf);
     // Detached first: drawing the pages takes a moment and needs no hooks.
     let mut result = result?;

@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const NLMSG_HDRLEN: usize = 16;
+pub(super) const NLMSG_HDRLEN: usize = 16;
 const TCMSG_LEN: usize = 20;
 const NLA_HDRLEN: usize = 4;
 
@@ -27,7 +27,7 @@ pub const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 pub const CLSACT_INGRESS: u32 = 0xFFFF_FFF2;
 pub const CLSACT_EGRESS: u32 = 0xFFFF_FFF3;
 
-fn align4(n: usize) -> usize {
+pub(super) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -307,13 +307,13 @@ fn nul_terminated(s: &str) -> Vec<u8> {
     v
 }
 
-fn c_string(v: &[u8]) -> String {
+pub(super) fn c_string(v: &[u8]) -> String {
     let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
     String::from_utf8_lossy(&v[..end]).into_owned()
 }
 
 /// The attributes of a netlink payload: (type without flags, value).
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < NLA_HDRLEN {
             return None;

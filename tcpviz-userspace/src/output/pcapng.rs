@@ -12,6 +12,9 @@ use crate::time::TimestampNs;
 
 pub struct PcapngWriter {
     out: RecordFile,
+    snaplen: u32,
+    /// Interface description blocks written (interface ids 0..interfaces).
+    interfaces: u32,
 }
 
 fn option(buf: &mut Vec<u8>, code: u16, value: &[u8]) {
@@ -34,14 +37,9 @@ fn block(block_type: u32, body: &[u8]) -> Vec<u8> {
 }
 
 impl PcapngWriter {
-    /// Creates the file with a section header and one interface.
-    pub fn create(
-        path: &Path,
-        link_type: LinkType,
-        if_name: &str,
-        snaplen: u32,
-        on_failure: OnFailure,
-    ) -> io::Result<PcapngWriter> {
+    /// Creates the file with a section header; interfaces are added with
+    /// [`add_interface`](Self::add_interface) before their first packet.
+    pub fn create(path: &Path, snaplen: u32, on_failure: OnFailure) -> io::Result<PcapngWriter> {
         // The header is written at once, and its failure is an error whatever `on_failure`
         // says: packets after a lost header would make the file unreadable.
         let mut out = RecordFile::create(path, OnFailure::Stop, 1 << 20)?;
@@ -56,32 +54,53 @@ impl PcapngWriter {
             b.extend_from_slice(&block(0x0a0d_0d0a, &shb));
             Ok(())
         })?;
+        out.flush()?;
+        out.set_on_failure(on_failure);
+        Ok(PcapngWriter { out, snaplen, interfaces: 0 })
+    }
+
+    /// Describes one more interface; returns its id for [`write_packet`](Self::write_packet).
+    /// Written at once and never dropped: packets that name an interface the file does not
+    /// describe would make it unreadable. On an error, the file holds no trace of it (and
+    /// the packets queued before it are written, or counted as lost).
+    pub fn add_interface(&mut self, link_type: LinkType, if_name: &str) -> io::Result<u32> {
+        let on_failure = self.out.on_failure();
+        self.out.flush()?;
         let mut idb = Vec::new();
         idb.extend_from_slice(&(link_type.0 as u16).to_le_bytes());
         idb.extend_from_slice(&0u16.to_le_bytes());
-        idb.extend_from_slice(&snaplen.to_le_bytes());
+        idb.extend_from_slice(&self.snaplen.to_le_bytes());
         option(&mut idb, 2, if_name.as_bytes()); // if_name
         option(&mut idb, 9, &[9]); // if_tsresol: nanoseconds
         option(&mut idb, 0, &[]);
-        out.push(|b| {
-            b.extend_from_slice(&block(1, &idb));
-            Ok(())
-        })?;
-        out.flush()?;
-        out.set_on_failure(on_failure);
-        Ok(PcapngWriter { out })
+        self.out.set_on_failure(OnFailure::Stop);
+        let written = self
+            .out
+            .push(|b| {
+                b.extend_from_slice(&block(1, &idb));
+                Ok(())
+            })
+            .and_then(|()| self.out.flush());
+        self.out.set_on_failure(on_failure);
+        written?;
+        self.interfaces += 1;
+        Ok(self.interfaces - 1)
     }
 
+    /// One packet of interface `interface` (an id [`add_interface`](Self::add_interface)
+    /// gave).
     pub fn write_packet(
         &mut self,
+        interface: u32,
         ts: TimestampNs,
         data: &[u8],
         orig_len: u32,
         dir: Option<Direction>,
     ) -> io::Result<()> {
+        debug_assert!(interface < self.interfaces, "packet of an undescribed interface");
         let ticks = ts.max(0) as u64;
         let mut epb = Vec::with_capacity(40 + data.len());
-        epb.extend_from_slice(&0u32.to_le_bytes());
+        epb.extend_from_slice(&interface.to_le_bytes());
         epb.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
         epb.extend_from_slice(&(ticks as u32).to_le_bytes());
         epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
@@ -105,9 +124,9 @@ impl PcapngWriter {
         })
     }
 
-    /// Packets in the file (written, not counting its two header blocks).
+    /// Packets in the file (written, not counting its header and interface blocks).
     pub fn packets(&self) -> u64 {
-        self.out.written().saturating_sub(2)
+        self.out.written().saturating_sub(1 + self.interfaces as u64)
     }
 
     pub fn file(&self) -> &RecordFile {
@@ -127,25 +146,32 @@ mod tests {
     use crate::capture::reader::{CaptureReader, Next};
 
     #[test]
-    fn written_packets_read_back_with_nanosecond_times() {
+    fn written_packets_read_back_with_nanosecond_times_and_their_interfaces() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.pcapng");
-        let mut w = PcapngWriter::create(&path, LinkType::ETHERNET, "veth0", 128, OnFailure::Stop).unwrap();
-        w.write_packet(1_700_000_000_123_456_789, b"abcde", 1500, Some(Direction::Egress)).unwrap();
-        w.write_packet(1_700_000_001_000_000_001, b"xyz", 3, None).unwrap();
+        let mut w = PcapngWriter::create(&path, 128, OnFailure::Stop).unwrap();
+        let veth = w.add_interface(LinkType::ETHERNET, "veth0").unwrap();
+        w.write_packet(veth, 1_700_000_000_123_456_789, b"abcde", 1500, Some(Direction::Egress)).unwrap();
+        // An interface that appears later, with another link type.
+        let wg = w.add_interface(LinkType::RAW, "wg0").unwrap();
+        w.write_packet(wg, 1_700_000_001_000_000_001, b"xyz", 3, None).unwrap();
+        w.write_packet(veth, 1_700_000_002_000_000_000, b"q", 1, Some(Direction::Ingress)).unwrap();
         w.flush().unwrap();
+        assert_eq!((veth, wg, w.packets()), (0, 1, 3));
         let mut r = CaptureReader::new(File::open(&path).unwrap(), "c");
         let mut got = Vec::new();
         while let Next::Frame(f) = r.next_frame().unwrap() {
-            got.push((f.ts, f.data.to_vec(), f.orig_len, f.link_type));
+            got.push((f.ts, f.data.to_vec(), f.orig_len, f.link_type, f.interface));
         }
         assert_eq!(
             got,
             vec![
-                (1_700_000_000_123_456_789, b"abcde".to_vec(), 1500, LinkType::ETHERNET),
-                (1_700_000_001_000_000_001, b"xyz".to_vec(), 3, LinkType::ETHERNET)
+                (1_700_000_000_123_456_789, b"abcde".to_vec(), 1500, LinkType::ETHERNET, 0),
+                (1_700_000_001_000_000_001, b"xyz".to_vec(), 3, LinkType::RAW, 1),
+                (1_700_000_002_000_000_000, b"q".to_vec(), 1, LinkType::ETHERNET, 0),
             ]
         );
-        assert_eq!(r.interfaces()[0].name.as_deref(), Some("veth0"));
+        let names: Vec<_> = r.interfaces().iter().map(|i| i.name.as_deref()).collect();
+        assert_eq!(names, [Some("veth0"), Some("wg0")]);
     }
 }

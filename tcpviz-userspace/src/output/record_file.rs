@@ -70,6 +70,10 @@ impl RecordFile {
         self.on_failure = on_failure;
     }
 
+    pub fn on_failure(&self) -> OnFailure {
+        self.on_failure
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -99,7 +99,12 @@ pub struct LiveSection {
     pub clock_offset_ns: i64,
     /// What was attached, by hook.
     pub hooks: BTreeMap<String, String>,
+    /// `--iface` as given: a name, names joined by commas, or `all`.
     pub interface: Option<String>,
+    /// Each interface the TC programs were attached to (or tried to), with its packets.
+    /// Absent in summaries of earlier versions, which watched one interface.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceSection>,
     pub kernel_events_by_tracepoint: BTreeMap<String, u64>,
     pub kernel_events_filtered_by_netns: u64,
     pub kernel_events_lost: u64,
@@ -113,6 +118,10 @@ pub struct LiveSection {
     pub max_watched: Option<u32>,
     pub netns: Option<String>,
     pub packets_lost: u64,
+    /// Packets seen again at a second point of this host (forwarded between two watched
+    /// interfaces, or on loopback both ways): analysed at the first only, where each
+    /// direction of a connection was first seen.
+    pub packets_seen_again: u64,
     pub packets_seen_by_tc: u64,
     /// Packets written to capture.pcapng (none without an interface).
     pub packets_written: Option<u64>,
@@ -126,6 +135,24 @@ pub struct LiveSection {
     /// Policy `troubled`: how long a connection stays watched after its last trouble.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_secs: Option<f64>,
+}
+
+/// One interface of a live session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct InterfaceSection {
+    pub name: String,
+    pub ifindex: u32,
+    /// `ethernet`, `none` (IP first), or absent for a link type tcpviz cannot decode.
+    pub link_header: Option<String>,
+    /// How the TC programs were attached (`tcx`, `clsact`, …) or why not.
+    pub hook: String,
+    /// When the programs were attached, and when the interface went away (wall clock, ns).
+    pub attached_at: Option<i64>,
+    pub gone_at: Option<i64>,
+    /// Packet records from this interface, and the TCP segments among them.
+    pub packets: u64,
+    pub tcp_segments: u64,
 }
 
 /// Where the kernel side saw the trouble that makes a connection watched.

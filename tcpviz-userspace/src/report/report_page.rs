@@ -227,6 +227,9 @@ fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
     if let Some(view) = summary.sections.live.as_ref().and_then(wire_view) {
         row("wire view", escape_html(&view));
     }
+    if let Some(live) = summary.sections.live.as_ref().filter(|l| !l.interfaces.is_empty()) {
+        row("interfaces", live_interfaces(live));
+    }
     if let (Some(a), Some(b)) = (t.first_ts, t.last_ts) {
         row("first packet", escape_html(&fmt_utc(a)));
         row("last packet", escape_html(&fmt_utc(b)));
@@ -320,6 +323,33 @@ fn wire_view(live: &LiveSection) -> Option<String> {
         "file" => Some("the capture file another tool writes (--pcap-path)".into()),
         other => Some(format!("--capture {other}")),
     }
+}
+
+/// Each interface of a live session with its packets and how it was watched; and the
+/// packets seen at a second point of the host, analysed once.
+fn live_interfaces(live: &LiveSection) -> String {
+    let mut lines: Vec<String> = live
+        .interfaces
+        .iter()
+        .map(|i| {
+            let gone =
+                i.gone_at.map(|t| format!(", went away {}", fmt_utc(crate::time::ts_to_secs(t)))).unwrap_or_default();
+            format!(
+                "<span class=\"mono\">{}</span>: {} packets ({}{})",
+                escape_html(&i.name),
+                fmt_count(i.packets),
+                escape_html(&i.hook),
+                escape_html(&gone)
+            )
+        })
+        .collect();
+    if live.packets_seen_again > 0 {
+        lines.push(format!(
+            "{} packets seen again at a second interface or on loopback: analysed where each direction was first seen",
+            fmt_count(live.packets_seen_again)
+        ));
+    }
+    lines.join("<br>")
 }
 
 /// What the live agent's kernel side lost, by cause, in words. Sessions of earlier versions
