@@ -218,10 +218,16 @@ fn wanted(ctx: &TcContext, cfg: &AgentConfig, ethernet: bool) -> bool {
 #[inline(always)]
 fn snapshot(ctx: &TcContext, direction: u8, ethernet: bool) {
     let Some(cfg) = CONFIG.get(0) else { return };
-    if cfg.capture == CAPTURE_TROUBLED && !troubled(ctx, cfg, direction, ethernet) {
-        return;
-    }
-    if !wanted(ctx, cfg, ethernet) {
+    let filtered = cfg.port_count > 0 || cfg.addr4_count > 0;
+    if cfg.capture == CAPTURE_TROUBLED {
+        if !troubled(ctx, cfg, direction, ethernet) {
+            return;
+        }
+        // `troubled` found a TCP header already: without filters, nothing is left to check.
+        if filtered && !wanted(ctx, cfg, ethernet) {
+            return;
+        }
+    } else if !wanted(ctx, cfg, ethernet) {
         return;
     }
     let len = ctx.len();
