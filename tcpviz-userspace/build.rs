@@ -18,6 +18,12 @@ fn main() -> anyhow::Result<()> {
         .find(|p| p.name.as_str() == "tcpviz-ebpf")
         .ok_or_else(|| anyhow!("tcpviz-ebpf package not found"))?;
     let root = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // aya-build passes every line the inner cargo prints on as a `cargo:warning`: about 47
+    // lines of "Compiling …" in every build, which are not warnings. A quiet inner cargo still
+    // prints real warnings and errors.
+    // SAFETY: the build script is single-threaded here; nothing reads the environment
+    // concurrently.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package { name: ebpf.name.as_str(), root_dir: root.as_str(), ..Default::default() }],
         aya_build::Toolchain::default(),

@@ -143,6 +143,8 @@ struct Tally {
     frames: u64,
     /// TCP packets as a capture tool sees them: a GSO super-packet counts its segments.
     segments: u64,
+    /// Bytes of the packets the TC programs copied (their whole length, not the snapshot).
+    wire_bytes: u64,
     bad_records: u64,
     /// Tracepoint records whose fields could not be copied.
     unreadable: u64,
@@ -288,6 +290,7 @@ impl<'a> Agent<'a> {
             return Ok(());
         };
         iface.packets += 1;
+        self.tally.wire_bytes += p.orig_len as u64;
         let ts = self.clock.to_wall(p.ts_boot_ns);
         let data = &p.data[..p.snap_len as usize];
         let direction =
@@ -463,12 +466,14 @@ fn finish(
         agent.follower.take().map(Follower::into_sources_and_errors).unwrap_or_default();
     src_names.extend(follow_sources);
     src_names.retain(|s| !s.is_empty());
-    let mut figures = agent.pipeline.figures(src_names.clone(), 0, started.elapsed().as_secs_f64());
+    // What the session read: the packets' bytes on the wire (the TC snapshots hold their headers).
+    let bytes = agent.tally.wire_bytes;
+    let mut figures = agent.pipeline.figures(src_names.clone(), bytes, started.elapsed().as_secs_f64());
     let alerts_raised = agent.sink.engine.raised;
     let packets_seen = agent.tally.frames + losses.packets();
     let live = live_section(&agent, &c, &losses, packets_seen);
     let Agent { pipeline, sink, samples, capture, .. } = agent;
-    let mut summary = pipeline.summary(src_names, follow_errors, 0);
+    let mut summary = pipeline.summary(src_names, follow_errors, bytes);
     summary.sections.live = Some(live);
     summary.sections.alerts = Some(AlertsSection { raised: alerts_raised, ..Default::default() });
     let extra = &mut figures.extra;

@@ -302,7 +302,8 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
     let t = &summary.totals;
     let _ = writeln!(
         s,
-        "{} packets ({} TCP) in {:.1} s, {} flows, {} events",
+        // The span is the capture's (first to last packet), not the time the analysis took.
+        "{} packets ({} TCP) spanning {:.1} s of capture, {} flows, {} events",
         t.packets,
         t.tcp_segments,
         t.duration_s,

@@ -261,6 +261,8 @@ th, td { border: 1px solid var(--line); padding: 3px 8px; text-align: left; vert
 th { background: var(--head); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.kv th { width: 220px; }
+table.kv table.kv { margin: 0; font-size: 12px; }
+table.kv table.kv th { width: auto; font-weight: 500; }
 table.flows { font-size: 13px; }
 .table-wrap { overflow: auto; max-height: 85vh; max-width: 100%; border: 1px solid var(--line); margin: 6px 0 12px; }
 .table-wrap table { margin: 0; }

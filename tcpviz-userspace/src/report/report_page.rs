@@ -237,7 +237,9 @@ fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
     row("duration", escape_html(&fmt_seconds(t.duration_s)));
     row("packets read", fmt_count(t.packets));
     row("TCP segments", fmt_count(t.tcp_segments));
-    row("capture bytes read", escape_html(&fmt_bytes(t.bytes)));
+    // A live session reads no file: its bytes are those of the packets the TC programs saw.
+    let bytes_label = if summary.sections.live.is_some() { "bytes seen on the wire" } else { "capture bytes read" };
+    row(bytes_label, escape_html(&fmt_bytes(t.bytes)));
     let mut flows = fmt_count(t.flows);
     if t.flows_evicted_idle + t.flows_evicted_capacity > 0 {
         let _ = write!(
@@ -289,19 +291,57 @@ fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
     if let Some(live) = sections.get("live") {
         row("lost in the kernel", escape_html(&live_losses(live)));
     }
-    // Figures other sources add (the live agent's lost events, kernel counts, …).
+    // Figures other sources add (the live agent's lost events, kernel counts, …), as nested
+    // tables: raw JSON runs off the page.
     for (key, value) in &sections {
-        let text = match value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        row(
-            &truncate_chars(key, 80),
-            format!("<span class=\"mono\">{}</span>", escape_html(&truncate_chars(&text, 2000))),
-        );
+        row(&truncate_chars(key, 80), json_table(value, 0));
     }
     h.push_str("</table>\n");
     h
+}
+
+/// A JSON value as HTML: an object as a key–value table (nested ones inside), a list of
+/// plain values joined, a list of objects one table after the other. Deep or long values
+/// are cut short, and said so.
+fn json_table(value: &serde_json::Value, depth: usize) -> String {
+    use serde_json::Value;
+    const MAX_ROWS: usize = 100;
+    match value {
+        Value::Object(map) if depth < 4 && !map.is_empty() => {
+            let mut t = String::from("<table class=\"kv\">");
+            for (k, v) in map.iter().take(MAX_ROWS) {
+                let _ = write!(t, "<tr><th>{}</th><td>{}</td></tr>", escape_html(&truncate_chars(k, 80)), json_table(v, depth + 1));
+            }
+            if map.len() > MAX_ROWS {
+                let _ = write!(t, "<tr><td colspan=\"2\">… {} more</td></tr>", map.len() - MAX_ROWS);
+            }
+            t.push_str("</table>");
+            t
+        }
+        Value::Array(items) if depth < 4 && items.iter().any(Value::is_object) => {
+            let mut parts: Vec<String> = items.iter().take(MAX_ROWS).map(|v| json_table(v, depth + 1)).collect();
+            if items.len() > MAX_ROWS {
+                parts.push(format!("… {} more", items.len() - MAX_ROWS));
+            }
+            parts.join("")
+        }
+        Value::Array(items) if items.iter().all(|v| !v.is_array() && !v.is_object()) => {
+            let text: Vec<String> = items.iter().map(plain_json).collect();
+            escape_html(&truncate_chars(&text.join(", "), 2000))
+        }
+        Value::Null => "–".into(),
+        Value::String(_) | Value::Bool(_) | Value::Number(_) => escape_html(&truncate_chars(&plain_json(value), 2000)),
+        other => format!("<span class=\"mono\">{}</span>", escape_html(&truncate_chars(&other.to_string(), 2000))),
+    }
+}
+
+/// A plain JSON value as text: strings without their quotes, numbers with separators.
+fn plain_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) if n.is_u64() => fmt_count(n.as_u64().unwrap_or(0)),
+        other => other.to_string(),
+    }
 }
 
 /// Which packets a live session's wire view holds, in words, so that a partial view is never
@@ -560,4 +600,18 @@ mod tests {
         assert!(wire_view(&file).unwrap().contains("--pcap-path"));
         assert_eq!(wire_view(&LiveSection::default()), None, "an earlier version's session");
     }
+
+    #[test]
+    fn sections_are_tables_not_raw_json() {
+        let v = serde_json::json!({
+            "live": {"hooks": {"tc:<eth0>": "tcx"}, "interfaces": [{"name": "lo", "packets": 12345}], "netns": null},
+            "ports": [80, 443],
+        });
+        let html = json_table(&v, 0);
+        assert!(!html.contains('{') && !html.contains("&quot;"), "{html}");
+        assert!(html.contains("<th>tc:&lt;eth0&gt;</th><td>tcx</td>"), "{html}");
+        assert!(html.contains("<th>packets</th><td>12,345</td>") && html.contains("80, 443"), "{html}");
+        assert!(html.contains("<th>netns</th><td>–</td>"), "{html}");
+    }
+
 }

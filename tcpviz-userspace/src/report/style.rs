@@ -73,13 +73,15 @@ pub fn kind_symbol(kind: EventKind) -> MarkerSymbol {
         EventKind::LossInfer => MarkerSymbol::Star,
         EventKind::HandshakeAnomaly => MarkerSymbol::Hourglass,
         EventKind::TeardownAnomaly => MarkerSymbol::BowTie,
-        EventKind::KernelRetransmit => MarkerSymbol::CrossThin,
-        EventKind::KernelRetransmitSynack => MarkerSymbol::CrossThinOpen,
+        // Filled shapes only: the line-only symbols (cross-thin, y-up, line-ns, …) are drawn
+        // by the marker's outline alone, which the plots leave at width 0: invisible.
+        EventKind::KernelRetransmit => MarkerSymbol::TriangleUp,
+        EventKind::KernelRetransmitSynack => MarkerSymbol::TriangleLeft,
         EventKind::KernelRto => MarkerSymbol::Cross,
         EventKind::KernelRecovery => MarkerSymbol::CrossOpen,
-        EventKind::KernelResetSent => MarkerSymbol::YDown,
-        EventKind::KernelResetReceived => MarkerSymbol::YUp,
-        EventKind::KernelStateChange => MarkerSymbol::LineNS,
+        EventKind::KernelResetSent => MarkerSymbol::TriangleNE,
+        EventKind::KernelResetReceived => MarkerSymbol::TriangleSW,
+        EventKind::KernelStateChange => MarkerSymbol::Octagon,
     }
 }
 
@@ -92,4 +94,28 @@ pub fn plot_config() -> Configuration {
         .typeset_math(false)
         .show_send_to_cloud(false)
         .show_link(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind has its own symbol, and none is drawn by a line alone (cross-thin, line-ns,
+    /// y-up, asterisk, hash): those vanish with the plots' outline width of 0.
+    #[test]
+    fn every_kind_has_its_own_visible_symbol() {
+        let names: Vec<String> = EventKind::ALL
+            .iter()
+            .map(|k| serde_json::to_value(kind_symbol(*k)).unwrap().as_str().unwrap().to_string())
+            .collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for n in &names {
+            let line_only =
+                n.contains("thin") || n.starts_with("line") || n.starts_with("y-") || n == "asterisk" || n.starts_with("hash");
+            assert!(!line_only, "{n} is drawn by its outline only");
+        }
+    }
 }
