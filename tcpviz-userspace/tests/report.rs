@@ -41,7 +41,7 @@ fn write_alerts(session: &Path) -> usize {
 
 /// A kernel_samples.jsonl for a flow, shaped like a Reno sawtooth.
 fn write_kernel_samples(session: &Path, flow: &FlowSummary) {
-    let d = &flow.directions[summary_page::data_direction(flow)];
+    let d = &flow.directions[flow.data_direction()];
     let mut f = std::fs::File::create(session.join("kernel_samples.jsonl")).unwrap();
     for i in 0..200u32 {
         let t = flow.first_ts + flow.duration_s * i as f64 / 200.0;

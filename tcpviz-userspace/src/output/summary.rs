@@ -94,6 +94,18 @@ pub struct FlowSummary {
 }
 
 impl FlowSummary {
+    /// The direction that carries the data (more payload bytes): its RTT is the flow's RTT.
+    pub fn data_direction(&self) -> usize {
+        if self.directions[1].bytes > self.directions[0].bytes { 1 } else { 0 }
+    }
+
+    /// RTT of the flow's data, else of whichever direction has samples. Measured at the
+    /// capture point: the other direction's is often the local host's ACK delay.
+    pub fn data_rtt(&self) -> &RttSummary {
+        let d = self.data_direction();
+        if self.directions[d].rtt.samples > 0 { &self.directions[d].rtt } else { &self.directions[1 - d].rtt }
+    }
+
     pub fn from_flow(flow: &Flow, why: Retirement) -> FlowSummary {
         let dir = |i: usize| -> DirectionSummary {
             let d: &DirState = &flow.dirs[i];
@@ -338,13 +350,7 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
         let retx = f.count(EventKind::Retransmission)
             + f.count(EventKind::FastRetransmission)
             + f.count(EventKind::SpuriousRetransmission);
-        let rtt = f
-            .directions
-            .iter()
-            .filter_map(|d| d.rtt.median_ms.map(|m| (d.rtt.samples, m)))
-            .max_by_key(|(n, _)| *n)
-            .map(|(_, m)| format!("{m:.3}"))
-            .unwrap_or_else(|| "-".into());
+        let rtt = f.data_rtt().median_ms.map(|m| format!("{m:.3}")).unwrap_or_else(|| "-".into());
         let mut label = f.label();
         if label.len() > 47 {
             label.truncate(46);

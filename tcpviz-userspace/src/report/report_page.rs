@@ -13,7 +13,6 @@ use super::series::{
     FlowTarget, MAX_DETAIL_FLOWS, kernel_series, locate_captures, series_from_captures, series_from_events,
 };
 use super::style::{kind_color, plot_config};
-use super::summary_page::data_direction;
 use super::timeline::unreadable_note;
 use super::timeline_data::{AlertSpan, alert_spans};
 use super::{Problem, ReportError, SessionFiles, read_json_lines};
@@ -310,7 +309,12 @@ fn json_table(value: &serde_json::Value, depth: usize) -> String {
         Value::Object(map) if depth < 4 && !map.is_empty() => {
             let mut t = String::from("<table class=\"kv\">");
             for (k, v) in map.iter().take(MAX_ROWS) {
-                let _ = write!(t, "<tr><th>{}</th><td>{}</td></tr>", escape_html(&truncate_chars(k, 80)), json_table(v, depth + 1));
+                let _ = write!(
+                    t,
+                    "<tr><th>{}</th><td>{}</td></tr>",
+                    escape_html(&truncate_chars(k, 80)),
+                    json_table(v, depth + 1)
+                );
             }
             if map.len() > MAX_ROWS {
                 let _ = write!(t, "<tr><td colspan=\"2\">… {} more</td></tr>", map.len() - MAX_ROWS);
@@ -517,7 +521,7 @@ fn alert_table(spans: &[AlertSpan], summary: &Summary) -> String {
 }
 
 fn flow_table(f: &FlowSummary) -> String {
-    let d = data_direction(f);
+    let d = f.data_direction();
     let dir = &f.directions[d];
     let mut h = String::from("<table class=\"kv\">");
     let mut row = |key: &str, value: String| {
@@ -613,5 +617,4 @@ mod tests {
         assert!(html.contains("<th>packets</th><td>12,345</td>") && html.contains("80, 443"), "{html}");
         assert!(html.contains("<th>netns</th><td>–</td>"), "{html}");
     }
-
 }

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use super::page::{escape_plot_text, truncate_chars};
 use super::sampling::Decimator;
-use super::summary_page::data_direction;
 use super::{LineCounts, ReportError, read_json_lines};
 use crate::analysis::rules::{self, PacketAnalysis};
 use crate::analysis::{Analyzer, PacketRef};
@@ -51,7 +50,7 @@ pub struct FlowTarget {
 
 impl FlowTarget {
     pub fn from_summary(f: &FlowSummary) -> FlowTarget {
-        let d = &f.directions[data_direction(f)];
+        let d = &f.directions[f.data_direction()];
         FlowTarget {
             flow_id: f.flow_id,
             data_src: (d.src, d.sport),

@@ -11,7 +11,7 @@ use super::page::{Page, PageKind, escape_html, escape_plot_text, fmt_bytes, fmt_
 use super::sampling::fold_tail;
 use super::style::{kind_color, plot_config};
 use crate::event::EventKind;
-use crate::output::summary::{FlowSummary, RttSummary, Summary};
+use crate::output::summary::{FlowSummary, Summary};
 
 /// Flows in the table at most (the worst; the rest are in summary.json).
 pub const MAX_TABLE_FLOWS: usize = 2_000;
@@ -20,17 +20,6 @@ pub const MAX_BAR_FLOWS: usize = 30;
 
 pub const BARS_PLOT_ID: &str = "events-by-flow";
 pub const TABLE_ID: &str = "flows";
-
-/// The direction that carries the data (more payload bytes): its RTT is the flow's RTT.
-pub fn data_direction(f: &FlowSummary) -> usize {
-    if f.directions[1].bytes > f.directions[0].bytes { 1 } else { 0 }
-}
-
-/// RTT of the flow's data, else of whichever direction has samples.
-fn flow_rtt(f: &FlowSummary) -> &RttSummary {
-    let d = data_direction(f);
-    if f.directions[d].rtt.samples > 0 { &f.directions[d].rtt } else { &f.directions[1 - d].rtt }
-}
 
 pub fn render(files: &SessionFiles, summary: &Summary) -> String {
     let mut page = Page::new(PageKind::Summary, "Flows", &files.dir.display().to_string());
@@ -180,9 +169,17 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
             escape_html(&kind_heading(*k))
         );
     }
+    // Live sessions: the kernel's retransmissions beside the wire's, as the terminal table has.
+    let kernel = flows.iter().any(|f| f.kernel.is_some());
+    if kernel {
+        h.push_str(
+            "<th class=\"num\" data-type=\"num\" title=\"retransmissions the kernel reported (tcp_retransmit_skb)\">kernel retx</th>\
+             <th class=\"num\" data-type=\"num\" title=\"of which matched a retransmission on the wire\">matched</th>",
+        );
+    }
     h.push_str("</tr></thead>\n<tbody>\n");
     for f in flows {
-        let rtt = flow_rtt(f);
+        let rtt = f.data_rtt();
         let label = f.label().replace(" -> ", " → ");
         let num = |h: &mut String, v: f64, shown: &str| {
             let _ = write!(h, "<td class=\"num\" data-v=\"{v}\">{}</td>", escape_html(shown));
@@ -206,6 +203,15 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         for k in kinds {
             let c = f.count(*k);
             num(&mut h, c as f64, &if c == 0 { String::new() } else { fmt_count(c) });
+        }
+        if kernel {
+            match &f.kernel {
+                Some(k) => {
+                    num(&mut h, k.kernel_retransmissions as f64, &fmt_count(k.kernel_retransmissions));
+                    num(&mut h, k.matched as f64, &fmt_count(k.matched));
+                }
+                None => h.push_str("<td class=\"num\" data-v=\"-1\">–</td><td class=\"num\" data-v=\"-1\">–</td>"),
+            }
         }
         h.push_str("</tr>\n");
     }
