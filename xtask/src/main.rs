@@ -230,6 +230,11 @@ fn demo() -> Result<()> {
     } else {
         eprintln!("(as root, the demo also runs the live agent on a namespace lab with induced loss)");
     }
+    let abs = std::fs::canonicalize(&bin).unwrap_or(bin);
+    eprintln!(
+        "\nthe tcpviz binary (release build): {0}\nput it on your PATH with: sudo install -m 755 {0} /usr/local/bin/",
+        abs.display()
+    );
     Ok(())
 }
 
