@@ -89,6 +89,8 @@ pub struct TcInterfaces {
     ours: OurTags,
     follow_new: bool,
     by_index: BTreeMap<u32, WatchedInterface>,
+    /// Interfaces that went away and whose index a new one took since: kept for the session.
+    replaced: Vec<WatchedInterface>,
 }
 
 impl TcInterfaces {
@@ -110,6 +112,7 @@ impl TcInterfaces {
             ours: Vec::new(),
             follow_new: *selection == Interfaces::All,
             by_index: BTreeMap::new(),
+            replaced: Vec::new(),
         };
         if !selection.any() {
             return Ok((this, None));
@@ -211,7 +214,9 @@ impl TcInterfaces {
             }
             Err(e) => return Err(e),
         }
-        self.by_index.insert(index, watched);
+        if let Some(old) = self.by_index.insert(index, watched) {
+            self.replaced.push(old);
+        }
         Ok(())
     }
 
@@ -292,8 +297,9 @@ impl TcInterfaces {
         self.by_index.get(&ifindex)
     }
 
+    /// Every interface of the session, those that went away included.
     pub fn iter(&self) -> impl Iterator<Item = &WatchedInterface> {
-        self.by_index.values()
+        self.replaced.iter().chain(self.by_index.values())
     }
 
     /// The TC mode of the attachments: `tcx`, `clsact`, `tcx+clsact`, or `none`.
@@ -306,7 +312,7 @@ impl TcInterfaces {
 
     /// The hook state of each interface, for the session's `hooks`.
     pub fn hooks(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.by_index.values().map(|w| (format!("tc:{}", w.name), w.state.clone()))
+        self.iter().map(|w| (format!("tc:{}", w.name), w.state.clone()))
     }
 
     /// Whether a packet can be seen at two points of this host: several interfaces (a
