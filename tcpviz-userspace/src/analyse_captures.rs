@@ -1,12 +1,11 @@
 //! Analysing capture files (`tcpviz parse-pcap`): every file read in order as one stream
 //! into a session.
 
-use std::fs::File;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::capture::files::read_sources;
+use crate::capture::files::{open_capture, read_sources};
 use crate::capture::reader::CaptureError;
 use crate::flow::table::FlowLimits;
 use crate::output::benchmark::RunFigures;
@@ -52,10 +51,11 @@ pub struct AnalyseResult {
 
 /// Opens the inputs (before anything is written: a missing file is an error of the
 /// command, not of its session).
-pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<File>, CaptureError> {
+/// Compressed files (gzip, zstd) are read through their decompressor.
+pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<Box<dyn Read>>, CaptureError> {
     paths
         .iter()
-        .map(|p| File::open(p).map_err(|source| CaptureError::Io { source_name: p.display().to_string(), source }))
+        .map(|p| open_capture(p).map_err(|source| CaptureError::Io { source_name: p.display().to_string(), source }))
         .collect()
 }
 
@@ -63,7 +63,7 @@ pub fn open_inputs(paths: &[PathBuf]) -> Result<Vec<File>, CaptureError> {
 /// files of a ring buffer), writing the session files. A damaged file ends its own reading
 /// after every event before the damage is written; the error is returned with the result.
 /// `files` are the inputs opened by [`open_inputs`], in the order of `opts.inputs`.
-pub fn run(opts: &AnalyseOptions, files: Vec<File>) -> Result<AnalyseResult, SessionError> {
+pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseResult, SessionError> {
     let session = &opts.session;
     let events_path = session.path(EVENTS_FILE);
     let out_err = || session.write_error(EVENTS_FILE);

@@ -149,6 +149,31 @@ fn non_captures_get_a_one_line_error() {
     assert!(String::from_utf8(o.stderr).unwrap().contains("No such file"));
 }
 
+/// gzip and zstd captures are read as tshark reads them: the same events as the plain file.
+#[test]
+fn compressed_captures_give_the_events_of_the_plain_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(sample("ipv4_loss_sender.pcap")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let zst = ruzstd::encoding::compress_to_vec(&plain[..], ruzstd::encoding::CompressionLevel::Fastest);
+    // Named without a telling suffix: the first bytes decide.
+    let inputs = [("plain.pcap", plain.clone()), ("capture.gz", gz.finish().unwrap()), ("capture.bin", zst)];
+    let mut events = Vec::new();
+    for (name, bytes) in &inputs {
+        let input = dir.path().join(name);
+        std::fs::write(&input, bytes).unwrap();
+        let out = dir.path().join(format!("s-{name}"));
+        let o = tcpviz().args(["parse-pcap", "--quiet"]).arg(&input).arg("--out").arg(&out).output().unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        events.push(std::fs::read_to_string(out.join("events.jsonl")).unwrap());
+    }
+    assert!(events[0].lines().count() > 100);
+    assert_eq!(events[0], events[1], "gzip");
+    assert_eq!(events[0], events[2], "zstd");
+}
+
 /// The damaged files of the shared corpus, when it is available.
 #[test]
 fn damaged_corpus_files_fail_cleanly() {

@@ -6,7 +6,7 @@
 //! ([`super::tail`]).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::frame::Frame;
@@ -39,7 +39,23 @@ pub fn read_files<P: AsRef<Path>, E>(
     paths: &[P],
     sink: impl FnMut(&Frame<'_>, FrameAt) -> Result<(), E>,
 ) -> Result<FilesRead, E> {
-    read_sources(paths.iter().map(|p| (p.as_ref().display().to_string(), File::open(p))), sink)
+    read_sources(paths.iter().map(|p| (p.as_ref().display().to_string(), open_capture(p.as_ref()))), sink)
+}
+
+/// Opens a finished capture file; one compressed with gzip or zstd (told by its first
+/// bytes, whatever its name) is read through its decompressor, as tshark reads them.
+pub fn open_capture(path: &Path) -> io::Result<Box<dyn Read>> {
+    let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
+    let head = file.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(file))));
+    }
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let zstd = ruzstd::decoding::StreamingDecoder::new(file)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not a readable zstd file: {e}")))?;
+        return Ok(Box::new(BufReader::with_capacity(1 << 16, zstd)));
+    }
+    Ok(Box::new(file))
 }
 
 /// [`read_files`] over sources already opened (or that failed to open), each with its name.
