@@ -361,3 +361,36 @@ fn files_cut_in_their_header_say_so() {
         assert!(err.contains(&format!("error: {}: {want}", path.display())), "{len}: {err}");
     }
 }
+
+/// `summary --format csv|json` print only data: one CSV row per flow listed, or one JSON
+/// object with the totals and the flows.
+#[test]
+fn summary_formats_for_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let o = tcpviz()
+        .args(["parse-pcap", "--quiet"])
+        .arg(sample("handshake_failures.pcap"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let flows = summary["flows"].as_array().unwrap().len();
+    assert!(flows >= 2);
+    let csv = tcpviz().args(["summary", "--format", "csv", "--top", "1000", "--in"]).arg(&out).output().unwrap();
+    assert!(csv.status.success());
+    let text = String::from_utf8(csv.stdout).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), flows + 1, "{text}");
+    let columns = rows[0].split(',').count();
+    assert!(rows.iter().all(|r| r.split(',').count() == columns), "{text}");
+    assert!(rows[0].starts_with("flow_id,src,sport,dst,dport,state"));
+    let json = tcpviz().args(["summary", "--format", "json", "--top", "1", "--in"]).arg(&out).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("only JSON on standard output");
+    assert_eq!(v["flows"].as_array().unwrap().len(), 1);
+    assert_eq!(v["flows_in_summary"], flows);
+    assert_eq!(v["totals"]["packets"], summary["totals"]["packets"]);
+    assert!(!out.join("summary.html").exists(), "json and csv write no page");
+}

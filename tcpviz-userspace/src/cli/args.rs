@@ -236,6 +236,18 @@ pub struct SummaryArgs {
     /// How many flows to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// table: the readable table (and summary.html is written); json: the totals and the
+    /// listed flows as one JSON object; csv: one row per flow. json and csv print only the
+    /// data on standard output and write no page.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: SummaryFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Args, Debug)]

@@ -11,7 +11,9 @@ use tcpviz::output::session::Session;
 use tcpviz::output::summary::render_table;
 use tcpviz::report;
 
-use self::args::{CaptureArg, Cli, Command, FollowArgs, LiveArgs, ParsePcapArgs, SummaryArgs, TcModeArg};
+use self::args::{
+    CaptureArg, Cli, Command, FollowArgs, LiveArgs, ParsePcapArgs, SummaryArgs, SummaryFormat, TcModeArg,
+};
 
 /// Exit status: 0 when all went well, 1 on an error (damaged input, a file that could not
 /// be written, standard output that failed other than by its reader going away), 2 for a
@@ -119,8 +121,27 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
 fn summary(args: SummaryArgs) -> Result<ExitCode> {
     let files = report::SessionFiles::resolve(&args.input)?;
     let summary = files.require_summary("summary")?;
-    tcpviz::out!("{}", render_table(&summary, args.top));
-    Ok(exit_code(print_written(&report::write_summary_page(&args.input)?)))
+    match args.format {
+        SummaryFormat::Table => {
+            tcpviz::out!("{}", render_table(&summary, args.top));
+            Ok(exit_code(print_written(&report::write_summary_page(&args.input)?)))
+        }
+        SummaryFormat::Json => {
+            let listed = serde_json::json!({
+                "totals": summary.totals,
+                "flows_listed": summary.flows.len().min(args.top),
+                "flows_in_summary": summary.flows.len(),
+                "flows": &summary.flows[..summary.flows.len().min(args.top)],
+                "errors": summary.errors,
+            });
+            tcpviz::outln!("{}", serde_json::to_string_pretty(&listed)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SummaryFormat::Csv => {
+            tcpviz::out!("{}", tcpviz::output::flow_csv::render_csv(&summary, args.top));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn follow(args: FollowArgs) -> Result<ExitCode> {
