@@ -195,9 +195,10 @@ pub fn rtt_plot(s: &FlowSeries) -> Plot {
                 .hover_template("t = %{x:.6f} s<br>RTT %{y:.3f} ms<extra>other direction</extra>"),
         );
     }
-    if !s.kernel.is_empty() {
+    let srtt: Vec<(f64, f64)> = s.kernel.iter().filter_map(|k| k.srtt_ms.map(|v| (k.t, v))).collect();
+    if !srtt.is_empty() {
         plot.add_trace(
-            Scatter::new(s.kernel.iter().map(|k| k.t).collect(), s.kernel.iter().map(|k| k.srtt_ms).collect())
+            Scatter::new(srtt.iter().map(|p| p.0).collect(), srtt.iter().map(|p| p.1).collect())
                 .name("kernel srtt (tcp_probe)")
                 .mode(Mode::Lines)
                 .line(Line::new().color("#9467bd").width(1.5))
@@ -205,18 +206,42 @@ pub fn rtt_plot(s: &FlowSeries) -> Plot {
         );
     }
     let title = format!("RTT over time, data {}", s.target.data_label());
-    let empty = s.rtt_data.is_empty() && s.rtt_reverse.is_empty() && s.kernel.is_empty();
+    let empty = s.rtt_data.is_empty() && s.rtt_reverse.is_empty() && srtt.is_empty();
     let why = match s.origin {
         SeriesOrigin::Captures => "no RTT sample: no ACK matched a segment sent only once (Karn's rule)",
         SeriesOrigin::Events => "no RTT in the flow's events",
     };
-    plot.set_layout(
-        with_empty_note(layout(&escape_plot_text(&title), 340, empty), empty, why)
-            .x_axis(axis_time(&s.target))
-            .y_axis(Axis::new().title(Title::with_text("RTT (ms)")).range_mode(RangeMode::ToZero)),
-    );
+    let mut layout = with_empty_note(layout(&escape_plot_text(&title), 340, empty), empty, why)
+        .x_axis(axis_time(&s.target))
+        .y_axis(Axis::new().title(Title::with_text("RTT (ms)")).range_mode(RangeMode::ToZero));
+    if !empty {
+        layout = layout.update_menus(vec![y_scale_menu()]);
+    }
+    plot.set_layout(layout);
     plot.set_configuration(plot_config());
     plot
+}
+
+/// Linear and log buttons for the y axis, above the plot's right end: one slow RTT (a
+/// retransmitted SYN's) flattens every sub-millisecond one on a linear axis.
+fn y_scale_menu() -> plotly::layout::update_menu::UpdateMenu {
+    use plotly::common::Anchor;
+    use plotly::layout::update_menu::{Button, ButtonMethod, UpdateMenu, UpdateMenuDirection, UpdateMenuType};
+    let button = |label: &str, scale: &str| {
+        Button::new()
+            .label(label)
+            .method(ButtonMethod::Relayout)
+            .args(serde_json::json!([{ "yaxis.type": scale, "yaxis.autorange": true }]))
+    };
+    UpdateMenu::new()
+        .ty(UpdateMenuType::Buttons)
+        .direction(UpdateMenuDirection::Left)
+        .buttons(vec![button("linear", "linear"), button("log", "log")])
+        .show_active(true)
+        .x(1.0)
+        .x_anchor(Anchor::Right)
+        .y(1.0)
+        .y_anchor(Anchor::Bottom)
 }
 
 /// Bytes in flight (sent, not yet acknowledged, as seen at the capture point), with the

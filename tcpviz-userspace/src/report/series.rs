@@ -154,7 +154,7 @@ pub struct KernelPoint {
     pub t: f64,
     pub cwnd: u32,
     pub ssthresh: Option<u32>,
-    pub srtt_ms: f64,
+    pub srtt_ms: Option<f64>,
 }
 
 /// Marked packets of a flow, in two bounded sets so that a flood of duplicate ACKs or
@@ -538,7 +538,8 @@ pub fn kernel_series(path: &Path, targets: &[FlowTarget]) -> Result<(KernelByFlo
                 t: targets[i].t(k.ts),
                 cwnd: k.snd_cwnd,
                 ssthresh: (k.ssthresh < SSTHRESH_UNSET).then_some(k.ssthresh),
-                srtt_ms: k.srtt_us as f64 / 1e3,
+                // 0: the kernel has no RTT sample yet; drawn, it would read as an RTT of 0.
+                srtt_ms: (k.srtt_us > 0).then(|| k.srtt_us as f64 / 1e3),
             });
         }
     })?;
