@@ -394,3 +394,24 @@ fn summary_formats_for_scripts() {
     assert_eq!(v["totals"]["packets"], summary["totals"]["packets"]);
     assert!(!out.join("summary.html").exists(), "json and csv write no page");
 }
+
+/// `tcpviz dashboards` writes the three pages of a session in one go.
+#[test]
+fn dashboards_writes_every_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s");
+    let o = tcpviz()
+        .args(["parse-pcap", "--quiet"])
+        .arg(sample("zero_window.pcap"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = tcpviz().args(["dashboards", "--in"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8(o.stdout).unwrap();
+    for page in ["report.html", "timeline.html", "summary.html"] {
+        assert!(out.join(page).is_file() && printed.contains(page), "{page}: {printed}");
+    }
+}

@@ -37,6 +37,8 @@ pub enum Command {
     Plot(PageArgs),
     /// Write report.html: overview, and graphs of the worst flows.
     Report(PageArgs),
+    /// Write all three pages of a session: report.html, timeline.html and summary.html.
+    Dashboards(PageArgs),
 }
 
 #[derive(Args, Debug)]

@@ -51,6 +51,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Live(args) => live(args),
         Command::Plot(args) => Ok(exit_code(print_written(&report::write_timeline(&args.input)?))),
         Command::Report(args) => Ok(exit_code(print_written(&report::write_report(&args.input)?))),
+        Command::Dashboards(args) => {
+            // Each page is written whole or not at all; damage one page meets is said and
+            // the others are still written.
+            let mut failed = false;
+            for write in [report::write_report, report::write_timeline, report::write_summary_page] {
+                failed |= print_written(&write(&args.input)?);
+            }
+            Ok(exit_code(failed))
+        }
     }
 }
 
