@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::capture::files::{open_capture, read_sources};
 use crate::capture::reader::CaptureError;
+use crate::cross_check::FlagRecorder;
 use crate::flow::table::FlowLimits;
 use crate::output::benchmark::RunFigures;
 use crate::output::jsonl::JsonlWriter;
@@ -25,6 +26,8 @@ pub struct AnalyseOptions {
     pub progress: bool,
     /// Kernel events of a live session of the same period, joined to the wire flows.
     pub kernel_events: Vec<crate::analysis::kernel::KernelEvent>,
+    /// Run tshark on the same files and compare its flags with the events.
+    pub cross_check: bool,
 }
 
 /// Kernel events recorded by a live session (its folder or its events file), in time order.
@@ -75,6 +78,9 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
         always_name_files: false,
     });
     let mut kernel = opts.kernel_events.iter().peekable();
+    let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
+    // The events' flags, per file, for the cross-check (nothing is kept without it).
+    let mut sink = FlagRecorder::new(&mut writer, if opts.cross_check { names } else { Vec::new() });
     let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| progress_bar(total_bytes));
     let started = Instant::now();
@@ -84,9 +90,9 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
     let read = read_sources(sources, |frame, at| {
         // Kernel events join in time order.
         while let Some(k) = kernel.next_if(|k| k.ts <= frame.ts) {
-            pipeline.process_kernel(k, &mut writer)?;
+            pipeline.process_kernel(k, &mut sink)?;
         }
-        pipeline.process_frame(frame, indexes[at.file_index as usize], &mut writer)?;
+        pipeline.process_frame(frame, indexes[at.file_index as usize], &mut sink)?;
         if let Some(bar) = &bar
             && pipeline.counters.packets.is_multiple_of(16_384)
         {
@@ -99,9 +105,10 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
     .map_err(out_err())?;
     let (bytes, errors) = (read.bytes, read.errors);
     for k in kernel {
-        pipeline.process_kernel(k, &mut writer).map_err(out_err())?;
+        pipeline.process_kernel(k, &mut sink).map_err(out_err())?;
     }
-    pipeline.finish(&mut writer).map_err(out_err())?;
+    pipeline.finish(&mut sink).map_err(out_err())?;
+    let flagged = sink.into_flagged();
     writer.flush().map_err(out_err())?;
     let wall = started.elapsed().as_secs_f64();
     if let Some(bar) = bar {
@@ -111,7 +118,12 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
     let sources: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
     let error_texts: Vec<String> = errors.iter().map(|e| crate::error::chain(e)).collect();
     let mut figures = pipeline.figures(sources.clone(), bytes, wall);
-    let summary = pipeline.summary(sources, error_texts.clone(), bytes);
+    let mut summary = pipeline.summary(sources, error_texts.clone(), bytes);
+    if opts.cross_check {
+        let check = crate::cross_check::cross_check(&opts.inputs, &flagged);
+        figures.extra.extend(check.figures());
+        summary.sections.cross_check = Some(check);
+    }
     for (i, e) in error_texts.iter().enumerate() {
         figures.extra.insert(format!("error.{i}"), e.clone());
     }

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod analyse_captures;
 pub mod analysis;
 pub mod capture;
+pub mod cross_check;
 pub mod ebpf;
 pub mod error;
 pub mod event;

@@ -415,3 +415,46 @@ fn dashboards_writes_every_page() {
         assert!(out.join(page).is_file() && printed.contains(page), "{page}: {printed}");
     }
 }
+
+/// `parse-pcap --cross-check` runs tshark on the same file: on the samples, every flag
+/// agrees; without tshark, the summary says why there is no comparison.
+#[test]
+fn cross_check_with_tshark() {
+    let dir = tempfile::tempdir().unwrap();
+    let tshark_here = Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success());
+    if tshark_here {
+        let out = dir.path().join("checked");
+        let o = tcpviz()
+            .args(["parse-pcap", "--quiet", "--cross-check"])
+            .arg(sample("ipv4_loss_sender.pcap"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("every flag agrees"));
+        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        let check = &s["sections"]["cross_check"];
+        assert_eq!(check["agree"], true, "{check}");
+        // The recorded tshark truth of the sample has as many retransmissions.
+        let recorded = std::fs::read_to_string(sample("ipv4_loss_sender.pcap.flagged.csv")).unwrap();
+        let truth = tcpviz::cross_check::parse_tshark_csv(&recorded).unwrap();
+        assert_eq!(check["flags"]["retransmission"]["matches"], truth["retransmission"].len() as u64);
+        assert!(truth["retransmission"].len() > 10);
+    } else {
+        eprintln!("tshark not installed: only the missing-tshark case is checked");
+    }
+    let out = dir.path().join("no-tshark");
+    let o = tcpviz()
+        .args(["parse-pcap", "--quiet", "--cross-check"])
+        .arg(sample("zero_window.pcap"))
+        .arg("--out")
+        .arg(&out)
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let error = s["sections"]["cross_check"]["error"].as_str().unwrap();
+    assert!(error.contains("tshark is not installed"), "{error}");
+}

@@ -12,20 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use tcpviz::capture::read_files;
-use tcpviz::event::{Event, EventKind};
+use tcpviz::cross_check::{FLAGS, FlaggedFrames, flags_of_events, parse_tshark_csv};
+use tcpviz::event::Event;
 use tcpviz::flow::table::FlowLimits;
 use tcpviz::pipeline::Pipeline;
-
-/// The flags compared, with the tshark column each is read from.
-const FLAGS: [(&str, &str); 7] = [
-    ("retransmission", "tcp.analysis.retransmission"),
-    ("fast_retransmission", "tcp.analysis.fast_retransmission"),
-    ("spurious_retransmission", "tcp.analysis.spurious_retransmission"),
-    ("out_of_order", "tcp.analysis.out_of_order"),
-    ("lost_segment", "tcp.analysis.lost_segment"),
-    ("duplicate_ack", "tcp.analysis.duplicate_ack"),
-    ("zero_window", "tcp.analysis.zero_window"),
-];
 
 /// Cases where tcpviz is right and tshark is not, excluded with the reason.
 /// (file name, frame, flag, reason)
@@ -71,26 +61,9 @@ fn captures(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// tshark's flags per frame.
-fn truth(csv_path: &Path) -> BTreeMap<&'static str, BTreeSet<u64>> {
-    let text = std::fs::read_to_string(csv_path).unwrap();
-    let mut lines = text.lines();
-    let mut out: BTreeMap<&'static str, BTreeSet<u64>> = FLAGS.iter().map(|(f, _)| (*f, BTreeSet::new())).collect();
-    let Some(header) = lines.next() else { return out };
-    let cols: Vec<&str> = header.split(',').collect();
-    let idx = |name: &str| cols.iter().position(|c| *c == name).unwrap();
-    let frame_col = idx("frame.number");
-    let flag_cols: Vec<(&'static str, usize)> = FLAGS.iter().map(|(f, c)| (*f, idx(c))).collect();
-    for line in lines {
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim_matches('"')).collect();
-        let frame: u64 = fields[frame_col].parse().unwrap();
-        for (flag, col) in &flag_cols {
-            if fields.get(*col).is_some_and(|v| !v.is_empty()) {
-                out.get_mut(flag).unwrap().insert(frame);
-            }
-        }
-    }
-    out
+/// tshark's flags per frame, as recorded beside the capture.
+fn truth(csv_path: &Path) -> FlaggedFrames {
+    parse_tshark_csv(&std::fs::read_to_string(csv_path).unwrap()).unwrap()
 }
 
 /// Runs tcpviz on a capture; returns its events (a damaged file yields what came before) and
@@ -104,30 +77,6 @@ fn analyse(path: &Path) -> (Vec<Event>, u64) {
     }
     pipeline.finish(&mut events).unwrap();
     (events, pipeline.counters.tcp_segments)
-}
-
-fn ours(events: &[Event]) -> BTreeMap<&'static str, BTreeSet<u64>> {
-    let mut out: BTreeMap<&'static str, BTreeSet<u64>> = FLAGS.iter().map(|(f, _)| (*f, BTreeSet::new())).collect();
-    for e in events {
-        let Some(frame) = e.frame else { continue };
-        let flag = match e.event {
-            k if k.is_retransmission() => {
-                out.get_mut("retransmission").unwrap().insert(frame);
-                if k == EventKind::Retransmission {
-                    continue;
-                }
-                k.as_str()
-            }
-            EventKind::OutOfOrder | EventKind::LostSegment | EventKind::DuplicateAck | EventKind::ZeroWindow => {
-                e.event.as_str()
-            }
-            _ => continue,
-        };
-        if let Some(set) = out.iter_mut().find(|(f, _)| **f == flag).map(|(_, s)| s) {
-            set.insert(frame);
-        }
-    }
-    out
 }
 
 #[derive(Default, Clone, Copy)]
@@ -170,7 +119,7 @@ fn per_packet_flags_agree_with_tshark() {
         {
             segment_counts_differ.push(format!("{name}: {segments} TCP segments, tshark {want}"));
         }
-        let ours = ours(&events);
+        let ours = flags_of_events(&events);
         let mut line = format!("{name:<45}");
         for (flag, _) in FLAGS {
             let excluded: BTreeSet<u64> =

@@ -204,6 +204,10 @@ pub struct ParsePcapArgs {
     /// Also write the dashboards (timeline.html, summary.html, report.html) at the end.
     #[arg(long)]
     pub report: bool,
+    /// Run tshark (if installed) on the same files and report, flag by flag, where its
+    /// analysis and tcpviz's agree: in summary.json, benchmark.log and report.html.
+    #[arg(long)]
+    pub cross_check: bool,
 }
 
 #[derive(Args, Debug, Clone)]

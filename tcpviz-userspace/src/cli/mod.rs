@@ -98,6 +98,7 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
         summary_flows: args.limits.summary_flows.unwrap_or(tcpviz::output::summary::MAX_LISTED_FLOWS),
         progress: !args.quiet,
         kernel_events,
+        cross_check: args.cross_check,
     };
     let result = analyse_captures::run(&opts, files).inspect_err(|_| session.remove_if_unused())?;
     for e in &result.errors {
@@ -112,6 +113,9 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
         t.events.values().sum::<u64>(),
         result.figures.wall_seconds
     );
+    if let Some(check) = &result.summary.sections.cross_check {
+        tcpviz::errln!("{}", tcpviz::cross_check::describe(check));
+    }
     for p in &result.written {
         tcpviz::outln!("{}", p.display());
     }

@@ -16,6 +16,9 @@ use crate::alert::ActiveAlert;
 pub struct Sections {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertsSection>,
+    /// `parse-pcap --cross-check`: agreement with tshark on the same files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_check: Option<CrossCheckSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<FollowSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +39,51 @@ impl Sections {
     /// Every section as JSON, by name (for pages that show them as they are).
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
         json_object(self)
+    }
+}
+
+/// How tcpviz and tshark agree on one flag. Fields in name order, as summary.json is
+/// written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct FlagAgreement {
+    /// Flagged by tcpviz only.
+    pub extra: u64,
+    /// The first of them: "frame", or "file:frame" with several files.
+    pub extra_frames: Vec<String>,
+    pub matches: u64,
+    /// Flagged by tshark only.
+    pub missing: u64,
+    pub missing_frames: Vec<String>,
+}
+
+/// The `cross_check` section of summary.json (`parse-pcap --cross-check`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CrossCheckSection {
+    /// Every flag agrees, packet for packet.
+    pub agree: bool,
+    /// Why there is no comparison (tshark missing or failing).
+    pub error: Option<String>,
+    pub flags: BTreeMap<String, FlagAgreement>,
+    /// `tshark --version`'s first line.
+    pub tshark: String,
+}
+
+impl CrossCheckSection {
+    /// The lines of benchmark.log: per flag, matches/extra/missing.
+    pub fn figures(&self) -> Vec<(String, String)> {
+        let mut out = vec![("cross_check.tshark".to_string(), self.tshark.clone())];
+        if let Some(e) = &self.error {
+            out.push(("cross_check.error".into(), e.clone()));
+        }
+        for (flag, a) in &self.flags {
+            out.push((
+                format!("cross_check.{flag}"),
+                format!("{} matches, {} extra, {} missing", a.matches, a.extra, a.missing),
+            ));
+        }
+        out
     }
 }
 
@@ -212,6 +260,7 @@ mod tests {
                 raised: 2,
                 window_s: Some(60.0),
             }),
+            cross_check: Some(CrossCheckSection { tshark: "TShark 4.0".into(), agree: true, ..Default::default() }),
             follow: Some(FollowSection { files_read: 1, ..Default::default() }),
             live: Some(LiveSection {
                 lost_by_cause: Some(LostByCause::default()),

@@ -229,6 +229,9 @@ fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> String {
     if let Some(live) = summary.sections.live.as_ref().filter(|l| !l.interfaces.is_empty()) {
         row("interfaces", live_interfaces(live));
     }
+    if let Some(check) = &summary.sections.cross_check {
+        row("cross-check with tshark", escape_html(&crate::cross_check::describe(check)));
+    }
     if let (Some(a), Some(b)) = (t.first_ts, t.last_ts) {
         row("first packet", escape_html(&fmt_utc(a)));
         row("last packet", escape_html(&fmt_utc(b)));
