@@ -229,4 +229,11 @@ fn kernel_policy_attaches_no_tc_program_and_still_reports_the_kernel() {
     let summary = summary(&session);
     assert_eq!(summary["sections"]["live"]["capture"], "kernel");
     assert_eq!(summary["sections"]["live"]["packets_seen_by_tc"], 0);
+    // The namespace's own counters explain the retransmissions: how many were fast, timed
+    // out or tail loss probes.
+    let ext = &summary["sections"]["live"]["tcp_ext"];
+    let n = |k: &str| ext[k].as_u64().unwrap_or_else(|| panic!("no {k} in {ext}"));
+    let kernel_retransmits = events.iter().filter(|e| e["event"] == "kernel_retransmit").count() as u64;
+    let explained = n("TCPFastRetrans") + n("TCPTimeouts") + n("TCPLossProbes") + n("TCPSlowStartRetrans");
+    assert!(explained > 0 && explained <= kernel_retransmits * 3, "{ext}; {kernel_retransmits} kernel retransmits");
 }

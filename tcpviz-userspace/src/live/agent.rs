@@ -45,6 +45,10 @@ pub(super) struct AgentInputs<'a> {
     /// The tracepoints' state (the interfaces' is theirs).
     pub hooks: BTreeMap<String, String>,
     pub stop: &'a StopSignals,
+    /// The namespace whose TcpExt counters are read (None: the agent's own), and their
+    /// values at the start.
+    pub counters_ns: Option<super::netns::Netns>,
+    pub tcp_ext_before: BTreeMap<String, u64>,
 }
 
 fn out_err(session: &Session, file: &str) -> impl FnOnce(std::io::Error) -> LiveError + use<> {
@@ -526,6 +530,8 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
     let troubled = opts.ifaces.any() && opts.capture == CapturePolicy::Troubled;
     let mut hooks = agent.inputs.hooks.clone();
     hooks.extend(agent.tc.hooks());
+    let tcp_ext_after =
+        super::netns::in_netns(agent.inputs.counters_ns.as_ref(), super::netstat::read_tcp_ext).unwrap_or_default();
     let mark = |i: u32| c[i as usize];
     LiveSection {
         bad_records: agent.tally.bad_records,
@@ -564,6 +570,7 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
         recursion_misses_by_program: losses.recursion_by_program.iter().cloned().collect(),
         stopped_by_signal: agent.inputs.stop.requested(),
         tc_mode: agent.tc.mode(),
+        tcp_ext: super::netstat::growth(&agent.inputs.tcp_ext_before, &tcp_ext_after),
         tcp_segments_seen_by_tc: agent.tally.segments,
     }
 }

@@ -19,6 +19,7 @@ pub mod link_events;
 pub mod losses;
 pub mod metrics;
 pub mod netns;
+pub mod netstat;
 pub mod records;
 pub mod rtnl;
 pub mod stop;
@@ -176,6 +177,13 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
             })?;
         }
     }
+    // The kernel's own counters of the namespace, before anything runs (a second handle on
+    // it: the interfaces keep theirs).
+    let counters_ns = match &opts.netns {
+        Some(name) => Some(Netns::open(name).map_err(|source| LiveError::Netns { name: name.clone(), source })?),
+        None => None,
+    };
+    let tcp_ext_before = in_netns(counters_ns.as_ref(), netstat::read_tcp_ext)?;
     let btf = btf::Btf::from_kernel()?;
     let formats = tracepoint_formats()?;
     let offsets = KernelOffsets {
@@ -200,7 +208,7 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
     hooks.extend(interfaces.hooks());
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let inputs = agent::AgentInputs { opts, formats, hooks, stop: &stop };
+    let inputs = agent::AgentInputs { opts, formats, hooks, stop: &stop, counters_ns, tcp_ext_before };
     let result = runtime.block_on(agent::agent_loop(inputs, &mut ebpf, &mut interfaces, link_events));
     drop(interfaces);
     drop(ebpf);

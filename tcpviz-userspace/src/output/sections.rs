@@ -176,6 +176,11 @@ pub struct LiveSection {
     pub recursion_misses_by_program: BTreeMap<String, u64>,
     pub stopped_by_signal: bool,
     pub tc_mode: String,
+    /// How much the namespace's TcpExt counters (/proc/net/netstat) grew during the run:
+    /// tail loss probes, timeouts, fast retransmits, spurious timeouts, reordering. Absent in
+    /// summaries of earlier versions.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tcp_ext: BTreeMap<String, u64>,
     pub tcp_segments_seen_by_tc: u64,
     /// Policy `troubled`: what started or renewed a watch, counted by the kernel side.
     #[serde(skip_serializing_if = "Option::is_none")]
