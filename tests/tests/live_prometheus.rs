@@ -239,6 +239,11 @@ fn prometheus_stores_what_the_agent_counts() {
     let iface_line = format!("tcpviz_interface_packets_total{{iface=\"{}\"}} ", lab.veth_a);
     let iface_packets = after.lines().find_map(|l| l.strip_prefix(&iface_line)).expect("the interface's packets");
     assert!(iface_packets.parse::<f64>().unwrap() > 1000.0, "{after}");
+    for ring in ["packets", "kernel_events"] {
+        let line = format!("tcpviz_ring_fill_ratio{{ring=\"{ring}\"}} ");
+        let fill: f64 = after.lines().find_map(|l| l.strip_prefix(&line)).expect("ring fill").parse().unwrap();
+        assert!((0.0..=1.0).contains(&fill), "{ring} fill {fill}");
+    }
     let flow_series = after.lines().filter(|l| l.starts_with("tcpviz_flow_events_total{")).count();
     assert!(flow_series <= 20 * 25, "{flow_series} per-flow series");
 }

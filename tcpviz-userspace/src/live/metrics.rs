@@ -184,7 +184,7 @@ impl Handles {
         );
         r.register(
             "tcpviz_ring_fill_ratio",
-            "Share of each ring buffer holding records not yet read",
+            "Share of each ring buffer holding records not yet read, at the scrape",
             h.ring_fill.clone(),
         );
         r.register_with_unit("process_cpu", "User and system CPU time the agent spent", Unit::Seconds, h.cpu.clone());
@@ -314,9 +314,6 @@ impl Metrics {
         if inner.rings.is_empty() {
             inner.rings = s.rings.iter().filter_map(|(name, fd)| RingView::map(name, *fd)).collect();
         }
-        for ring in &inner.rings {
-            inner.h.ring_fill.get_or_create(&RingLabel { ring: ring.name }).set(ring.fill());
-        }
         if let Some((cpu, rss)) = process_usage() {
             let c = &inner.h.cpu;
             c.inc_by((cpu - c.get()).max(0.0));
@@ -328,6 +325,11 @@ impl Metrics {
     pub fn render(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         if let Ok(inner) = self.inner.lock() {
+            // Read at the scrape, not at the update: the update follows a drain of the rings,
+            // when they are nearly empty by construction.
+            for ring in &inner.rings {
+                inner.h.ring_fill.get_or_create(&RingLabel { ring: ring.name }).set(ring.fill());
+            }
             let r = if openmetrics {
                 prometheus_client::encoding::text::encode(&mut out, &inner.registry)
             } else {
