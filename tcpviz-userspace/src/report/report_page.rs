@@ -310,12 +310,7 @@ fn json_table(value: &serde_json::Value, depth: usize) -> String {
         Value::Object(map) if depth < 4 && !map.is_empty() => {
             let mut t = String::from("<table class=\"kv\">");
             for (k, v) in map.iter().take(MAX_ROWS) {
-                let _ = write!(
-                    t,
-                    "<tr><th>{}</th><td>{}</td></tr>",
-                    escape_html(&truncate_chars(k, 80)),
-                    json_table(v, depth + 1)
-                );
+                let _ = write!(t, "<tr><th>{}</th><td>{}</td></tr>", escape_html(&truncate_chars(k, 80)), json_table(v, depth + 1));
             }
             if map.len() > MAX_ROWS {
                 let _ = write!(t, "<tr><td colspan=\"2\">… {} more</td></tr>", map.len() - MAX_ROWS);
@@ -618,4 +613,5 @@ mod tests {
         assert!(html.contains("<th>packets</th><td>12,345</td>") && html.contains("80, 443"), "{html}");
         assert!(html.contains("<th>netns</th><td>–</td>"), "{html}");
     }
+
 }

@@ -113,11 +113,8 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
         for n in &names {
-            let line_only = n.contains("thin")
-                || n.starts_with("line")
-                || n.starts_with("y-")
-                || n == "asterisk"
-                || n.starts_with("hash");
+            let line_only =
+                n.contains("thin") || n.starts_with("line") || n.starts_with("y-") || n == "asterisk" || n.starts_with("hash");
             assert!(!line_only, "{n} is drawn by its outline only");
         }
     }
