@@ -10,7 +10,7 @@ use crate::sh;
 
 /// Debian packages: LLVM 22 to build bpf-linker and to run it; the tools of the tests and
 /// of the demo (namespaces, loss, captures, tshark as the reference, a browser for the
-/// HTML reports).
+/// HTML reports, a Prometheus server and promtool that scrape and lint the agent's `/metrics`).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libllvm22",
@@ -26,6 +26,7 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "chromium",
     "python3",
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -370,12 +370,27 @@ impl<'a> Agent<'a> {
     /// Once a second (and at the stop): losses reported, metrics updated, files flushed.
     fn every_second(&mut self, rings: &Rings) -> Result<(), LiveError> {
         let session = self.session();
-        let (_, losses) = rings.losses(self.tally.unreadable);
+        let (counters, losses) = rings.losses(self.tally.unreadable);
         if losses.total() > self.tally.lost_reported {
             crate::errln!("warning: {} so far; the agent goes on", losses.describe());
             self.tally.lost_reported = losses.total();
         }
-        self.metrics.update(&self.pipeline, &self.sink, &losses);
+        use std::os::fd::AsFd;
+        // Nobody scrapes without --metrics-addr: no reason to read /proc or map the rings.
+        if self.inputs.opts.metrics_addr.is_some() {
+            self.metrics.update(&metrics::Snapshot {
+                pipeline: &self.pipeline,
+                sink: &self.sink,
+                losses: &losses,
+                counters: &counters,
+                tc: self.tc,
+                hooks: &self.inputs.hooks,
+                rings: [
+                    ("packets", rings.packets.get_ref().as_fd()),
+                    ("kernel_events", rings.traces.get_ref().as_fd()),
+                ],
+            });
+        }
         if let Some(cap) = self.capture.as_mut() {
             cap.flush().map_err(out_err(session, CAPTURE_FILE))?;
         }

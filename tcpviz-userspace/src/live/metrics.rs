@@ -1,102 +1,458 @@
-//! `/metrics` in the Prometheus text format (`--metrics-addr`): counters of events by kind,
-//! packets, lost events and alerts, and per-flow event counters for at most `TOP_FLOWS`
-//! flows (the most troubled active ones), so the series count stays bounded.
+//! `/metrics` for Prometheus (`--metrics-addr`), through the `prometheus-client` crate.
+//!
+//! Every series has a bounded label set, so an agent left running for weeks on a busy host
+//! does not grow its scrape: event kinds and causes are fixed lists, interfaces are capped
+//! at [`MAX_IFACES`] labels (the rest are summed under `other`), hooks are counted by type
+//! and state rather than named, and per-flow series exist for at most [`TOP_FLOWS`] flows
+//! (the most troubled active ones).
+//!
+//! Counters are set from the agent's own totals by adding the difference, so they only go
+//! up even when a source is reset or an interface goes away. The registry is rebuilt by
+//! nobody: one lock covers an update and an encoding, so a scrape never sees half an update.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use tcpviz_common::{
+    COUNTER_MARKS_FAILED, COUNTER_MARKS_SACK_SENT, COUNTER_MARKS_TRACEPOINT, COUNTER_MARKS_ZERO_WINDOW_SENT,
+    COUNTER_TRACE_SEEN, COUNTERS, TRACEPOINTS,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::KernelLosses;
+use super::interfaces::TcInterfaces;
 use crate::event::EventKind;
 use crate::output::alerting::AlertingSink;
 use crate::output::summary::endpoint;
 use crate::pipeline::Pipeline;
 
 pub const TOP_FLOWS: usize = 20;
+/// Interfaces with a label of their own; later ones count under `iface="other"`
+/// (`--iface all` on a host whose containers come and go would otherwise grow forever).
+pub const MAX_IFACES: usize = 32;
 
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LostLabels {
+    ring: &'static str,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabel {
+    program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TracepointLabel {
+    tracepoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceLabel {
+    iface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    r#type: &'static str,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RingLabel {
+    ring: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabels {
+    flow_id: String,
+    flow: String,
+    kind: String,
+}
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The hook states a label can take (a hook's recorded state is free text).
+const HOOK_STATES: [&str; 4] = ["attached", "failed", "missing", "detached"];
+
+/// The metrics' handles; the registry encodes them.
+struct Handles {
+    packets: Counter,
+    events: Family<KindLabel, Counter>,
+    lost: Family<LostLabels, Counter>,
+    recursion: Family<ProgramLabel, Counter>,
+    tracepoint_records: Family<TracepointLabel, Counter>,
+    iface_packets: Family<IfaceLabel, Counter>,
+    iface_segments: Family<IfaceLabel, Counter>,
+    alerts: Counter,
+    alerts_active: Gauge,
+    flows_active: Gauge,
+    flow_events: Family<FlowLabels, Counter>,
+    hooks: Family<HookLabels, Gauge>,
+    watch_marks: Family<CauseLabel, Counter>,
+    ring_fill: Family<RingLabel, FloatGauge>,
+    cpu: FloatCounter,
+    rss: Gauge,
+}
+
+impl Handles {
+    fn register(r: &mut Registry) -> Handles {
+        let h = Handles {
+            packets: Counter::default(),
+            events: Family::default(),
+            lost: Family::default(),
+            recursion: Family::default(),
+            tracepoint_records: Family::default(),
+            iface_packets: Family::default(),
+            iface_segments: Family::default(),
+            alerts: Counter::default(),
+            alerts_active: Gauge::default(),
+            flows_active: Gauge::default(),
+            flow_events: Family::default(),
+            hooks: Family::default(),
+            watch_marks: Family::default(),
+            ring_fill: Family::default(),
+            cpu: FloatCounter::default(),
+            rss: Gauge::default(),
+        };
+        // prometheus-client adds `_total` to counters and a full stop to each help.
+        r.register("tcpviz_packets", "Packets analysed", h.packets.clone());
+        r.register("tcpviz_events", "Events found, by kind", h.events.clone());
+        r.register(
+            "tcpviz_lost_events",
+            "Records the kernel side lost, by stream and cause: ring_full (the ring buffer was full), recursion \
+             (the kernel skipped the program: another BPF program was running on that CPU), unreadable (a \
+             tracepoint record that could not be copied)",
+            h.lost.clone(),
+        );
+        r.register(
+            "tcpviz_program_recursion_misses",
+            "Runs of each tcpviz program the kernel skipped (bpftool's recursion_misses)",
+            h.recursion.clone(),
+        );
+        r.register(
+            "tcpviz_tracepoint_records",
+            "Records each kernel tracepoint hook saw in the watched namespace",
+            h.tracepoint_records.clone(),
+        );
+        r.register(
+            "tcpviz_interface_packets",
+            "Packet records the TC programs sent from each interface (interfaces past the first 32 as other)",
+            h.iface_packets.clone(),
+        );
+        r.register(
+            "tcpviz_interface_tcp_segments",
+            "TCP segments among them (a GSO packet as its segments)",
+            h.iface_segments.clone(),
+        );
+        r.register("tcpviz_alerts", "Alert level changes raised", h.alerts.clone());
+        r.register("tcpviz_alerts_active", "Flows and kinds at WARN or CRITICAL", h.alerts_active.clone());
+        r.register("tcpviz_flows_active", "Connections tracked", h.flows_active.clone());
+        r.register(
+            "tcpviz_flow_events",
+            format!("Events of the {TOP_FLOWS} most troubled active flows, by kind"),
+            h.flow_events.clone(),
+        );
+        r.register(
+            "tcpviz_hooks",
+            "Kernel hooks by type (tracepoint, tc) and state (attached, failed, missing, detached)",
+            h.hooks.clone(),
+        );
+        r.register(
+            "tcpviz_watch_marks",
+            "Times the kernel side put a connection on watch (capture policy troubled), by cause",
+            h.watch_marks.clone(),
+        );
+        r.register(
+            "tcpviz_ring_fill_ratio",
+            "Share of each ring buffer holding records not yet read, at the scrape",
+            h.ring_fill.clone(),
+        );
+        r.register_with_unit("process_cpu", "User and system CPU time the agent spent", Unit::Seconds, h.cpu.clone());
+        r.register_with_unit("process_resident_memory", "Resident memory of the agent", Unit::Bytes, h.rss.clone());
+        h
+    }
+}
+
+/// Raises a counter to `total` (never lowers it).
+fn raise(c: &Counter, total: u64) {
+    c.inc_by(total.saturating_sub(c.get()));
+}
+
+/// Where an interface's counts go, and what of them is already counted.
+struct IfaceSeen {
+    label: String,
+    packets: u64,
+    segments: u64,
+}
+
+struct Inner {
+    registry: Registry,
+    h: Handles,
+    /// By interface index.
+    ifaces: BTreeMap<u32, IfaceSeen>,
+    own_labels: usize,
+    rings: Vec<RingView>,
+}
+
+/// What one update reads.
+pub struct Snapshot<'a> {
+    pub pipeline: &'a Pipeline,
+    pub sink: &'a AlertingSink,
+    pub losses: &'a KernelLosses,
+    pub counters: &'a [u64; COUNTERS],
+    pub tc: &'a TcInterfaces,
+    /// The tracepoints' hook states.
+    pub hooks: &'a BTreeMap<String, String>,
+    /// The ring buffers, by name, for their fill.
+    pub rings: [(&'static str, BorrowedFd<'a>); 2],
+}
+
+#[derive(Clone)]
 pub struct Metrics {
-    text: Arc<Mutex<String>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let h = Handles::register(&mut registry);
+        let inner = Inner { registry, h, ifaces: BTreeMap::new(), own_labels: 0, rings: Vec::new() };
+        Metrics { inner: Arc::new(Mutex::new(inner)) }
+    }
+}
+
+/// A hook's recorded state, as one of [`HOOK_STATES`].
+fn hook_state(state: &str) -> &'static str {
+    if state.starts_with("failed") {
+        "failed"
+    } else if state.starts_with("missing") {
+        "missing"
+    } else if state.starts_with("not attached") || state.contains("stopped") || state.contains("went away") {
+        "detached"
+    } else {
+        "attached"
+    }
 }
 
 impl Metrics {
-    /// Renders the current counters (called about once a second).
-    pub fn update(&self, pipeline: &Pipeline, sink: &AlertingSink, losses: &KernelLosses) {
-        let c = &pipeline.counters;
-        let mut s = String::new();
-        let _ = writeln!(s, "# HELP tcpviz_packets_total Packets analysed.\n# TYPE tcpviz_packets_total counter");
-        let _ = writeln!(s, "tcpviz_packets_total {}", c.packets);
-        let _ = writeln!(s, "# HELP tcpviz_events_total Events found, by kind.\n# TYPE tcpviz_events_total counter");
+    /// Brings the metrics up to date (called about once a second).
+    pub fn update(&self, s: &Snapshot<'_>) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let inner = &mut *inner;
+        let h = &inner.h;
+        let c = &s.pipeline.counters;
+        raise(&h.packets, c.packets);
         for k in EventKind::ALL {
-            let _ = writeln!(s, "tcpviz_events_total{{kind=\"{k}\"}} {}", c.events[k.index()]);
+            raise(&h.events.get_or_create(&KindLabel { kind: k.to_string() }), c.events[k.index()]);
         }
-        let _ = writeln!(
-            s,
-            "# HELP tcpviz_lost_events_total Records the kernel side lost, by stream and cause: ring_full (the ring \
-             buffer was full), recursion (the kernel skipped the program: another BPF program was running on that \
-             CPU), unreadable (a tracepoint record that could not be copied)."
-        );
-        let _ = writeln!(s, "# TYPE tcpviz_lost_events_total counter");
+        let l = s.losses;
         for (ring, cause, n) in [
-            ("packets", "ring_full", losses.packets_ring_full),
-            ("packets", "recursion", losses.packets_recursion),
-            ("kernel_events", "ring_full", losses.events_ring_full),
-            ("kernel_events", "recursion", losses.events_recursion),
-            ("kernel_events", "unreadable", losses.events_unreadable),
+            ("packets", "ring_full", l.packets_ring_full),
+            ("packets", "recursion", l.packets_recursion),
+            ("kernel_events", "ring_full", l.events_ring_full),
+            ("kernel_events", "recursion", l.events_recursion),
+            ("kernel_events", "unreadable", l.events_unreadable),
         ] {
-            let _ = writeln!(s, "tcpviz_lost_events_total{{ring=\"{ring}\",cause=\"{cause}\"}} {n}");
+            raise(&h.lost.get_or_create(&LostLabels { ring, cause }), n);
         }
-        let _ = writeln!(
-            s,
-            "# HELP tcpviz_program_recursion_misses_total Runs of each tcpviz program the kernel skipped \
-             (bpftool's recursion_misses).\n# TYPE tcpviz_program_recursion_misses_total counter"
-        );
-        for (program, n) in &losses.recursion_by_program {
-            let _ = writeln!(s, "tcpviz_program_recursion_misses_total{{program=\"{program}\"}} {n}");
+        for (program, n) in &l.recursion_by_program {
+            raise(&h.recursion.get_or_create(&ProgramLabel { program: program.clone() }), *n);
         }
-        let _ =
-            writeln!(s, "# HELP tcpviz_alerts_total Alert level changes raised.\n# TYPE tcpviz_alerts_total counter");
-        let _ = writeln!(s, "tcpviz_alerts_total {}", sink.engine.raised);
-        let _ = writeln!(
-            s,
-            "# HELP tcpviz_alerts_active Flows and kinds at WARN or CRITICAL.\n# TYPE tcpviz_alerts_active gauge"
-        );
-        let _ = writeln!(s, "tcpviz_alerts_active {}", sink.engine.active());
-        let _ = writeln!(s, "# HELP tcpviz_flows_active Connections tracked.\n# TYPE tcpviz_flows_active gauge");
-        let _ = writeln!(s, "tcpviz_flows_active {}", pipeline.analyzer().flows_active());
-        let mut flows: Vec<_> = pipeline.analyzer().active_flows().filter(|f| f.trouble_score() > 0).collect();
-        flows.sort_by_key(|f| std::cmp::Reverse(f.trouble_score()));
-        let _ = writeln!(
-            s,
-            "# HELP tcpviz_flow_events_total Events of the {TOP_FLOWS} most troubled active flows, by kind.\n# TYPE tcpviz_flow_events_total counter"
-        );
-        for f in flows.into_iter().take(TOP_FLOWS) {
-            let label = format!(
-                "{} -> {}",
-                endpoint(f.endpoints[0].0, f.endpoints[0].1),
-                endpoint(f.endpoints[1].0, f.endpoints[1].1)
+        for tp in &TRACEPOINTS {
+            let seen = s.counters[COUNTER_TRACE_SEEN as usize + tp.index as usize];
+            raise(
+                &h.tracepoint_records
+                    .get_or_create(&TracepointLabel { tracepoint: format!("{}:{}", tp.category, tp.name) }),
+                seen,
             );
-            for k in EventKind::ALL {
-                let n: u32 = f.dirs.iter().map(|d| d.stats.events.get(k)).sum();
-                if n > 0 {
-                    let _ = writeln!(
-                        s,
-                        "tcpviz_flow_events_total{{flow_id=\"{}\",flow=\"{label}\",kind=\"{k}\"}} {n}",
-                        f.id
-                    );
-                }
+        }
+        for (cause, i) in [
+            ("tracepoint", COUNTER_MARKS_TRACEPOINT),
+            ("sack_sent", COUNTER_MARKS_SACK_SENT),
+            ("zero_window_sent", COUNTER_MARKS_ZERO_WINDOW_SENT),
+            ("failed", COUNTER_MARKS_FAILED),
+        ] {
+            raise(&h.watch_marks.get_or_create(&CauseLabel { cause }), s.counters[i as usize]);
+        }
+        raise(&h.alerts, s.sink.engine.raised);
+        h.alerts_active.set(s.sink.engine.active() as i64);
+        h.flows_active.set(s.pipeline.analyzer().flows_active() as i64);
+        inner.update_interfaces(s.tc);
+        let h = &inner.h;
+        let mut hooks = [[0i64; HOOK_STATES.len()]; 2];
+        let tc_hooks = s.tc.hooks().map(|(_, st)| (1, st));
+        for (t, state) in s.hooks.values().map(|st| (0, st.clone())).chain(tc_hooks) {
+            let i = HOOK_STATES.iter().position(|x| *x == hook_state(&state)).unwrap_or(0);
+            hooks[t][i] += 1;
+        }
+        for (t, r#type) in ["tracepoint", "tc"].into_iter().enumerate() {
+            for (i, state) in HOOK_STATES.into_iter().enumerate() {
+                h.hooks.get_or_create(&HookLabels { r#type, state }).set(hooks[t][i]);
             }
         }
-        if let Ok(mut t) = self.text.lock() {
-            *t = s;
+        update_top_flows(&h.flow_events, s.pipeline);
+        if inner.rings.is_empty() {
+            inner.rings = s.rings.iter().filter_map(|(name, fd)| RingView::map(name, *fd)).collect();
+        }
+        if let Some((cpu, rss)) = process_usage() {
+            let c = &inner.h.cpu;
+            c.inc_by((cpu - c.get()).max(0.0));
+            inner.h.rss.set(rss as i64);
         }
     }
 
-    pub fn render(&self) -> String {
-        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    /// The Prometheus text format (0.0.4), or OpenMetrics when the scraper asks for it.
+    pub fn render(&self, openmetrics: bool) -> String {
+        let mut out = String::new();
+        if let Ok(inner) = self.inner.lock() {
+            // Read at the scrape, not at the update: the update follows a drain of the rings,
+            // when they are nearly empty by construction.
+            for ring in &inner.rings {
+                inner.h.ring_fill.get_or_create(&RingLabel { ring: ring.name }).set(ring.fill());
+            }
+            let r = if openmetrics {
+                prometheus_client::encoding::text::encode(&mut out, &inner.registry)
+            } else {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &inner.registry)
+            };
+            if let Err(e) = r {
+                tracing::warn!("cannot encode the metrics: {e}");
+            }
+        }
+        out
     }
+}
+
+impl Inner {
+    /// Adds what each interface sent since the last update to its label's counters.
+    fn update_interfaces(&mut self, tc: &TcInterfaces) {
+        for w in tc.iter() {
+            let seen = self.ifaces.entry(w.ifindex).or_insert_with(|| {
+                let label = if self.own_labels < MAX_IFACES {
+                    self.own_labels += 1;
+                    w.name.clone()
+                } else {
+                    "other".into()
+                };
+                IfaceSeen { label, packets: 0, segments: 0 }
+            });
+            let label = IfaceLabel { iface: seen.label.clone() };
+            self.h.iface_packets.get_or_create(&label).inc_by(w.packets.saturating_sub(seen.packets));
+            self.h.iface_segments.get_or_create(&label).inc_by(w.tcp_segments.saturating_sub(seen.segments));
+            seen.packets = seen.packets.max(w.packets);
+            seen.segments = seen.segments.max(w.tcp_segments);
+        }
+    }
+}
+
+/// Per-flow series for the most troubled active flows only; flows that left the top go
+/// (Prometheus marks their series stale).
+fn update_top_flows(family: &Family<FlowLabels, Counter>, pipeline: &Pipeline) {
+    family.clear();
+    let mut flows: Vec<_> = pipeline.analyzer().active_flows().filter(|f| f.trouble_score() > 0).collect();
+    flows.sort_by_key(|f| std::cmp::Reverse(f.trouble_score()));
+    for f in flows.into_iter().take(TOP_FLOWS) {
+        let flow = format!(
+            "{} -> {}",
+            endpoint(f.endpoints[0].0, f.endpoints[0].1),
+            endpoint(f.endpoints[1].0, f.endpoints[1].1)
+        );
+        for k in EventKind::ALL {
+            let n: u32 = f.dirs.iter().map(|d| d.stats.events.get(k)).sum();
+            if n > 0 {
+                let labels = FlowLabels { flow_id: f.id.to_string(), flow: flow.clone(), kind: k.to_string() };
+                family.get_or_create(&labels).inc_by(n as u64);
+            }
+        }
+    }
+}
+
+/// A read-only view of a ring buffer's positions: its consumer and producer pages, mapped
+/// once (a second mapping of the ring the agent reads; reading it costs two loads).
+struct RingView {
+    name: &'static str,
+    ptr: *mut libc::c_void,
+    page: usize,
+    size: u64,
+}
+
+// SAFETY: the mapping is only read, through atomic loads, and lives as long as the view.
+unsafe impl Send for RingView {}
+
+impl RingView {
+    fn map(name: &'static str, fd: BorrowedFd<'_>) -> Option<RingView> {
+        // A ring buffer's max_entries is its size in bytes.
+        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+        let size: u64 =
+            fdinfo.lines().find_map(|l| l.strip_prefix("max_entries:")).and_then(|v| v.trim().parse().ok())?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // SAFETY: maps two pages of a BPF ring buffer's descriptor read-only (the consumer
+        // position, then the producer's); the kernel checks the offsets, and the result is
+        // checked before use.
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), 2 * page, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            tracing::debug!("cannot map the {name} ring's positions: {}", std::io::Error::last_os_error());
+            return None;
+        }
+        Some(RingView { name, ptr, page, size })
+    }
+
+    fn fill(&self) -> f64 {
+        let load = |offset: usize| {
+            // SAFETY: both positions are 8-byte aligned u64s at the start of their page,
+            // inside the mapping; the kernel updates them atomically.
+            unsafe {
+                (*(self.ptr.cast::<u8>().add(offset) as *const AtomicU64)).load(std::sync::atomic::Ordering::Acquire)
+            }
+        };
+        let (consumer, producer) = (load(0), load(self.page));
+        producer.saturating_sub(consumer) as f64 / self.size.max(1) as f64
+    }
+}
+
+impl Drop for RingView {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr, 2 * self.page) };
+    }
+}
+
+/// The agent's CPU seconds (user + system) and resident bytes, from /proc/self.
+fn process_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: the fields follow its last `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the name and state.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    Some((ticks as f64 / hz, pages * page))
 }
 
 /// Serves the metrics until the runtime ends.
@@ -107,14 +463,25 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
             let Ok((mut conn, _)) = listener.accept().await else { continue };
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
+                let mut buf = [0u8; 4096];
                 let n = conn.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let path = request.split_whitespace().nth(1).unwrap_or("");
                 let response = if path == "/metrics" {
-                    let body = metrics.render();
+                    // Prometheus asks for OpenMetrics in its Accept header; curl and promtool
+                    // get the classic text format.
+                    let openmetrics = request.lines().any(|l| {
+                        let l = l.to_ascii_lowercase();
+                        l.starts_with("accept:") && l.contains("application/openmetrics-text")
+                    });
+                    let body = metrics.render(openmetrics);
+                    let content_type = if openmetrics {
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                    } else {
+                        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+                    };
                     format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     )
                 } else {
@@ -125,4 +492,47 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_states_map_to_few_labels() {
+        assert_eq!(hook_state("attached"), "attached");
+        assert_eq!(hook_state("tcx"), "attached");
+        assert_eq!(hook_state("clsact (an existing qdisc)"), "attached");
+        assert_eq!(hook_state("failed: EPERM"), "failed");
+        assert_eq!(hook_state("missing"), "missing");
+        assert_eq!(hook_state("not attached: stopped during start-up"), "detached");
+        assert_eq!(hook_state("tcx (until the interface went away)"), "detached");
+    }
+
+    #[test]
+    fn counters_only_go_up() {
+        let c = Counter::default();
+        raise(&c, 5);
+        raise(&c, 3);
+        assert_eq!(c.get(), 5);
+    }
+
+    #[test]
+    fn process_usage_reads_proc_self() {
+        let (cpu, rss) = process_usage().expect("/proc/self");
+        assert!(cpu >= 0.0 && rss > 0);
+    }
+
+    #[test]
+    fn both_formats_keep_the_dashboard_names() {
+        let m = Metrics::default();
+        for openmetrics in [false, true] {
+            let text = m.render(openmetrics);
+            for name in
+                ["tcpviz_packets_total", "tcpviz_alerts_total", "tcpviz_flows_active", "process_cpu_seconds_total"]
+            {
+                assert!(text.contains(&format!("\n{name} ")), "{name} in {text}");
+            }
+        }
+    }
 }
