@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: offline throughput and peak memory of a release build on a large
-//! capture, with tshark's one-pass TCP analysis of the same file measured in the same run.
+//! `cargo xtask bench`: offline throughput and peak memory of a release build, side by side
+//! in one run with its peers on the same captures: tshark's one-pass TCP analysis, tcptrace
+//! (the fastest classic analyser), and `cat FILE > /dev/null` as the I/O floor.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,25 +10,45 @@ use anyhow::{Context, Result, bail};
 
 use crate::sh;
 
-pub fn run(capture: &Path) -> Result<()> {
+/// One tool's run on one capture.
+struct Measured {
+    secs: f64,
+    peak_rss: u64,
+}
+
+pub fn run(captures: &[PathBuf]) -> Result<()> {
+    if captures.is_empty() {
+        bail!("give at least one --capture FILE");
+    }
     crate::setup::run()?;
     sh(Command::new("cargo").args(["build", "--release", "-p", "tcpviz"]))?;
+    let mut table = vec![
+        "| capture | packets | tool | time | packets/s | peak RSS |".to_string(),
+        "|---|---|---|---|---|---|".to_string(),
+    ];
+    for capture in captures {
+        table.extend(bench_one(capture)?);
+    }
+    println!("\n{}", table.join("\n"));
+    Ok(())
+}
+
+/// The rows of one capture: tcpviz (best of 3), tshark, tcptrace, cat.
+fn bench_one(capture: &Path) -> Result<Vec<String>> {
     let out = PathBuf::from("target/bench-session");
     let _ = std::fs::remove_dir_all(&out);
-
-    // Warm the page cache so both tools read from memory. Read through a small buffer: a
+    // Warm the page cache so every tool reads from memory. Read through a small buffer: a
     // forked child inherits this process's peak RSS, which would blur the children's.
     let mut file = std::fs::File::open(capture).with_context(|| format!("cannot read {}", capture.display()))?;
     std::io::copy(&mut file, &mut std::io::sink())?;
 
-    let mut best_tcpviz = f64::MAX;
-    let mut tcpviz_rss = 0u64;
+    let mut tcpviz = Measured { secs: f64::MAX, peak_rss: 0 };
     for _ in 0..3 {
-        let (secs, rss) = timed(
+        let m = timed(
             Command::new("target/release/tcpviz").arg("parse-pcap").arg("--quiet").arg("--out").arg(&out).arg(capture),
         )?;
-        best_tcpviz = best_tcpviz.min(secs);
-        tcpviz_rss = tcpviz_rss.max(rss);
+        tcpviz.secs = tcpviz.secs.min(m.secs);
+        tcpviz.peak_rss = tcpviz.peak_rss.max(m.peak_rss);
     }
     let log = std::fs::read_to_string(out.join("benchmark.log"))?;
     let packets: u64 = log
@@ -35,35 +56,40 @@ pub fn run(capture: &Path) -> Result<()> {
         .find_map(|l| l.strip_prefix("packets: "))
         .and_then(|v| v.trim().parse().ok())
         .context("benchmark.log has no packet count")?;
+    // tshark dissecting every packet with its TCP analysis and collecting the expert items
+    // (the analysis flags), with no per-packet output. (`tshark -q` alone skips dissection
+    // entirely, so it is no peer.)
+    let tshark = timed(Command::new("tshark").args(["-n", "-q", "-r"]).arg(capture).args(["-z", "expert,note"]))?;
+    // tcptrace -n: per-connection analysis, no name lookups. It reads pcap only.
+    let tcptrace = timed(Command::new("tcptrace").arg("-n").arg(capture)).ok();
+    let cat = timed(Command::new("sh").arg("-c").arg("cat \"$0\" > /dev/null").arg(capture))?;
 
-    // The peer: tshark dissecting every packet with its TCP analysis and collecting the
-    // expert items (the analysis flags), with no per-packet output. (`tshark -q` alone skips
-    // dissection entirely, so it is no peer.)
-    let (tshark_secs, tshark_rss) =
-        timed(Command::new("tshark").args(["-n", "-q", "-r"]).arg(capture).args(["-z", "expert,note"]))?;
-
-    let mpps = |s: f64| packets as f64 / s / 1e6;
-    println!("capture: {} ({packets} packets)", capture.display());
+    let name = capture.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let row = |tool: &str, m: &Measured| {
+        format!(
+            "| {name} | {packets} | {tool} | {:.3} s | {:.2} M | {:.1} MiB |",
+            m.secs,
+            packets as f64 / m.secs / 1e6,
+            m.peak_rss as f64 / 1048576.0
+        )
+    };
+    let mut rows = vec![row("tcpviz (1 thread, best of 3)", &tcpviz), row("tshark -z expert", &tshark)];
+    match &tcptrace {
+        Some(m) => rows.push(row("tcptrace -n", m)),
+        None => rows.push(format!("| {name} | {packets} | tcptrace -n | failed (pcapng?) | – | – |")),
+    }
+    rows.push(row("cat > /dev/null", &cat));
     println!(
-        "tcpviz parse-pcap: {best_tcpviz:.3} s  {:.2} M packets/s  peak RSS {:.1} MiB (best of 3)",
-        mpps(best_tcpviz),
-        tcpviz_rss as f64 / 1048576.0
+        "{name}: tcpviz {:.1}x tshark's speed{}, {:.1}x cat's time",
+        tshark.secs / tcpviz.secs,
+        tcptrace.as_ref().map(|t| format!(", {:.2}x tcptrace's", t.secs / tcpviz.secs)).unwrap_or_default(),
+        tcpviz.secs / cat.secs.max(1e-9)
     );
-    println!(
-        "tshark -z expert:  {tshark_secs:.3} s  {:.3} M packets/s  peak RSS {:.1} MiB",
-        mpps(tshark_secs),
-        tshark_rss as f64 / 1048576.0
-    );
-    println!(
-        "ratio: tcpviz is {:.1}x faster than tshark and uses {:.1}x less memory",
-        tshark_secs / best_tcpviz,
-        tshark_rss as f64 / tcpviz_rss.max(1) as f64
-    );
-    Ok(())
+    Ok(rows)
 }
 
 /// Wall time and peak RSS (from wait4's rusage) of a command, stdout discarded.
-fn timed(cmd: &mut Command) -> Result<(f64, u64)> {
+fn timed(cmd: &mut Command) -> Result<Measured> {
     let started = Instant::now();
     let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?;
     let pid = child.id() as i32;
@@ -80,7 +106,7 @@ fn timed(cmd: &mut Command) -> Result<(f64, u64)> {
     if status != 0 {
         bail!("{} exited with status {status}", crate::render(cmd));
     }
-    Ok((secs, usage.ru_maxrss as u64 * 1024))
+    Ok(Measured { secs, peak_rss: usage.ru_maxrss as u64 * 1024 })
 }
 
 #[repr(C)]

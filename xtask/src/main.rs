@@ -54,10 +54,10 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// Throughput and memory vs tshark.
     Bench {
-        /// A capture of a million packets or more; make one with
-        /// ../shared/pcaps/recipes/netns_gen.sh, STEPS=4.
-        #[arg(long, value_name = "FILE")]
-        capture: PathBuf,
+        /// Captures to measure (repeat the flag): a million packets or more, e.g. from
+        /// ../shared/pcaps/recipes/netns_gen.sh (STEPS=4) or `cargo xtask gen-captures`.
+        #[arg(long, value_name = "FILE", required = true)]
+        capture: Vec<PathBuf>,
     },
     /// Memory of the follow mode over a long run.
     Soak {

@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "tcpdump",
     "tshark",
+    // The classic peer of `cargo xtask bench`.
+    "tcptrace",
     "iperf3",
     "bpftool",
     "chromium",
