@@ -57,6 +57,11 @@ impl UnackedList {
     }
 
     pub fn insert(&mut self, u: Unacked) {
+        if self.items.capacity() == 0 {
+            // Most connections never have more than one segment outstanding (a SYN, a
+            // request): room for one, not the four a first push would reserve.
+            self.items.reserve_exact(1);
+        }
         let at = match self.items.back() {
             Some(last) if seq_lt(u.nextseq, last.nextseq) => {
                 self.items.partition_point(|x| seq_le(x.nextseq, u.nextseq))
@@ -165,6 +170,29 @@ impl RttStats {
     }
 }
 
+/// [`RttStats`] allocated with the first sample: most connections of a scan or a flood
+/// never have one, and a quiet connection pays 8 bytes instead of a hundred.
+#[derive(Debug, Clone, Default)]
+pub struct LazyRtt(Option<Box<RttStats>>);
+
+/// What a direction without samples reads.
+static NO_RTT: RttStats =
+    RttStats { count: 0, min_ns: 0, max_ns: 0, sum_ns: 0, srtt_ns: None, last_ns: 0, reservoir: Vec::new(), rng: 0 };
+
+impl LazyRtt {
+    pub fn add(&mut self, sample_ns: i64) {
+        self.0.get_or_insert_with(Default::default).add(sample_ns);
+    }
+}
+
+impl std::ops::Deref for LazyRtt {
+    type Target = RttStats;
+
+    fn deref(&self) -> &RttStats {
+        self.0.as_deref().unwrap_or(&NO_RTT)
+    }
+}
+
 /// Events of one direction by kind. Most connections have none or a few, so the counts are
 /// allocated with the first event: a quiet connection pays 8 bytes, not a hundred.
 #[derive(Debug, Clone, Default)]
@@ -193,7 +221,7 @@ pub struct DirStats {
     pub retransmitted_bytes: u64,
     pub max_bytes_in_flight: u32,
     pub events: EventCounts,
-    pub rtt: RttStats,
+    pub rtt: LazyRtt,
 }
 
 /// State of one direction of a connection (Wireshark's `tcp_flow_t` + tcpviz counters).
@@ -406,6 +434,17 @@ mod tests {
         l.insert(u(49, 100, 3));
         assert_eq!(l.ack(49).removed, 2);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn quiet_state_is_small() {
+        // The flow table holds up to 262,144 of these: every byte here is 256 KiB there.
+        let (flow, dir) = (std::mem::size_of::<Flow>(), std::mem::size_of::<DirState>());
+        assert!(flow <= 720, "Flow is {flow} bytes (DirState {dir})");
+        let mut r = LazyRtt::default();
+        assert_eq!((r.count, r.srtt_ns, r.median_ns()), (0, None, None));
+        r.add(5_000_000);
+        assert_eq!((r.count, r.median_ns()), (1, Some(5_000_000)));
     }
 
     #[test]
