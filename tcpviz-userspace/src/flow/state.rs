@@ -249,20 +249,13 @@ pub struct DirState {
     pub lastnondupack: u64,
     pub dupacknum: i32,
     pub unacked: UnackedList,
-    /// SACK blocks of the last segment of this direction.
-    pub sack: SackBlocks,
     /// tcpviz: highest ACK sent with the ACK flag, and duplicate ACKs of it since it moved.
     pub highest_ack: Option<u32>,
     pub repeat_acks: u32,
     /// tcpviz: when the oldest data still unacknowledged was sent, for ack-stall detection.
     pub outstanding_since: Option<TimestampNs>,
-    /// tcpviz: last time this direction advertised a zero window.
-    pub last_zero_window: Option<TimestampNs>,
-    /// tcpviz: last timer-driven retransmission of this direction.
-    pub last_timer_retransmission: Option<TimestampNs>,
-    /// tcpviz: data sent by timer retransmissions of the same head segment.
-    pub timer_attempts: u32,
-    pub timer_head_seq: u32,
+    /// What few connections need (SACK, zero windows, timer retransmissions).
+    pub rare: Option<Box<DirRare>>,
     pub fin_seen: bool,
     pub stats: DirStats,
 }
@@ -288,21 +281,60 @@ impl Default for DirState {
             lastnondupack: 0,
             dupacknum: 0,
             unacked: UnackedList::default(),
-            sack: SackBlocks::default(),
             highest_ack: None,
             repeat_acks: 0,
             outstanding_since: None,
-            last_zero_window: None,
-            last_timer_retransmission: None,
-            timer_attempts: 0,
-            timer_head_seq: 0,
+            rare: None,
             fin_seen: false,
             stats: DirStats::default(),
         }
     }
 }
 
+/// State of a direction that most connections never need, allocated when first needed so
+/// that a quiet connection stays small.
+#[derive(Debug, Clone, Default)]
+pub struct DirRare {
+    /// SACK blocks of the last segment of this direction.
+    pub sack: SackBlocks,
+    /// tcpviz: last time this direction advertised a zero window.
+    pub last_zero_window: Option<TimestampNs>,
+    /// tcpviz: last timer-driven retransmission of this direction.
+    pub last_timer_retransmission: Option<TimestampNs>,
+    /// tcpviz: data sent by timer retransmissions of the same head segment.
+    pub timer_attempts: u32,
+    pub timer_head_seq: u32,
+}
+
+static NO_SACK: SackBlocks = SackBlocks { len: 0, blocks: [(0, 0); 4] };
+
 impl DirState {
+    pub fn rare_mut(&mut self) -> &mut DirRare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// SACK blocks of the last segment of this direction.
+    pub fn sack(&self) -> &SackBlocks {
+        self.rare.as_ref().map_or(&NO_SACK, |r| &r.sack)
+    }
+
+    /// Records the SACK blocks of this direction's latest segment.
+    pub fn set_sack(&mut self, sack: SackBlocks) {
+        if sack.len > 0 {
+            self.rare_mut().sack = sack;
+        } else if let Some(r) = self.rare.as_mut() {
+            r.sack = sack;
+        }
+    }
+
+    pub fn last_zero_window(&self) -> Option<TimestampNs> {
+        self.rare.as_ref().and_then(|r| r.last_zero_window)
+    }
+
+    pub fn last_timer_retransmission(&self) -> Option<TimestampNs> {
+        self.rare.as_ref().and_then(|r| r.last_timer_retransmission)
+    }
+
     /// The receive window this direction advertises, scaled when the scale is known.
     pub fn scaled_window(&self) -> Option<u64> {
         if self.window == u32::MAX {
@@ -440,7 +472,7 @@ mod tests {
     fn quiet_state_is_small() {
         // The flow table holds up to 262,144 of these: every byte here is 256 KiB there.
         let (flow, dir) = (std::mem::size_of::<Flow>(), std::mem::size_of::<DirState>());
-        assert!(flow <= 720, "Flow is {flow} bytes (DirState {dir})");
+        assert!(flow <= 600, "Flow is {flow} bytes (DirState {dir})");
         let mut r = LazyRtt::default();
         assert_eq!((r.count, r.srtt_ns, r.median_ns()), (0, None, None));
         r.add(5_000_000);
