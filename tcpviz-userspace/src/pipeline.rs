@@ -220,6 +220,7 @@ impl Pipeline {
             flows_evicted_idle: ev.idle,
             flows_evicted_capacity: ev.capacity,
             flows_folded: 0,
+            folded: None,
         };
         self.summary.finish(totals, sources, errors)
     }

@@ -124,7 +124,7 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
     let (fwd, rev) = flow.dirs_mut(dir);
     let seglen = seg.payload_len;
     if seg.window == 0 && !flags.syn() && !flags.fin() && !flags.rst() {
-        fwd.last_zero_window = Some(ts);
+        fwd.rare_mut().last_zero_window = Some(ts);
     }
 
     // Loss inferred from a timer retransmission of the head of the unacknowledged data.
@@ -141,16 +141,14 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         // frames are "retransmissions" sent at once).
         && pa.rto.is_some_and(|(age, _)| age >= timer_floor(fwd.stats.rtt.srtt_ns))
     {
-        fwd.timer_attempts = if fwd.timer_head_seq == una && fwd.last_timer_retransmission.is_some() {
-            fwd.timer_attempts + 1
-        } else {
-            1
-        };
-        fwd.timer_head_seq = una;
-        fwd.last_timer_retransmission = Some(ts);
-        let severity = if fwd.timer_attempts >= 2 { Severity::Critical } else { Severity::Warning };
+        let r = fwd.rare_mut();
+        r.timer_attempts =
+            if r.timer_head_seq == una && r.last_timer_retransmission.is_some() { r.timer_attempts + 1 } else { 1 };
+        r.timer_head_seq = una;
+        r.last_timer_retransmission = Some(ts);
+        let severity = if r.timer_attempts >= 2 { Severity::Critical } else { Severity::Warning };
         let mut f = Finding::new(EventKind::LossInfer, severity, Reason::RetransmissionTimeout);
-        f.attempt = Some(fwd.timer_attempts);
+        f.attempt = Some(r.timer_attempts);
         out.push(f);
     }
 
@@ -168,10 +166,10 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
             let stall = ts - since;
             let srtt = rev.stats.rtt.srtt_ns.unwrap_or(0);
             let threshold = MIN_STALL.max(4 * srtt);
-            let explained = rev.last_timer_retransmission.is_some_and(|t| t >= since);
+            let explained = rev.last_timer_retransmission().is_some_and(|t| t >= since);
             // A receiver that closed its window during the wait explains it (and is
             // reported as zero_window).
-            let window_closed = fwd.last_zero_window.is_some_and(|t| t >= since);
+            let window_closed = fwd.last_zero_window().is_some_and(|t| t >= since);
             if stall >= threshold && !explained && !window_closed {
                 let severity = if stall >= CRITICAL_STALL { Severity::Critical } else { Severity::Warning };
                 let mut f = Finding::new(EventKind::LossInfer, severity, Reason::AckStall);

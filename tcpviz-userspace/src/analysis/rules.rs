@@ -127,7 +127,7 @@ pub fn analyze(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &mut
     if let Some(ws) = seg.options.window_scale {
         fwd.win_scale = ws as i8;
     }
-    fwd.sack = seg.options.sack;
+    fwd.set_sack(seg.options.sack);
     if flags.syn() {
         verify_window_scaling(flow, dir, flags.ack());
     }
@@ -358,7 +358,7 @@ fn sequence_rules(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &
         if rev.lastack == 0 {
             in_flight = 0;
         }
-        let sacked: u32 = rev.sack.iter().map(|(l, r)| r.wrapping_sub(l)).fold(0u32, u32::wrapping_add);
+        let sacked: u32 = rev.sack().iter().map(|(l, r)| r.wrapping_sub(l)).fold(0u32, u32::wrapping_add);
         in_flight = in_flight.wrapping_sub(sacked);
         if in_flight > 0 && in_flight < 2_000_000_000 {
             out.bytes_in_flight = Some(in_flight - syn_or_fin as u32);

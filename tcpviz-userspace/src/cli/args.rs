@@ -219,7 +219,7 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = (FlowLimits::default().idle_timeout / 1_000_000_000) as u64)]
     pub idle_timeout: u64,
     /// Flows listed individually in summary.json (the most troubled; the rest are counted).
-    /// Default: 100000 for files, 10000 for the long-running modes.
+    /// Default: 10000 (the rest are summed in `totals.folded`).
     #[arg(long)]
     pub summary_flows: Option<usize>,
 }

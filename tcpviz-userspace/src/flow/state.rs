@@ -57,6 +57,11 @@ impl UnackedList {
     }
 
     pub fn insert(&mut self, u: Unacked) {
+        if self.items.capacity() == 0 {
+            // Most connections never have more than one segment outstanding (a SYN, a
+            // request): room for one, not the four a first push would reserve.
+            self.items.reserve_exact(1);
+        }
         let at = match self.items.back() {
             Some(last) if seq_lt(u.nextseq, last.nextseq) => {
                 self.items.partition_point(|x| seq_le(x.nextseq, u.nextseq))
@@ -165,6 +170,29 @@ impl RttStats {
     }
 }
 
+/// [`RttStats`] allocated with the first sample: most connections of a scan or a flood
+/// never have one, and a quiet connection pays 8 bytes instead of a hundred.
+#[derive(Debug, Clone, Default)]
+pub struct LazyRtt(Option<Box<RttStats>>);
+
+/// What a direction without samples reads.
+static NO_RTT: RttStats =
+    RttStats { count: 0, min_ns: 0, max_ns: 0, sum_ns: 0, srtt_ns: None, last_ns: 0, reservoir: Vec::new(), rng: 0 };
+
+impl LazyRtt {
+    pub fn add(&mut self, sample_ns: i64) {
+        self.0.get_or_insert_with(Default::default).add(sample_ns);
+    }
+}
+
+impl std::ops::Deref for LazyRtt {
+    type Target = RttStats;
+
+    fn deref(&self) -> &RttStats {
+        self.0.as_deref().unwrap_or(&NO_RTT)
+    }
+}
+
 /// Events of one direction by kind. Most connections have none or a few, so the counts are
 /// allocated with the first event: a quiet connection pays 8 bytes, not a hundred.
 #[derive(Debug, Clone, Default)]
@@ -193,7 +221,7 @@ pub struct DirStats {
     pub retransmitted_bytes: u64,
     pub max_bytes_in_flight: u32,
     pub events: EventCounts,
-    pub rtt: RttStats,
+    pub rtt: LazyRtt,
 }
 
 /// State of one direction of a connection (Wireshark's `tcp_flow_t` + tcpviz counters).
@@ -221,20 +249,13 @@ pub struct DirState {
     pub lastnondupack: u64,
     pub dupacknum: i32,
     pub unacked: UnackedList,
-    /// SACK blocks of the last segment of this direction.
-    pub sack: SackBlocks,
     /// tcpviz: highest ACK sent with the ACK flag, and duplicate ACKs of it since it moved.
     pub highest_ack: Option<u32>,
     pub repeat_acks: u32,
     /// tcpviz: when the oldest data still unacknowledged was sent, for ack-stall detection.
     pub outstanding_since: Option<TimestampNs>,
-    /// tcpviz: last time this direction advertised a zero window.
-    pub last_zero_window: Option<TimestampNs>,
-    /// tcpviz: last timer-driven retransmission of this direction.
-    pub last_timer_retransmission: Option<TimestampNs>,
-    /// tcpviz: data sent by timer retransmissions of the same head segment.
-    pub timer_attempts: u32,
-    pub timer_head_seq: u32,
+    /// What few connections need (SACK, zero windows, timer retransmissions).
+    pub rare: Option<Box<DirRare>>,
     pub fin_seen: bool,
     pub stats: DirStats,
 }
@@ -260,21 +281,60 @@ impl Default for DirState {
             lastnondupack: 0,
             dupacknum: 0,
             unacked: UnackedList::default(),
-            sack: SackBlocks::default(),
             highest_ack: None,
             repeat_acks: 0,
             outstanding_since: None,
-            last_zero_window: None,
-            last_timer_retransmission: None,
-            timer_attempts: 0,
-            timer_head_seq: 0,
+            rare: None,
             fin_seen: false,
             stats: DirStats::default(),
         }
     }
 }
 
+/// State of a direction that most connections never need, allocated when first needed so
+/// that a quiet connection stays small.
+#[derive(Debug, Clone, Default)]
+pub struct DirRare {
+    /// SACK blocks of the last segment of this direction.
+    pub sack: SackBlocks,
+    /// tcpviz: last time this direction advertised a zero window.
+    pub last_zero_window: Option<TimestampNs>,
+    /// tcpviz: last timer-driven retransmission of this direction.
+    pub last_timer_retransmission: Option<TimestampNs>,
+    /// tcpviz: data sent by timer retransmissions of the same head segment.
+    pub timer_attempts: u32,
+    pub timer_head_seq: u32,
+}
+
+static NO_SACK: SackBlocks = SackBlocks { len: 0, blocks: [(0, 0); 4] };
+
 impl DirState {
+    pub fn rare_mut(&mut self) -> &mut DirRare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// SACK blocks of the last segment of this direction.
+    pub fn sack(&self) -> &SackBlocks {
+        self.rare.as_ref().map_or(&NO_SACK, |r| &r.sack)
+    }
+
+    /// Records the SACK blocks of this direction's latest segment.
+    pub fn set_sack(&mut self, sack: SackBlocks) {
+        if sack.len > 0 {
+            self.rare_mut().sack = sack;
+        } else if let Some(r) = self.rare.as_mut() {
+            r.sack = sack;
+        }
+    }
+
+    pub fn last_zero_window(&self) -> Option<TimestampNs> {
+        self.rare.as_ref().and_then(|r| r.last_zero_window)
+    }
+
+    pub fn last_timer_retransmission(&self) -> Option<TimestampNs> {
+        self.rare.as_ref().and_then(|r| r.last_timer_retransmission)
+    }
+
     /// The receive window this direction advertises, scaled when the scale is known.
     pub fn scaled_window(&self) -> Option<u64> {
         if self.window == u32::MAX {
@@ -406,6 +466,17 @@ mod tests {
         l.insert(u(49, 100, 3));
         assert_eq!(l.ack(49).removed, 2);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn quiet_state_is_small() {
+        // The flow table holds up to 262,144 of these: every byte here is 256 KiB there.
+        let (flow, dir) = (std::mem::size_of::<Flow>(), std::mem::size_of::<DirState>());
+        assert!(flow <= 600, "Flow is {flow} bytes (DirState {dir})");
+        let mut r = LazyRtt::default();
+        assert_eq!((r.count, r.srtt_ns, r.median_ns()), (0, None, None));
+        r.add(5_000_000);
+        assert_eq!((r.count, r.median_ns()), (1, Some(5_000_000)));
     }
 
     #[test]

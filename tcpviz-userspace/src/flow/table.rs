@@ -3,9 +3,13 @@
 //! Bounds (all counted when they act): at most `max_flows` connections (the least recently
 //! active are evicted first), idle connections retired after `idle_timeout` of packet time
 //! (`closed_timeout` once reset or closed by FINs both ways), and at most
-//! `MAX_UNACKED_SEGMENTS` tracked segments per direction. Per flow memory is about 1 KiB
-//! plus 40 bytes per tracked segment, so the default cap of 262,144 flows bounds the table
-//! at roughly 300 MiB even in the worst case.
+//! `MAX_UNACKED_SEGMENTS` tracked segments per direction. A quiet flow costs a few hundred
+//! bytes (the state a busy direction needs is allocated when it is first needed), plus 40
+//! bytes per tracked segment.
+//!
+//! The sweeps that retire flows read a copy of each flow's last packet time kept beside it
+//! in the table, not the flow itself: with hundreds of thousands of flows, following every
+//! flow's pointer on each sweep was a third of the run time of a SYN scan.
 
 use rustc_hash::FxHashMap;
 
@@ -53,10 +57,21 @@ pub struct EvictionCounts {
     pub capacity: u64,
 }
 
+/// A flow in the table, with a copy of its activity time for the sweeps.
+struct Entry {
+    /// A lower bound of `flow.last_ts` (equal to it unless the flow was reached through
+    /// [`FlowTable::get_mut`], which sets it to `UNKNOWN`: the sweeps then read the flow).
+    last_ts: TimestampNs,
+    /// Boxed: the table moves its entries when it grows and when flows leave it; moving a
+    /// pointer is cheap, moving the flow is not.
+    flow: Box<Flow>,
+}
+
+/// `Entry::last_ts` of a flow whose time may have moved without the table seeing it.
+const UNKNOWN: TimestampNs = TimestampNs::MIN;
+
 pub struct FlowTable {
-    /// Boxed: a flow is about a kilobyte, and the table moves its entries when it grows
-    /// and when flows leave it; moving a pointer is cheap, moving the flow is not.
-    flows: FxHashMap<FlowKey, Box<Flow>>,
+    flows: FxHashMap<FlowKey, Entry>,
     next_id: u64,
     limits: FlowLimits,
     last_sweep: TimestampNs,
@@ -102,29 +117,42 @@ impl FlowTable {
         self.last_sweep = self.now;
         let now = self.now;
         let limits = self.limits;
-        let mut idle: Vec<FlowKey> = Vec::new();
-        for (k, f) in &self.flows {
+        // Only a flow quiet for the shorter of the two timeouts can be idle; only those
+        // (and those of unknown time) are read.
+        let shortest = limits.closed_timeout.min(limits.idle_timeout);
+        let mut idle: Vec<(u64, FlowKey)> = Vec::new();
+        for (k, e) in self.flows.iter_mut() {
+            if now.saturating_sub(e.last_ts) <= shortest {
+                continue;
+            }
+            let f = &e.flow;
+            e.last_ts = f.last_ts;
             let timeout = if f.is_closed() { limits.closed_timeout } else { limits.idle_timeout };
             if now.saturating_sub(f.last_ts) > timeout {
-                idle.push(*k);
+                idle.push((f.id, *k));
             }
         }
-        for k in idle {
-            if let Some(f) = self.flows.remove(&k) {
+        // In creation order, so the events of a sweep come out the same on every run.
+        idle.sort_unstable();
+        for (_, k) in idle {
+            if let Some(e) = self.flows.remove(&k) {
                 self.evicted.idle += 1;
-                retire(f, Retirement::Idle);
+                retire(e.flow, Retirement::Idle);
             }
         }
         if self.flows.len() >= limits.max_flows {
             // Evict the least recently active tenth, so this scan stays rare.
             let target = limits.max_flows - limits.max_flows / 10 - 1;
-            let mut by_age: Vec<(TimestampNs, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+            let mut by_age: Vec<(TimestampNs, u64, FlowKey)> =
+                self.flows.iter().map(|(k, e)| (e.last_ts, e.flow.id, *k)).collect();
             let excess = by_age.len() - target;
             by_age.select_nth_unstable(excess - 1);
-            for (_, k) in by_age.into_iter().take(excess) {
-                if let Some(f) = self.flows.remove(&k) {
+            let oldest = &mut by_age[..excess];
+            oldest.sort_unstable_by_key(|(_, id, _)| *id);
+            for (_, _, k) in oldest.iter() {
+                if let Some(e) = self.flows.remove(k) {
                     self.evicted.capacity += 1;
-                    retire(f, Retirement::Capacity);
+                    retire(e.flow, Retirement::Capacity);
                 }
             }
         }
@@ -134,43 +162,54 @@ impl FlowTable {
     pub fn get_or_create(&mut self, seg: &Segment) -> (&mut Flow, usize) {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
         let next_id = &mut self.next_id;
-        let flow = self.flows.entry(key).or_insert_with(|| {
+        let e = self.flows.entry(key).or_insert_with(|| {
             let id = *next_id;
             *next_id += 1;
-            Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts))
+            Entry { last_ts: seg.ts, flow: Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)) }
         });
-        let dir = flow.direction_of((seg.src, seg.sport));
-        (flow, dir)
+        // The analyzer moves `flow.last_ts` to this packet's time (when later) too.
+        if seg.ts > e.last_ts {
+            e.last_ts = seg.ts;
+        }
+        let dir = e.flow.direction_of((seg.src, seg.sport));
+        (&mut e.flow, dir)
     }
 
     /// Replaces the flow of `seg` by a new connection (ports reused), returning the old one.
     pub fn restart(&mut self, seg: &Segment) -> Option<Box<Flow>> {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
-        let old = self.flows.remove(&key);
+        let old = self.flows.remove(&key).map(|e| e.flow);
         let id = self.next_id;
         self.next_id += 1;
-        self.flows.insert(key, Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)));
+        let flow = Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts));
+        self.flows.insert(key, Entry { last_ts: seg.ts, flow });
         old
     }
 
     /// Every flow still in the table, for the end of input.
     pub fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
-        self.flows.drain().map(|(_, f)| f)
+        self.flows.drain().map(|(_, e)| e.flow)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
-        self.flows.values().map(|f| &**f)
+        self.flows.values().map(|e| &*e.flow)
     }
 
+    /// Every flow, to update what it holds besides its activity time (`last_ts` must not
+    /// be moved through this: the sweeps would not see it).
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Flow> {
-        self.flows.values_mut().map(|f| &mut **f)
+        self.flows.values_mut().map(|e| &mut *e.flow)
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        self.flows.get(key).map(|f| &**f)
+        self.flows.get(key).map(|e| &*e.flow)
     }
 
+    /// The flow of `key`; its activity time may be moved (the sweeps will read it).
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        self.flows.get_mut(key).map(|f| &mut **f)
+        self.flows.get_mut(key).map(|e| {
+            e.last_ts = UNKNOWN;
+            &mut *e.flow
+        })
     }
 }

@@ -12,10 +12,11 @@ use crate::flow::table::Retirement;
 use crate::output::sections::Sections;
 use crate::time::ts_to_secs;
 
-/// How many flows the summary lists individually by default; beyond, the least troubled
-/// are folded into a count, so the summary stays bounded on captures with millions of
-/// flows. Long-running modes use a smaller bound (`--summary-flows`).
-pub const MAX_LISTED_FLOWS: usize = 100_000;
+/// How many flows the summary lists individually by default (`--summary-flows`); beyond,
+/// the least troubled are folded into [`FoldedTotals`], so the summary and the memory that
+/// builds it stay bounded on captures with millions of flows. Ten thousand is more than a
+/// reader goes through, and keeps summary.json near 10 MB.
+pub const MAX_LISTED_FLOWS: usize = 10_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RttSummary {
@@ -131,16 +132,6 @@ impl FlowSummary {
         }
         let bytes: u64 = flow.dirs.iter().map(|d| d.stats.payload_bytes).sum();
         let retrans: u64 = flow.dirs.iter().map(|d| d.stats.retransmitted_bytes).sum();
-        let lc = &flow.lifecycle;
-        let state = if lc.refused {
-            "refused"
-        } else if lc.rst_seen {
-            "reset"
-        } else if flow.dirs[0].fin_seen && flow.dirs[1].fin_seen {
-            "closed"
-        } else {
-            "open"
-        };
         FlowSummary {
             flow_id: flow.id,
             first_ts: ts_to_secs(flow.first_ts),
@@ -150,14 +141,8 @@ impl FlowSummary {
             bytes,
             retransmission_rate: if bytes > 0 { retrans as f64 / bytes as f64 } else { 0.0 },
             handshake_rtt_ms: (flow.first_rtt > 0).then(|| flow.first_rtt as f64 / 1e6),
-            state: state.into(),
-            ended_by: match why {
-                Retirement::End => "end",
-                Retirement::Idle => "idle",
-                Retirement::Capacity => "capacity",
-                Retirement::Reused => "reused",
-            }
-            .into(),
+            state: flow_state(flow).into(),
+            ended_by: ended_by(why).into(),
             trouble_score: trouble_score(&total),
             events: counts_map(&total),
             directions: [dir(0), dir(1)],
@@ -173,6 +158,29 @@ impl FlowSummary {
 
     pub fn count(&self, kind: EventKind) -> u64 {
         self.events.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+/// open, closed (FIN both ways), reset, or refused.
+fn flow_state(flow: &Flow) -> &'static str {
+    let lc = &flow.lifecycle;
+    if lc.refused {
+        "refused"
+    } else if lc.rst_seen {
+        "reset"
+    } else if flow.dirs[0].fin_seen && flow.dirs[1].fin_seen {
+        "closed"
+    } else {
+        "open"
+    }
+}
+
+fn ended_by(why: Retirement) -> &'static str {
+    match why {
+        Retirement::End => "end",
+        Retirement::Idle => "idle",
+        Retirement::Capacity => "capacity",
+        Retirement::Reused => "reused",
     }
 }
 
@@ -208,6 +216,85 @@ pub struct Totals {
     pub flows_evicted_capacity: u64,
     /// Flows not listed individually (folded because there were too many).
     pub flows_folded: u64,
+    /// What the folded flows add up to (absent when every flow is listed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub folded: Option<FoldedTotals>,
+}
+
+/// The sums of the flows folded out of the listing: a capture of millions of flows keeps
+/// its totals without one entry per flow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FoldedTotals {
+    pub flows: u64,
+    pub packets: u64,
+    /// TCP payload bytes.
+    pub bytes: u64,
+    pub retransmitted_bytes: u64,
+    pub events: BTreeMap<EventKind, u64>,
+    /// Flows by state (open, closed, reset, refused).
+    pub states: BTreeMap<String, u64>,
+    /// Flows by why they left the flow table (end, idle, capacity, reused).
+    pub ended_by: BTreeMap<String, u64>,
+}
+
+/// [`FoldedTotals`] while flows are added: counts in arrays, not maps.
+#[derive(Debug, Default)]
+struct Folding {
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+    retransmitted_bytes: u64,
+    events: [u64; EventKind::COUNT],
+    states: BTreeMap<&'static str, u64>,
+    ended_by: BTreeMap<&'static str, u64>,
+}
+
+impl Folding {
+    fn add_flow(&mut self, flow: &Flow, why: Retirement) {
+        self.flows += 1;
+        for d in &flow.dirs {
+            self.packets += d.stats.packets;
+            self.bytes += d.stats.payload_bytes;
+            self.retransmitted_bytes += d.stats.retransmitted_bytes;
+            for (t, c) in self.events.iter_mut().zip(d.stats.events.to_array()) {
+                *t += c as u64;
+            }
+        }
+        *self.states.entry(flow_state(flow)).or_default() += 1;
+        *self.ended_by.entry(ended_by(why)).or_default() += 1;
+    }
+
+    fn add_summary(&mut self, f: &FlowSummary) {
+        self.flows += 1;
+        self.packets += f.packets;
+        self.bytes += f.bytes;
+        for d in &f.directions {
+            self.retransmitted_bytes += d.retransmitted_bytes;
+        }
+        for (k, n) in &f.events {
+            self.events[k.index()] += n;
+        }
+        let state = ["open", "closed", "reset", "refused"].into_iter().find(|s| *s == f.state).unwrap_or("open");
+        *self.states.entry(state).or_default() += 1;
+        let why = ["end", "idle", "capacity", "reused"].into_iter().find(|s| *s == f.ended_by).unwrap_or("end");
+        *self.ended_by.entry(why).or_default() += 1;
+    }
+
+    fn finish(self) -> Option<FoldedTotals> {
+        (self.flows > 0).then(|| FoldedTotals {
+            flows: self.flows,
+            packets: self.packets,
+            bytes: self.bytes,
+            retransmitted_bytes: self.retransmitted_bytes,
+            events: EventKind::ALL
+                .iter()
+                .filter(|k| self.events[k.index()] > 0)
+                .map(|k| (*k, self.events[k.index()]))
+                .collect(),
+            states: self.states.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ended_by: self.ended_by.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -227,13 +314,14 @@ pub struct Summary {
 }
 
 /// Collects flows as they end and keeps the listing bounded: the `limit` most troubled
-/// flows (ties: the earliest), the rest counted as folded. A flow that cannot make the list
-/// is never summarised, so a capture of millions of connections costs no more than its top.
+/// flows (ties: the earliest), the rest summed into [`FoldedTotals`]. A flow that cannot
+/// make the list is never summarised, so a capture of millions of connections costs no
+/// more than its top.
 #[derive(Debug)]
 pub struct SummaryBuilder {
     /// A heap whose top is the listed flow that would leave first.
     kept: std::collections::BinaryHeap<Listed>,
-    folded: u64,
+    folded: Folding,
     limit: usize,
 }
 
@@ -275,24 +363,26 @@ impl Default for SummaryBuilder {
 
 impl SummaryBuilder {
     pub fn with_limit(limit: usize) -> SummaryBuilder {
-        SummaryBuilder { kept: std::collections::BinaryHeap::new(), folded: 0, limit: limit.max(1) }
+        SummaryBuilder { kept: std::collections::BinaryHeap::new(), folded: Folding::default(), limit: limit.max(1) }
     }
 
     pub fn add(&mut self, flow: &Flow, why: Retirement) {
         if self.kept.len() >= self.limit {
             let rank = (std::cmp::Reverse(flow.trouble_score()), flow.id);
             if self.kept.peek().is_some_and(|last| rank >= last.rank()) {
-                self.folded += 1;
+                self.folded.add_flow(flow, why);
                 return;
             }
-            self.kept.pop();
-            self.folded += 1;
+            if let Some(out) = self.kept.pop() {
+                self.folded.add_summary(&out.0);
+            }
         }
         self.kept.push(Listed(FlowSummary::from_flow(flow, why)));
     }
 
     pub fn finish(self, mut totals: Totals, sources: Vec<String>, errors: Vec<String>) -> Summary {
-        totals.flows_folded = self.folded;
+        totals.flows_folded = self.folded.flows;
+        totals.folded = self.folded.finish();
         // Ascending rank: most troubled first, then by flow id.
         let flows = self.kept.into_sorted_vec().into_iter().map(|l| l.0).collect();
         Summary {
