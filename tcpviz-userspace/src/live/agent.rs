@@ -12,13 +12,15 @@ use aya::programs::ProgramFd;
 use tcpviz_common::decode::Record;
 use tcpviz_common::{
     COUNTER_MARKS_FAILED, COUNTER_MARKS_SACK_SENT, COUNTER_MARKS_TRACEPOINT, COUNTER_MARKS_ZERO_WINDOW_SENT,
-    COUNTER_TRACE_FILTERED, COUNTER_TRACE_SEEN, COUNTERS, PacketRecord, SNAP_LEN, TP_COUNT, TRACEPOINTS,
+    COUNTER_TRACE_FILTERED, COUNTER_TRACE_SEEN, COUNTER_WATCH_LOST, COUNTERS, PacketRecord, SNAP_LEN, TP_COUNT,
+    TRACEPOINTS, WatchRecord,
 };
 use tokio::io::unix::AsyncFd;
 
 use super::clock::{self, BootClock};
+use super::diagnostics::KernelLog;
 use super::losses::{KernelLosses, read_counters};
-use super::records::{Decoded, decode_trace};
+use super::records::{Decoded, decode_trace, decode_watch};
 use super::stop::StopSignals;
 use super::tracefs::Format;
 use super::{CapturePolicy, LiveError, LiveOptions, LiveResult, metrics};
@@ -145,6 +147,8 @@ struct Tally {
     unreadable: u64,
     /// Losses already reported to the operator.
     lost_reported: u64,
+    /// Watch start records received.
+    watch_starts: u64,
 }
 
 /// The agent's state between two wake-ups.
@@ -262,6 +266,19 @@ impl<'a> Agent<'a> {
                 Decoded::Sample(s) => self.handle_sample(s),
                 Decoded::Skip => Ok(()),
             },
+            Record::Watch(w) => {
+                self.handle_watch(&w);
+                Ok(())
+            }
+        }
+    }
+
+    /// A connection became watched: its flow's wire view begins here.
+    fn handle_watch(&mut self, w: &WatchRecord) {
+        self.tally.watch_starts += 1;
+        let lasts = self.inputs.opts.watch.as_nanos().min(i64::MAX as u128) as i64;
+        if let Some(start) = decode_watch(w, self.clock.to_wall(w.ts_boot_ns), lasts) {
+            self.pipeline.process_watch(&start);
         }
     }
 
@@ -335,6 +352,7 @@ impl<'a> Agent<'a> {
 pub(super) async fn agent_loop(inputs: AgentInputs<'_>, ebpf: &mut Ebpf) -> Result<LiveResult, LiveError> {
     let mut agent = Agent::start(inputs).await?;
     let mut rings = Rings::take(ebpf)?;
+    let mut kernel_log = KernelLog::start(ebpf);
     let stop_signals = agent.inputs.stop;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -350,6 +368,7 @@ pub(super) async fn agent_loop(inputs: AgentInputs<'_>, ebpf: &mut Ebpf) -> Resu
         let stop = tokio::select! {
             r = rings.packets.readable_mut() => { r?.clear_ready(); false }
             r = rings.traces.readable_mut() => { r?.clear_ready(); false }
+            r = kernel_log.log_when_readable() => { r?; false }
             _ = tick.tick() => false,
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
@@ -367,6 +386,7 @@ pub(super) async fn agent_loop(inputs: AgentInputs<'_>, ebpf: &mut Ebpf) -> Resu
             agent.every_second(&rings)?;
         }
         if stop {
+            kernel_log.flush();
             break;
         }
     }
@@ -464,6 +484,8 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
             zero_window_sent: mark(COUNTER_MARKS_ZERO_WINDOW_SENT),
         }),
         watch_secs: troubled.then_some(opts.watch.as_secs_f64()),
+        watch_starts: troubled.then_some(agent.tally.watch_starts + c[COUNTER_WATCH_LOST as usize]),
+        watch_starts_lost: troubled.then_some(c[COUNTER_WATCH_LOST as usize]),
         clock_error_ns: agent.clock.error_ns,
         clock_offset_ns: agent.clock.offset_ns,
         hooks: agent.inputs.hooks.clone(),
