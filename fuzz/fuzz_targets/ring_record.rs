@@ -1,6 +1,7 @@
 //! A ring-buffer record as the live agent handles it: `tcpviz_common::decode::record`, then
-//! a packet snapshot into a frame and `decode_frame`, or a tracepoint record through
-//! `decode_trace` with the tracefs formats of a real kernel. Never a panic.
+//! a packet snapshot into a frame and `decode_frame`, a tracepoint record through
+//! `decode_trace` with the tracefs formats of a real kernel, or a watch start through
+//! `decode_watch` into a flow. Never a panic.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -8,7 +9,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use tcpviz::capture::{Direction, Frame, LinkType, decode_frame};
 use tcpviz::live::clock::BootClock;
-use tcpviz::live::records::decode_trace;
+use tcpviz::flow::watch::PendingWatches;
+use tcpviz::live::records::{decode_trace, decode_watch};
 use tcpviz::live::tracefs::{Format, parse_format};
 use tcpviz_common::decode::{Record, record};
 use tcpviz_common::{DIR_EGRESS, SNAP_LEN, TP_COUNT, TRACE_RAW_LEN, TRACEPOINTS};
@@ -61,6 +63,14 @@ fuzz_target!(|data: &[u8]| {
         Ok(Record::Trace(t)) => {
             assert!(t.raw_len as usize <= TRACE_RAW_LEN);
             let _ = decode_trace(&t, formats(), CLOCK.to_wall(t.ts_boot_ns));
+        }
+        Ok(Record::Watch(w)) => {
+            let ts = CLOCK.to_wall(w.ts_boot_ns);
+            // The decoder checked what the agent relies on: a known reason, IPv4 or IPv6.
+            let start = decode_watch(&w, ts, 30_000_000_000).expect("a watch start the decoder accepted");
+            let mut pending = PendingWatches::default();
+            pending.add(start);
+            assert!(pending.take(&start.key()).is_some());
         }
         Err(_) => {}
     }

@@ -20,6 +20,7 @@ pub const DIR_EGRESS: u8 = 1;
 /// Record kinds, the first byte of every ring-buffer record.
 pub const RECORD_PACKET: u8 = 1;
 pub const RECORD_TRACE: u8 = 2;
+pub const RECORD_WATCH: u8 = 3;
 
 /// The tracepoints, in the order of the config and counter arrays.
 pub const TP_RETRANSMIT_SKB: u32 = 0;
@@ -86,7 +87,9 @@ pub const COUNTER_MARKS_TRACEPOINT: u32 = COUNTER_TRACE_SEEN + TP_COUNT as u32;
 pub const COUNTER_MARKS_SACK_SENT: u32 = COUNTER_MARKS_TRACEPOINT + 1;
 pub const COUNTER_MARKS_ZERO_WINDOW_SENT: u32 = COUNTER_MARKS_TRACEPOINT + 2;
 pub const COUNTER_MARKS_FAILED: u32 = COUNTER_MARKS_TRACEPOINT + 3;
-pub const COUNTERS: usize = COUNTER_MARKS_FAILED as usize + 1;
+/// Watch starts (`WatchRecord`) that found the `TRACES` ring full.
+pub const COUNTER_WATCH_LOST: u32 = COUNTER_MARKS_TRACEPOINT + 4;
+pub const COUNTERS: usize = COUNTER_WATCH_LOST as usize + 1;
 
 /// "This tracepoint has no such field."
 pub const NO_FIELD: u16 = 0xffff;
@@ -188,6 +191,35 @@ pub struct WatchKey {
 
 const _: () = assert!(core::mem::size_of::<WatchKey>() == 40);
 
+/// Why a connection became watched (`WatchRecord::reason`).
+/// A tracepoint hit that is trouble (`WatchRecord::tracepoint` says which).
+pub const WATCH_TRACEPOINT: u8 = 1;
+/// An ACK this host sent with SACK blocks.
+pub const WATCH_SACK_SENT: u8 = 2;
+/// An ACK this host sent with a zero window.
+pub const WATCH_ZERO_WINDOW_SENT: u8 = 3;
+
+/// A connection became watched (capture policy `troubled`): it was not in `WATCHED`, or its
+/// watch had expired. Sent through the `TRACES` ring, so that the session can say from when
+/// on the wire view of that connection holds its packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WatchRecord {
+    /// `RECORD_WATCH`.
+    pub kind: u8,
+    /// `WATCH_*`.
+    pub reason: u8,
+    /// `TP_*` of the tracepoint when `reason` is `WATCH_TRACEPOINT`, else 0.
+    pub tracepoint: u8,
+    pub _pad: [u8; 5],
+    /// `bpf_ktime_get_boot_ns()` when the watch started.
+    pub ts_boot_ns: u64,
+    /// The connection as the trouble named it (the watch covers both directions).
+    pub key: WatchKey,
+}
+
+const _: () = assert!(core::mem::size_of::<WatchRecord>() == 16 + core::mem::size_of::<WatchKey>());
+
 /// Capture policies of the TC programs (`AgentConfig::capture`).
 /// Every TCP packet.
 pub const CAPTURE_ALL: u32 = 0;
@@ -240,7 +272,7 @@ unsafe impl aya::Pod for WatchKey {}
 #[cfg(feature = "user")]
 pub mod decode {
     //! Size-checked decoding of ring-buffer records.
-    use super::{PacketRecord, TraceRecord};
+    use super::{PacketRecord, TraceRecord, WatchRecord};
 
     /// Why a record could not be decoded.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,12 +285,16 @@ pub mod decode {
         Empty,
         /// A length field inside the record exceeds its buffer.
         BadLength,
+        /// A field holds a value its record never carries (a watch's reason, tracepoint or
+        /// IP version).
+        BadValue,
     }
 
     /// A decoded record.
     pub enum Record {
         Packet(PacketRecord),
         Trace(TraceRecord),
+        Watch(WatchRecord),
     }
 
     impl Record {
@@ -268,6 +304,7 @@ pub mod decode {
             match self {
                 Record::Packet(p) => p.ts_boot_ns,
                 Record::Trace(t) => t.ts_boot_ns,
+                Record::Watch(w) => w.ts_boot_ns,
             }
         }
     }
@@ -303,8 +340,31 @@ pub mod decode {
                 }
                 Ok(Record::Trace(rec))
             }
+            Some(&super::RECORD_WATCH) => watch(bytes).map(Record::Watch),
             Some(&other) => Err(DecodeError::UnknownKind(other)),
         }
+    }
+
+    /// Decodes a watch start: a known reason (a tracepoint of the table), an IPv4 or IPv6
+    /// connection.
+    pub fn watch(bytes: &[u8]) -> Result<WatchRecord, DecodeError> {
+        match bytes.first() {
+            None => return Err(DecodeError::Empty),
+            Some(&super::RECORD_WATCH) => {}
+            Some(&other) => return Err(DecodeError::UnknownKind(other)),
+        }
+        // SAFETY: WatchRecord is plain integers.
+        let rec = unsafe { read_record::<WatchRecord>(bytes) }
+            .ok_or_else(|| too_short::<WatchRecord>(super::RECORD_WATCH, bytes))?;
+        let reason_ok = match rec.reason {
+            super::WATCH_TRACEPOINT => (rec.tracepoint as usize) < super::TP_COUNT,
+            super::WATCH_SACK_SENT | super::WATCH_ZERO_WINDOW_SENT => true,
+            _ => false,
+        };
+        if !reason_ok || !matches!(rec.key.ip_version, 4 | 6) {
+            return Err(DecodeError::BadValue);
+        }
+        Ok(rec)
     }
 
     /// Decodes a TC packet snapshot.
@@ -344,6 +404,54 @@ pub mod decode {
             t[0] = super::super::RECORD_TRACE;
             assert!(matches!(record(&t), Ok(Record::Trace(_))));
             assert!(matches!(record(&t[..20]), Err(DecodeError::TooShort { .. })));
+        }
+
+        /// A watch start as the kernel side writes it: the layout userspace reads it with.
+        #[test]
+        fn watch_records_decode_and_odd_ones_are_rejected() {
+            use super::super::*;
+            let key = WatchKey {
+                src: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                dst: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                sport: 40000,
+                dport: 5201,
+                ip_version: 4,
+                _pad: [0; 3],
+            };
+            let w = WatchRecord {
+                kind: RECORD_WATCH,
+                reason: WATCH_TRACEPOINT,
+                tracepoint: TP_CONG_STATE_SET as u8,
+                _pad: [0; 5],
+                ts_boot_ns: 123_456_789,
+                key,
+            };
+            let mut bytes = [0u8; core::mem::size_of::<WatchRecord>()];
+            // SAFETY: a plain-integer record copied into a buffer of its own size.
+            unsafe { core::ptr::write_unaligned(bytes.as_mut_ptr().cast::<WatchRecord>(), w) };
+            // The byte offsets the kernel side writes (checked against the layout here, not
+            // against itself): kind, reason, tracepoint, time at 8, key at 16.
+            assert_eq!(&bytes[..3], &[RECORD_WATCH, WATCH_TRACEPOINT, TP_CONG_STATE_SET as u8]);
+            assert_eq!(bytes[8..16], 123_456_789u64.to_ne_bytes());
+            assert_eq!(bytes[16..20], [10, 0, 0, 1]);
+            assert_eq!(bytes[48..50], 40000u16.to_ne_bytes());
+            assert_eq!(bytes[52], 4);
+            let Ok(Record::Watch(got)) = record(&bytes) else { panic!("a watch record") };
+            assert_eq!((got.reason, got.tracepoint, got.ts_boot_ns), (w.reason, w.tracepoint, w.ts_boot_ns));
+            assert_eq!(got.key, key);
+            assert_eq!(Record::Watch(got).ts_boot_ns(), 123_456_789);
+            assert!(matches!(record(&bytes[..40]), Err(DecodeError::TooShort { kind: RECORD_WATCH, .. })));
+            let mut bad = bytes;
+            bad[2] = TP_COUNT as u8;
+            assert_eq!(watch(&bad).unwrap_err(), DecodeError::BadValue, "no such tracepoint");
+            bad = bytes;
+            bad[1] = 9;
+            assert_eq!(watch(&bad).unwrap_err(), DecodeError::BadValue, "no such reason");
+            bad = bytes;
+            bad[1] = WATCH_SACK_SENT;
+            assert!(watch(&bad).is_ok());
+            bad[52] = 5;
+            assert_eq!(watch(&bad).unwrap_err(), DecodeError::BadValue, "no such IP version");
         }
     }
 }

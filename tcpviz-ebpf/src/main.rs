@@ -15,6 +15,7 @@
 //!   connection in `WATCHED` (an LRU map) with the time; it stays watched `watch_ns` after
 //!   its last trouble. While nothing is watched, an ingress packet costs an array lookup.
 //! - Records that find no room are counted per CPU (`COUNTS`), never lost silently.
+//! - Diagnostics go through aya-log (`diag`), off unless the agent runs with `-vv`.
 //!
 //! Readers are not woken for every record (that costs microseconds per packet): records are
 //! sent with `BPF_RB_NO_WAKEUP`, the one that makes the queue cross `wakeup_bytes` wakes the
@@ -32,6 +33,7 @@ use aya_ebpf::{
 };
 use tcpviz_common::*;
 
+mod diag;
 mod watch;
 
 use watch::{mark_from_trace, troubled};
@@ -51,11 +53,16 @@ static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(TP_COUNT as u3
 #[map]
 static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS as u32, 0);
 
+/// Adds one to a counter of this CPU; returns its new value (0 if the slot is missing).
 #[inline(always)]
-fn count(index: u32) {
-    if let Some(c) = COUNTS.get_ptr_mut(index) {
+fn count(index: u32) -> u64 {
+    match COUNTS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
+        Some(c) => unsafe {
+            *c += 1;
+            *c
+        },
+        None => 0,
     }
 }
 
@@ -237,7 +244,7 @@ fn snapshot(ctx: &TcContext, direction: u8, ethernet: bool) {
     // No "seen" counter here: userspace derives it (records received + lost), which keeps a
     // per-CPU cache line out of the per-packet path.
     let Some(mut entry) = PACKETS.reserve::<PacketRecord>(0) else {
-        count(COUNTER_PACKETS_LOST);
+        diag::ring_full("PACKETS", count(COUNTER_PACKETS_LOST));
         return;
     };
     // SAFETY: a reserved ring-buffer slot that only this program owns until it is submitted.
@@ -259,7 +266,13 @@ fn snapshot(ctx: &TcContext, direction: u8, ethernet: bool) {
     let n = ((n - 1) & (SNAP_LEN - 1)) + 1;
     // SAFETY: the destination holds SNAP_LEN bytes and n <= SNAP_LEN.
     let r = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, rec.data.as_mut_ptr() as *mut _, n as u32) };
-    rec.snap_len = if r == 0 { n as u16 } else { 0 };
+    // The diagnostic sits in the branch the store takes anyway: no test of its own.
+    rec.snap_len = if r == 0 {
+        n as u16
+    } else {
+        diag::copy_failed("a packet's headers", r);
+        0
+    };
     // Wake the reader every `wakeup_bytes` of records per CPU, counted in a per-CPU slot:
     // asking the ring how full it is reads a cache line the reader writes, which costs more
     // than the rest of the program.
@@ -307,10 +320,10 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
         return 0;
     }
     if cfg.capture == CAPTURE_TROUBLED && tcfg.marks_trouble != 0 {
-        mark_from_trace(ctx, tcfg);
+        mark_from_trace(ctx, cfg, tcfg, tp);
     }
     let Some(mut entry) = TRACES.reserve::<TraceRecord>(0) else {
-        count(COUNTER_TRACE_LOST);
+        diag::ring_full("TRACES", count(COUNTER_TRACE_LOST));
         return 0;
     };
     // SAFETY: a reserved slot owned by this program until submitted.
@@ -338,7 +351,13 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     }
     // SAFETY: the tracepoint record is at least `len` bytes (its size from tracefs).
     let copied = unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut rec.raw[..len]) };
-    rec.raw_len = if copied.is_ok() { len as u16 } else { 0 };
+    rec.raw_len = match copied {
+        Ok(()) => len as u16,
+        Err(e) => {
+            diag::copy_failed("a tracepoint's record", e.into());
+            0
+        }
+    };
     entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes, core::mem::size_of::<TraceRecord>() as u64));
     0
 }

@@ -3,17 +3,19 @@
 //! A tracepoint hit that is trouble (a retransmission, Recovery or Loss, a reset received)
 //! and an ACK this host sends with SACK blocks or a zero window enter the connection in
 //! `WATCHED` (an LRU map) with the time; it stays watched `watch_ns` after its last trouble.
-//! The TC programs ask `troubled` before they copy a packet.
+//! The TC programs ask `troubled` before they copy a packet. A connection that becomes
+//! watched (it was absent, or its watch had expired) is told to userspace with a
+//! `WatchRecord` in the `TRACES` ring: the session's wire view of it begins there.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, LruHashMap},
     programs::{TcContext, TracePointContext},
 };
 use tcpviz_common::*;
 
-use crate::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, be16_at, count};
+use crate::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, TRACES, be16_at, count, diag, submit_flags};
 
 /// Watched connections (both directions of each) and the time of their last trouble.
 /// Userspace sets the size (`--max-watched`) before loading.
@@ -25,9 +27,28 @@ static WATCHED: LruHashMap<WatchKey, u64> = LruHashMap::with_max_entries(65536, 
 #[map]
 static LAST_TROUBLE: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Enters the connection `key` names (and its reverse) as watched from `now`.
+/// Why a connection is marked: `WATCH_*`, and for `WATCH_TRACEPOINT` which one (`TP_*`).
+#[derive(Clone, Copy)]
+pub(super) struct Why {
+    pub reason: u8,
+    pub tracepoint: u32,
+}
+
+/// Enters the connection `key` names (and its reverse) as watched from `now`; `counter` is
+/// the `COUNTER_MARKS_*` of `why`.
 #[inline(always)]
-fn mark_watched(key: &WatchKey, now: u64, counter: u32) {
+fn mark_watched(key: &WatchKey, now: u64, cfg: &AgentConfig, counter: u32, why: Why) {
+    // Looked up before the insert refreshes it: only a watch that starts is told (trouble
+    // paths only; a healthy packet never gets here).
+    // SAFETY: a plain u64 read at once; a concurrent update gives an equally valid time.
+    let newly = match unsafe { WATCHED.get(key) } {
+        Some(t) => now.saturating_sub(*t) > cfg.watch_ns,
+        None => true,
+    };
+    // The start's time is read before the insert: a packet that another CPU copies because
+    // of this entry is then never older than the start.
+    // SAFETY: helper without preconditions.
+    let started = if newly { unsafe { bpf_ktime_get_boot_ns() } } else { 0 };
     let rev = WatchKey {
         src: key.dst,
         dst: key.src,
@@ -36,8 +57,9 @@ fn mark_watched(key: &WatchKey, now: u64, counter: u32) {
         ip_version: key.ip_version,
         _pad: [0; 3],
     };
-    if WATCHED.insert(key, now, 0).is_err() || WATCHED.insert(rev, now, 0).is_err() {
+    if let Err(e) = WATCHED.insert(key, now, 0).and_then(|()| WATCHED.insert(rev, now, 0)) {
         count(COUNTER_MARKS_FAILED);
+        diag::watch_insert_failed(key, e.into());
         return;
     }
     if let Some(last) = LAST_TROUBLE.get_ptr_mut(0) {
@@ -46,6 +68,30 @@ fn mark_watched(key: &WatchKey, now: u64, counter: u32) {
         unsafe { *last = now };
     }
     count(counter);
+    if newly {
+        watch_started(key, started, cfg, why);
+    }
+}
+
+/// Tells userspace (and, with `-vv`, the log) that `key`'s connection became watched at
+/// `ts_boot_ns`.
+#[inline(always)]
+fn watch_started(key: &WatchKey, ts_boot_ns: u64, cfg: &AgentConfig, why: Why) {
+    diag::became_watched(key, why.reason, why.tracepoint);
+    let Some(mut entry) = TRACES.reserve::<WatchRecord>(0) else {
+        diag::ring_full("TRACES", count(COUNTER_WATCH_LOST));
+        return;
+    };
+    // SAFETY: a reserved slot owned by this program until submitted.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    rec.kind = RECORD_WATCH;
+    rec.reason = why.reason;
+    rec.tracepoint = why.tracepoint as u8;
+    rec._pad = [0; 5];
+    // The time base of every other record (the watch clock is the monotonic one).
+    rec.ts_boot_ns = ts_boot_ns;
+    rec.key = *key;
+    entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes, core::mem::size_of::<WatchRecord>() as u64));
 }
 
 /// Capture policy `troubled`: is this packet's connection watched? An ACK this host sends
@@ -73,7 +119,8 @@ pub(super) fn troubled(ctx: &TcContext, cfg: &AgentConfig, direction: u8, ethern
         let trouble = if tcp.in_place { sent_trouble_in_place(ctx, tcp.l4) } else { sent_trouble(ctx, tcp.l4) };
         if trouble != 0 {
             if let Some(key) = watch_key(ctx, &tcp) {
-                mark_watched(&key, watch_clock(), trouble);
+                let reason = if trouble == COUNTER_MARKS_SACK_SENT { WATCH_SACK_SENT } else { WATCH_ZERO_WINDOW_SENT };
+                mark_watched(&key, watch_clock(), cfg, trouble, Why { reason, tracepoint: 0 });
             }
             return true;
         }
@@ -293,9 +340,10 @@ fn field<T>(ctx: &TracePointContext, off: u16) -> Option<T> {
     unsafe { ctx.read_at::<T>(off as usize) }.ok()
 }
 
-/// A tracepoint hit that is trouble: its socket's connection becomes watched.
+/// A tracepoint hit (of `TP_*` `tp`) that is trouble: its socket's connection becomes
+/// watched.
 #[inline(always)]
-pub(super) fn mark_from_trace(ctx: &TracePointContext, tcfg: &TraceConfig) {
+pub(super) fn mark_from_trace(ctx: &TracePointContext, cfg: &AgentConfig, tcfg: &TraceConfig, tp: u32) {
     if tcfg.state_off != NO_FIELD {
         let Some(state) = field::<u8>(ctx, tcfg.state_off) else { return };
         if state >= 16 || (tcfg.trouble_states >> state) & 1 == 0 {
@@ -341,5 +389,5 @@ pub(super) fn mark_from_trace(ctx: &TracePointContext, tcfg: &TraceConfig) {
     // monotonic clock, a tick ahead at most (which the saturating checks read as "now").
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    mark_watched(&key, now, COUNTER_MARKS_TRACEPOINT);
+    mark_watched(&key, now, cfg, COUNTER_MARKS_TRACEPOINT, Why { reason: WATCH_TRACEPOINT, tracepoint: tp });
 }

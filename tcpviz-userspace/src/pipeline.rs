@@ -178,6 +178,11 @@ impl Pipeline {
         self.drain(sink)
     }
 
+    /// A watch of the live agent's kernel side started (capture policy `troubled`).
+    pub fn process_watch(&mut self, w: &crate::flow::watch::WatchStart) {
+        self.analyzer.process_watch(w);
+    }
+
     /// Ends the input: flows still open are finished (end-of-flow findings).
     pub fn finish(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
         self.analyzer.finish(&mut self.events);

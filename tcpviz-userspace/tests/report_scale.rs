@@ -126,6 +126,9 @@ fn synthetic_session(dir: &Path, events: u64, flows: u64) {
                 events: by_kind,
                 directions: [dir_summary(f, 600), dir_summary(f, 400)],
                 kernel: None,
+                watched_since: None,
+                watch_reason: None,
+                watch_starts: None,
             }
         })
         .collect();

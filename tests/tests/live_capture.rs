@@ -2,7 +2,8 @@
 //! trouble on. Checked against a full tcpdump of the same interface over the same period,
 //! analysed offline: the retransmissions the full capture shows must be in the agent's
 //! events, on the sending side and on the receiving side, and a healthy connection next to
-//! them must cost no packet records at all.
+//! them must cost no packet records at all. The summary says from when on the lossy
+//! connection was watched (`watched_since`), and that the healthy ones never were.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -179,9 +180,39 @@ fn check_side(name: &str, side: &Side) {
         let ports = f["directions"].as_array().unwrap().iter().filter_map(|d| d["sport"].as_u64()).collect::<Vec<_>>();
         if ports.iter().any(|p| healthy.contains(p)) {
             assert_eq!(f["packets"], 0, "{side}: packets of a healthy connection were copied: {f}");
+            assert!(f.get("watched_since").is_none(), "{side}: a healthy connection was watched: {f}");
         }
     }
-    println!("{side}: {caught} of {} retransmissions; marks {marks}", full.len());
+    // The wire view of the lossy connection begins at its watch start, never after its
+    // first wire event.
+    let lossy = lossy_flow(summary);
+    let since = lossy["watched_since"].as_f64().unwrap_or_else(|| panic!("{side}: no watched_since: {lossy}"));
+    let first_wire = agent
+        .iter()
+        .filter(|e| e["origin"] == "wire" && e["flow_id"] == lossy["flow_id"])
+        .filter_map(|e| e["ts"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert!(first_wire.is_finite(), "{side}: no wire event of the lossy flow");
+    assert!(since <= first_wire, "{side}: watched since {since}, first wire event at {first_wire}: {lossy}");
+    let starts = lossy["watch_starts"].as_u64().unwrap_or(0);
+    assert!(starts >= 1 && live["watch_starts"].as_u64().unwrap() >= starts, "{side}: {live} / {lossy}");
+    println!(
+        "{side}: {caught} of {} retransmissions; marks {marks}; lossy flow watched since {since} ({}, {starts} \
+         starts), {:.6} s before its first wire event",
+        full.len(),
+        lossy["watch_reason"],
+        first_wire - since
+    );
+}
+
+/// The summary's flow of the lossy connection (the agent's flow ids are its own).
+fn lossy_flow(summary: &serde_json::Value) -> &serde_json::Value {
+    summary["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["directions"].as_array().unwrap().iter().any(|d| d["dport"] == LOSSY_PORT))
+        .expect("the lossy flow in the summary")
 }
 
 #[test]
@@ -192,6 +223,9 @@ fn troubled_on_the_sender_catches_its_retransmissions_and_nothing_healthy() {
     let side = run_side(|lab| (lab.a.clone(), lab.veth_a.clone()));
     check_side("sender", &side);
     assert!(side.summary["sections"]["live"]["trouble_marks"]["tracepoint"].as_u64().unwrap() > 0);
+    // The sender's own kernel showed the trouble first: a retransmission or Recovery.
+    let reason = lossy_flow(&side.summary)["watch_reason"].as_str().unwrap();
+    assert!(["tcp_retransmit_skb", "tcp_cong_state_set"].contains(&reason), "{reason}");
 }
 
 #[test]
@@ -203,6 +237,7 @@ fn troubled_on_the_receiver_is_started_by_the_sacks_it_sends() {
     check_side("receiver", &side);
     // The receiver's kernel retransmits nothing: its own SACKs started the watch.
     assert!(side.summary["sections"]["live"]["trouble_marks"]["sack_sent"].as_u64().unwrap() > 0);
+    assert_eq!(lossy_flow(&side.summary)["watch_reason"], "sack_sent");
 }
 
 #[test]

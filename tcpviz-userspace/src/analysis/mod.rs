@@ -14,6 +14,7 @@ use crate::flow::table::{FlowLimits, FlowTable, Retirement};
 use crate::time::TimestampNs;
 
 use crate::flow::kernel_join::{KernelFlowState, MATCH_WINDOW};
+use crate::flow::watch::{FlowWatch, PendingWatches, WatchStart};
 use kernel::{KERNEL_ONLY_FLOW_BASE, KernelEvent};
 
 use findings::Finding;
@@ -66,6 +67,8 @@ pub struct Analyzer {
     /// wire has moved past it, not until the kernel has: a wire source read from a file
     /// that a capture tool is writing runs behind the hooks.
     wire_now: TimestampNs,
+    /// Watch starts of connections the wire has not shown yet (live, policy `troubled`).
+    pending_watches: PendingWatches,
 }
 
 /// How far the kernel's clock may run ahead of a wire that has stopped before its reports
@@ -91,6 +94,7 @@ impl Analyzer {
             next_kernel_only: KERNEL_ONLY_FLOW_BASE,
             last_kernel_sweep: TimestampNs::MIN,
             wire_now: TimestampNs::MIN,
+            pending_watches: PendingWatches::default(),
         }
     }
 
@@ -180,6 +184,9 @@ impl Analyzer {
         }
         let new_flow = self.table.flows_created() != created_before;
         let (flow, dir) = self.table.get_or_create(seg);
+        if new_flow && !self.pending_watches.is_empty() {
+            flow.watch = self.pending_watches.take(&FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport));
+        }
         flow.file_index = at.file_index;
         if seg.ts > flow.last_ts {
             flow.last_ts = seg.ts;
@@ -249,6 +256,17 @@ impl Analyzer {
         self.kernel_sweep(events);
     }
 
+    /// The live agent's kernel side began watching a connection: its flow's wire view begins
+    /// there (see [`crate::flow::watch`]).
+    pub fn process_watch(&mut self, w: &WatchStart) {
+        match self.table.get_mut(&w.key()) {
+            Some(flow) => FlowWatch::add(&mut flow.watch, w),
+            // Kept for the first packet of the connection; if none comes, a flow of the
+            // kernel's reports takes it at the end.
+            None => self.pending_watches.add(*w),
+        }
+    }
+
     /// Kernel events that waited for a wire flow with this key.
     fn adopt_orphans(&mut self, key: FlowKey, events: &mut Vec<Event>) {
         let (mine, rest): (Vec<KernelEvent>, Vec<KernelEvent>) =
@@ -301,6 +319,13 @@ impl Analyzer {
         let now = self.now;
         while let Some(k) = self.orphans.pop_front() {
             self.orphan_to_kernel_only(k, events);
+        }
+        // A watch that no packet followed: the connection is known from the kernel only, and
+        // the summary says that it was watched all the same.
+        if !self.pending_watches.is_empty() {
+            for (key, flow) in self.kernel_only.iter_mut() {
+                flow.watch = flow.watch.or_else(|| self.pending_watches.take(key));
+            }
         }
         let Analyzer { table, retired, files, always_name_files, kernel_only, .. } = self;
         let flows: Vec<Box<Flow>> = table.drain().chain(kernel_only.drain().map(|(_, f)| f)).collect();

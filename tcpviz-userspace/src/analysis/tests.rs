@@ -453,3 +453,49 @@ fn kernel_retransmissions_wait_for_a_wire_that_runs_behind() {
     let k = out.iter().find(|e| e.event == EventKind::KernelRetransmit).expect("the kernel retransmission");
     assert_eq!(k.extra.wire_frame, Some(5), "{k:?}");
 }
+
+/// A watch of the live agent's kernel side names its flow: the start that came before the
+/// flow's first packet, later starts counted; a connection the wire never showed keeps the
+/// start on the flow of its kernel reports.
+#[test]
+fn watch_starts_go_to_their_flows() {
+    use super::kernel::{KernelEvent, KernelKind};
+    use crate::flow::watch::{FlowWatch, WatchStart};
+    let base = 1_700_000_000_000_000_000i64;
+    let (client, server) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    let start = |t_ms: i64, cport: u16, reason| WatchStart {
+        ts: base + t_ms * MS,
+        // As the kernel names it: the server's side (an ACK with SACK blocks it sent).
+        src: (server, 80),
+        dst: (client, cport),
+        reason,
+        lasts: 30_000 * MS,
+    };
+    let mut c = Conv::new();
+    c.an.set_kernel_mode(true);
+    c.an.process_watch(&start(-1, 40000, "sack_sent"));
+    c.handshake();
+    c.an.process_watch(&start(40_000, 40000, "tcp_retransmit_skb"));
+    // Another connection: kernel reports only, no packet.
+    c.an.process_watch(&start(5, 40001, "zero_window_sent"));
+    let state = KernelEvent {
+        ts: base + 6 * MS,
+        kind: KernelKind::StateChange { old: 1, new: 4 },
+        src: client,
+        sport: 40001,
+        dst: server,
+        dport: 80,
+        seq_range: None,
+    };
+    let mut out = Vec::new();
+    c.an.process_kernel(&state, &mut out);
+    c.an.finish(&mut out);
+    let flows: Vec<_> = c.an.take_retired().map(|(f, _)| (f.endpoints[0].1, f.watch)).collect();
+    assert_eq!(
+        flows,
+        [
+            (40000, Some(FlowWatch { since: base - MS, reason: "sack_sent", starts: 2 })),
+            (40001, Some(FlowWatch { since: base + 5 * MS, reason: "zero_window_sent", starts: 1 })),
+        ]
+    );
+}

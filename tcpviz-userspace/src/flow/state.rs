@@ -384,6 +384,8 @@ pub struct Flow {
     pub file_index: u32,
     /// What the kernel hooks said about this connection (live sessions).
     pub kernel: Option<Box<crate::flow::kernel_join::KernelFlowState>>,
+    /// When the live agent's kernel side began watching it (capture policy `troubled`).
+    pub watch: Option<crate::flow::watch::FlowWatch>,
 }
 
 impl Flow {
@@ -399,6 +401,7 @@ impl Flow {
             lifecycle: Lifecycle::default(),
             file_index: 0,
             kernel: None,
+            watch: None,
         }
     }
 

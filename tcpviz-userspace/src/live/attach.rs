@@ -45,6 +45,7 @@ pub(super) fn load(
         loader.map_max_entries("PACKETS", bytes);
     }
     loader.map_max_entries("WATCHED", watched_entries.max(2));
+    loader.override_global(aya_log::LEVEL, super::diagnostics::kernel_log_level(), true);
     let mut ebpf = loader.load(object).map_err(load_err)?;
     let mut config: Array<_, AgentConfig> =
         Array::try_from(ebpf.map_mut("CONFIG").expect("CONFIG map")).map_err(load_err)?;

@@ -13,6 +13,7 @@ pub mod bpf_info;
 pub mod btf;
 pub mod clock;
 pub mod config;
+mod diagnostics;
 pub mod interfaces;
 pub mod leftovers;
 pub mod link_events;

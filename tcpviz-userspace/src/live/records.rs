@@ -1,17 +1,19 @@
 //! Turns ring-buffer records into what the pipeline takes: packet snapshots into frames,
 //! tracepoint records into kernel events and kernel samples, reading the fields at the
-//! offsets of the tracefs formats.
+//! offsets of the tracefs formats, and watch starts into the flows they name.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tcpviz_common::{
     TP_CONG_STATE_SET, TP_COUNT, TP_INET_SOCK_SET_STATE, TP_PROBE, TP_RECEIVE_RESET, TP_RETRANSMIT_SKB,
-    TP_RETRANSMIT_SYNACK, TP_SEND_RESET, TraceRecord,
+    TP_RETRANSMIT_SYNACK, TP_SEND_RESET, TRACEPOINTS, TraceRecord, WATCH_SACK_SENT, WATCH_TRACEPOINT,
+    WATCH_ZERO_WINDOW_SENT, WatchKey, WatchRecord,
 };
 
 use super::tracefs::Format;
 use crate::analysis::kernel::{KernelEvent, KernelKind};
 use crate::event::KernelSample;
+use crate::flow::watch::WatchStart;
 use crate::time::TimestampNs;
 
 const AF_INET: u64 = 2;
@@ -141,6 +143,30 @@ pub fn decode_trace(rec: &TraceRecord, formats: &[Option<Format>; TP_COUNT], ts:
     }
 }
 
+/// A watch start (`decode::watch` checked its fields); `lasts` is the watch's length.
+pub fn decode_watch(rec: &WatchRecord, ts: TimestampNs, lasts: TimestampNs) -> Option<WatchStart> {
+    let reason = match rec.reason {
+        WATCH_TRACEPOINT => TRACEPOINTS.get(rec.tracepoint as usize)?.name,
+        WATCH_SACK_SENT => "sack_sent",
+        WATCH_ZERO_WINDOW_SENT => "zero_window_sent",
+        _ => return None,
+    };
+    let (src, dst) = watch_addrs(&rec.key)?;
+    Some(WatchStart { ts, src: (src, rec.key.sport), dst: (dst, rec.key.dport), reason, lasts })
+}
+
+/// The addresses of a watch key: IPv4 in the first 4 bytes, or IPv6.
+fn watch_addrs(k: &WatchKey) -> Option<(IpAddr, IpAddr)> {
+    match k.ip_version {
+        4 => {
+            let a = |b: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            Some((a(&k.src), a(&k.dst)))
+        }
+        6 => Some((IpAddr::V6(Ipv6Addr::from(k.src)), IpAddr::V6(Ipv6Addr::from(k.dst)))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +267,41 @@ mod tests {
         }
         // A tracepoint the kernel lacks decodes to nothing.
         assert_eq!(decode_trace(&record(TP_RECEIVE_RESET, |_| {}), &formats(), 7), Decoded::Skip);
+    }
+
+    #[test]
+    fn watch_records_name_their_connection_and_reason() {
+        let mut key = WatchKey { sport: 40000, dport: 5201, ip_version: 4, ..Default::default() };
+        key.src[..4].copy_from_slice(&[10, 201, 1, 1]);
+        key.dst[..4].copy_from_slice(&[10, 201, 2, 2]);
+        let rec = |reason: u8, tracepoint: u8, key: WatchKey| WatchRecord {
+            kind: tcpviz_common::RECORD_WATCH,
+            reason,
+            tracepoint,
+            _pad: [0; 5],
+            ts_boot_ns: 0,
+            key,
+        };
+        let w = decode_watch(&rec(WATCH_TRACEPOINT, TP_CONG_STATE_SET as u8, key), 7, 30).unwrap();
+        assert_eq!(w.src, ("10.201.1.1".parse().unwrap(), 40000));
+        assert_eq!(w.dst, ("10.201.2.2".parse().unwrap(), 5201));
+        assert_eq!((w.reason, w.ts, w.lasts), ("tcp_cong_state_set", 7, 30));
+        let w = decode_watch(&rec(WATCH_SACK_SENT, 0, key), 7, 30).unwrap();
+        assert_eq!(w.reason, "sack_sent");
+        let six = WatchKey {
+            src: "fd20:1::1".parse::<Ipv6Addr>().unwrap().octets(),
+            dst: "fd20:2::2".parse::<Ipv6Addr>().unwrap().octets(),
+            ip_version: 6,
+            ..key
+        };
+        let w = decode_watch(&rec(WATCH_ZERO_WINDOW_SENT, 0, six), 7, 30).unwrap();
+        assert_eq!(
+            (w.src.0, w.dst.0, w.reason),
+            ("fd20:1::1".parse().unwrap(), "fd20:2::2".parse().unwrap(), "zero_window_sent")
+        );
+        // Records the decoder would have refused name nothing here either.
+        assert_eq!(decode_watch(&rec(9, 0, key), 7, 30), None);
+        assert_eq!(decode_watch(&rec(WATCH_TRACEPOINT, TP_COUNT as u8, key), 7, 30), None);
+        assert_eq!(decode_watch(&rec(WATCH_SACK_SENT, 0, WatchKey { ip_version: 5, ..key }), 7, 30), None);
     }
 }

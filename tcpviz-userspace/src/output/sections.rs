@@ -188,6 +188,14 @@ pub struct LiveSection {
     /// Policy `troubled`: how long a connection stays watched after its last trouble.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_secs: Option<f64>,
+    /// Policy `troubled`: watches that started (a connection that was not watched, or whose
+    /// watch had ended, showed trouble). The flows say which (`watched_since`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_starts: Option<u64>,
+    /// ... of which the kernel side could not tell (the kernel-event ring was full): their
+    /// flows lack `watched_since`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_starts_lost: Option<u64>,
 }
 
 /// One interface of a live session.

@@ -92,6 +92,19 @@ pub struct FlowSummary {
     /// What the kernel hooks reported, beside the wire counts (live sessions).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub kernel: Option<crate::flow::kernel_join::KernelCounts>,
+    /// Live, capture policy `troubled`: when the kernel side began watching the connection
+    /// (epoch seconds, as `first_ts`). Its wire view begins there: earlier packets are not
+    /// in it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub watched_since: Option<f64>,
+    /// What started that watch: a tracepoint (`tcp_retransmit_skb`, `tcp_cong_state_set`,
+    /// …), `sack_sent` or `zero_window_sent` (an ACK this host sent).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub watch_reason: Option<String>,
+    /// Watches that started from then on: more than one means gaps in the wire view (a
+    /// watch ends `--watch-secs` after the last trouble).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub watch_starts: Option<u64>,
 }
 
 impl FlowSummary {
@@ -147,6 +160,9 @@ impl FlowSummary {
             events: counts_map(&total),
             directions: [dir(0), dir(1)],
             kernel: flow.kernel.as_ref().map(|k| k.counts.clone()),
+            watched_since: flow.watch.map(|w| ts_to_secs(w.since)),
+            watch_reason: flow.watch.map(|w| w.reason.to_string()),
+            watch_starts: flow.watch.map(|w| w.starts),
         }
     }
 

@@ -414,6 +414,16 @@ pub fn fmt_utc_span(first: f64, last: f64) -> String {
     if a.get(..10) == b.get(..10) { format!("{a} – {}", fmt_utc_time(last)) } else { format!("{a} – {b}") }
 }
 
+/// What started the watch of a flow (`FlowSummary::watch_reason`), in words.
+pub fn watch_reason_words(reason: Option<&str>) -> String {
+    match reason {
+        Some("sack_sent") => "an ACK with SACK blocks this host sent".into(),
+        Some("zero_window_sent") => "a zero window this host sent".into(),
+        Some(tracepoint) => format!("tracepoint {tracepoint}"),
+        None => "trouble".into(),
+    }
+}
+
 /// A plotly date-axis value: milliseconds since the epoch.
 pub fn epoch_ms(ts_secs: f64) -> f64 {
     ts_secs * 1e3

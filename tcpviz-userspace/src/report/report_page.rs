@@ -8,7 +8,9 @@ use plotly::layout::{Axis, Margin};
 use plotly::{Bar, Layout, Plot};
 
 use super::flow_plots::{in_flight_plot, rtt_plot, series_note, time_sequence_plot};
-use super::page::{Page, PageKind, escape_html, fmt_bytes, fmt_count, fmt_ms, fmt_seconds, fmt_utc, truncate_chars};
+use super::page::{
+    Page, PageKind, escape_html, fmt_bytes, fmt_count, fmt_ms, fmt_seconds, fmt_utc, truncate_chars, watch_reason_words,
+};
 use super::series::{
     FlowTarget, MAX_DETAIL_FLOWS, kernel_series, locate_captures, series_from_captures, series_from_events,
 };
@@ -360,9 +362,10 @@ fn wire_view(live: &LiveSection) -> Option<String> {
             let marks = live.trouble_marks.as_ref().map_or(0, |m| m.tracepoint + m.sack_sent + m.zero_window_sent);
             Some(format!(
                 "partial (--capture troubled): only connections the kernel showed trouble on, from their first \
-                 trouble to {} s after their last; {} trouble marks",
+                 trouble to {} s after their last; {} trouble marks{}",
                 live.watch_secs.unwrap_or(0.0),
-                fmt_count(marks)
+                fmt_count(marks),
+                live.watch_starts.map(|n| format!(", {} watches started", fmt_count(n))).unwrap_or_default()
             ))
         }
         "all" => Some("every TCP packet (--capture all)".into()),
@@ -531,6 +534,18 @@ fn flow_table(f: &FlowSummary) -> String {
         let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", escape_html(key), escape_html(&value));
     };
     row("state", format!("{} (ended by: {})", f.state, f.ended_by));
+    if let Some(since) = f.watched_since {
+        let starts = f.watch_starts.unwrap_or(1);
+        row(
+            "watched since",
+            format!(
+                "{}, after {}: the wire view of this connection begins here{}",
+                fmt_utc(since),
+                watch_reason_words(f.watch_reason.as_deref()),
+                if starts > 1 { format!(" ({starts} watches started, with gaps between them)") } else { String::new() }
+            ),
+        );
+    }
     row("packets", format!("{} ({} in the data direction)", fmt_count(f.packets), fmt_count(dir.packets)));
     row(
         "payload bytes",
@@ -591,6 +606,23 @@ mod tests {
     }
 
     #[test]
+    fn a_watched_flow_says_where_its_wire_view_begins() {
+        let f = crate::flow::state::Flow::new(3, ("10.0.0.1".parse().unwrap(), 1), ("10.0.0.2".parse().unwrap(), 2), 0);
+        let mut f = FlowSummary::from_flow(&f, crate::flow::table::Retirement::End);
+        assert!(!flow_table(&f).contains("watched since"));
+        f.watched_since = Some(1_700_000_000.5);
+        f.watch_reason = Some("tcp_retransmit_skb".into());
+        let h = flow_table(&f);
+        assert!(
+            h.contains(
+                "2023-11-14 22:13:20.500000 UTC, after tracepoint tcp_retransmit_skb: the wire view of this \
+                        connection begins here</td>"
+            ),
+            "{h}"
+        );
+    }
+
+    #[test]
     fn a_partial_wire_view_says_so() {
         let troubled = LiveSection {
             capture: Some("troubled".into()),
@@ -601,6 +633,8 @@ mod tests {
         let text = wire_view(&troubled).unwrap();
         assert!(text.starts_with("partial (--capture troubled)") && text.contains("30 s after"), "{text}");
         assert!(text.ends_with("120 trouble marks"), "{text}");
+        let started = LiveSection { watch_starts: Some(7), ..troubled };
+        assert!(wire_view(&started).unwrap().ends_with("120 trouble marks, 7 watches started"));
         let all = LiveSection { capture: Some("all".into()), ..Default::default() };
         assert_eq!(wire_view(&all).unwrap(), "every TCP packet (--capture all)");
         let file = LiveSection { capture: Some("file".into()), ..Default::default() };

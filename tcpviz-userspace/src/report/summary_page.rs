@@ -7,7 +7,10 @@ use plotly::layout::{Axis, BarMode, Legend, Margin};
 use plotly::{Bar, Layout, Plot};
 
 use super::SessionFiles;
-use super::page::{Page, PageKind, escape_html, escape_plot_text, fmt_bytes, fmt_count, fmt_ms, fmt_seconds};
+use super::page::{
+    Page, PageKind, escape_html, escape_plot_text, fmt_bytes, fmt_count, fmt_ms, fmt_seconds, fmt_utc, fmt_utc_time,
+    watch_reason_words,
+};
 use super::sampling::fold_tail;
 use super::style::{kind_color, plot_config};
 use crate::event::EventKind;
@@ -72,6 +75,12 @@ pub fn render(files: &SessionFiles, summary: &Summary) -> String {
     let mut note = "Click a column header to sort; click again to reverse. RTTs are those of the data \
                     direction (the one that sent more bytes), measured at the capture point."
         .to_string();
+    if summary.flows.iter().any(|f| f.watched_since.is_some()) {
+        note.push_str(
+            " Watched since: when the kernel began watching the connection (--capture troubled); its wire \
+             packets, and the counts from them, begin there.",
+        );
+    }
     if summary.flows.len() > listed {
         let _ = write!(
             note,
@@ -139,7 +148,8 @@ fn events_by_flow_plot(shown: &[&FlowSummary], kinds: &[EventKind]) -> Plot {
 fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
     let mut h = String::with_capacity(512 + flows.len() * 400);
     let _ = write!(h, "<table class=\"flows\" id=\"{TABLE_ID}\"><thead><tr>");
-    let headers: Vec<(&str, &str, bool)> = vec![
+    let watched = flows.iter().any(|f| f.watched_since.is_some());
+    let mut headers: Vec<(&str, &str, bool)> = vec![
         ("flow", "flow id (tshark's tcp.stream counts from 0 too)", true),
         ("connection", "first sender → receiver", false),
         ("state", "open, closed (FIN both ways), reset, refused", false),
@@ -153,6 +163,9 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         ("retx %", "retransmitted payload bytes over all payload bytes", true),
         ("score", "trouble score: weighted problem events", true),
     ];
+    if watched {
+        headers.insert(3, ("watched since", "when the kernel began watching it: its wire view begins there", true));
+    }
     for (name, title, numeric) in &headers {
         let _ = write!(
             h,
@@ -191,6 +204,9 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         num(&mut h, f.flow_id as f64, &f.flow_id.to_string());
         let _ = write!(h, "<td class=\"mono conn\" data-v=\"{0}\">{0}</td>", escape_html(&label));
         let _ = write!(h, "<td data-v=\"{0}\">{0}</td>", escape_html(&f.state));
+        if watched {
+            watch_cell(&mut h, f);
+        }
         num(&mut h, f.packets as f64, &fmt_count(f.packets));
         num(&mut h, f.bytes as f64, &fmt_bytes(f.bytes));
         num(&mut h, f.duration_s, &fmt_seconds(f.duration_s));
@@ -217,6 +233,28 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
     }
     h.push_str("</tbody></table>\n");
     h
+}
+
+/// The "watched since" cell: the time of day, the date and the reason in its tooltip.
+fn watch_cell(h: &mut String, f: &FlowSummary) {
+    match f.watched_since {
+        Some(since) => {
+            let starts = f.watch_starts.unwrap_or(1);
+            let title = format!(
+                "{}, after {}{}",
+                fmt_utc(since),
+                watch_reason_words(f.watch_reason.as_deref()),
+                if starts > 1 { format!("; {starts} watches started (gaps between them)") } else { String::new() }
+            );
+            let _ = write!(
+                h,
+                "<td class=\"num\" data-v=\"{since}\" title=\"{}\">{}</td>",
+                escape_html(&title),
+                escape_html(&fmt_utc_time(since))
+            );
+        }
+        None => h.push_str("<td class=\"num\" data-v=\"-1\"></td>"),
+    }
 }
 
 /// Short column headings for the kinds (the full name is in the header's tooltip).
@@ -265,3 +303,36 @@ const SORT_SCRIPT: &str = r#"<script>
 })();
 </script>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::state::Flow;
+    use crate::flow::table::Retirement;
+
+    fn flow(id: u64) -> FlowSummary {
+        let f = Flow::new(id, ("10.0.0.1".parse().unwrap(), 40000), ("10.0.0.2".parse().unwrap(), 5201), 0);
+        FlowSummary::from_flow(&f, Retirement::End)
+    }
+
+    #[test]
+    fn watched_flows_say_since_when() {
+        let plain = flow(1);
+        assert!(!flow_table(std::slice::from_ref(&plain), &[]).contains("watched since"), "no column without watches");
+        let watched = FlowSummary {
+            watched_since: Some(1_700_000_000.25),
+            watch_reason: Some("sack_sent".into()),
+            watch_starts: Some(2),
+            ..flow(2)
+        };
+        let h = flow_table(&[watched, plain], &[]);
+        assert!(h.contains(">watched since</th>"), "{h}");
+        assert!(h.contains(">22:13:20.250000</td>"), "{h}");
+        assert!(h.contains("after an ACK with SACK blocks this host sent; 2 watches started"), "{h}");
+        // The unwatched flow has an empty cell that sorts last, and the rows stay aligned.
+        assert!(h.contains("<td class=\"num\" data-v=\"-1\"></td>"), "{h}");
+        let cells = |row: &str| row.matches("<td").count();
+        let rows: Vec<&str> = h.split("<tr>").skip(2).collect();
+        assert_eq!(cells(rows[0]), cells(rows[1]));
+    }
+}

@@ -177,10 +177,14 @@ fn sample_frames(bytes: &[u8], max: usize) -> Vec<(u32, Vec<u8>, u32)> {
     out
 }
 
-/// Packet snapshots of real frames and tracepoint records of every kind, laid out as the
-/// eBPF programs write them (`tcpviz_common::PacketRecord`, `TraceRecord`).
+/// Packet snapshots of real frames, tracepoint records of every kind and watch starts, laid
+/// out as the eBPF programs write them (`tcpviz_common::PacketRecord`, `TraceRecord`,
+/// `WatchRecord`).
 fn ring_record_seeds(dir: &Path, frames: &[(u32, Vec<u8>, u32)]) -> Result<()> {
-    use tcpviz_common::{RECORD_PACKET, RECORD_TRACE, SNAP_LEN, TP_COUNT, TRACE_RAW_LEN};
+    use tcpviz_common::{
+        RECORD_PACKET, RECORD_TRACE, RECORD_WATCH, SNAP_LEN, TP_COUNT, TRACE_RAW_LEN, WATCH_SACK_SENT,
+        WATCH_TRACEPOINT, WATCH_ZERO_WINDOW_SENT,
+    };
     for (i, (link, data, orig_len)) in frames.iter().filter(|(l, _, _)| *l == 1 || *l == 101).take(48).enumerate() {
         let snap = data.len().min(SNAP_LEN);
         let mut r = vec![RECORD_PACKET, (i % 2) as u8];
@@ -216,6 +220,27 @@ fn ring_record_seeds(dir: &Path, frames: &[(u32, Vec<u8>, u32)]) -> Result<()> {
         raw[12..16].copy_from_slice(&[10, 0, 0, 1]);
         raw[36..38].copy_from_slice(&2u16.to_ne_bytes());
         r.extend_from_slice(&raw);
+        put(dir, &r)?;
+    }
+    // Watch starts (`WatchRecord`): each reason, an IPv4 and an IPv6 connection.
+    for (reason, tp, v6) in
+        [(WATCH_TRACEPOINT, 3u8, false), (WATCH_SACK_SENT, 0, true), (WATCH_ZERO_WINDOW_SENT, 0, false)]
+    {
+        let mut r = vec![RECORD_WATCH, reason, tp, 0, 0, 0, 0, 0];
+        r.extend_from_slice(&7_000_000_000u64.to_ne_bytes());
+        let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+        if v6 {
+            src = [0xfd, 0x20, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            dst = [0xfd, 0x20, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        } else {
+            src[..4].copy_from_slice(&[10, 0, 0, 1]);
+            dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        }
+        r.extend_from_slice(&src);
+        r.extend_from_slice(&dst);
+        r.extend_from_slice(&40000u16.to_ne_bytes());
+        r.extend_from_slice(&5201u16.to_ne_bytes());
+        r.extend_from_slice(&[if v6 { 6 } else { 4 }, 0, 0, 0]);
         put(dir, &r)?;
     }
     Ok(())
