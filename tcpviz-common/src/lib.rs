@@ -89,7 +89,24 @@ pub const COUNTER_MARKS_ZERO_WINDOW_SENT: u32 = COUNTER_MARKS_TRACEPOINT + 2;
 pub const COUNTER_MARKS_FAILED: u32 = COUNTER_MARKS_TRACEPOINT + 3;
 /// Watch starts (`WatchRecord`) that found the `TRACES` ring full.
 pub const COUNTER_WATCH_LOST: u32 = COUNTER_MARKS_TRACEPOINT + 4;
-pub const COUNTERS: usize = COUNTER_WATCH_LOST as usize + 1;
+/// `tcp_probe` hits of a socket sampled less than `PROBE_SAMPLE_NS` before with the same
+/// cwnd and ssthresh: left in the kernel, not copied to the ring.
+pub const COUNTER_PROBES_SAMPLED_OUT: u32 = COUNTER_MARKS_TRACEPOINT + 5;
+pub const COUNTERS: usize = COUNTER_PROBES_SAMPLED_OUT as usize + 1;
+
+/// One `tcp_probe` record per socket per this many nanoseconds, unless its cwnd or
+/// ssthresh changes: the tracepoint fires on every ACK, and copying each would cost more
+/// than the rest of the agent on a busy host.
+pub const PROBE_SAMPLE_NS: u64 = 100_000_000;
+
+/// The last `tcp_probe` sample of a socket copied to the ring (`PROBE_LAST` map value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeLast {
+    pub ts_ns: u64,
+    pub snd_cwnd: u32,
+    pub ssthresh: u32,
+}
 
 /// "This tracepoint has no such field."
 pub const NO_FIELD: u16 = 0xffff;
@@ -168,10 +185,14 @@ pub struct TraceConfig {
     /// `NO_FIELD` when every hit counts.
     pub state_off: u16,
     pub trouble_states: u16,
+    /// Offsets of `snd_cwnd` and `ssthresh` (`tcp_probe` only, else `NO_FIELD`): the hits of
+    /// a socket are sampled in the kernel (`PROBE_SAMPLE_NS`).
+    pub cwnd_off: u16,
+    pub ssthresh_off: u16,
     pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<TraceConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<TraceConfig>() == 32);
 
 /// A connection as one direction of its packets names it (source first), the key of the
 /// `WATCHED` map. IPv4 addresses fill the first 4 bytes, the rest are zero; ports are in
@@ -268,6 +289,9 @@ unsafe impl aya::Pod for TraceConfig {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for WatchKey {}
+// SAFETY: as above (two u32 after a u64: no padding).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ProbeLast {}
 
 #[cfg(feature = "user")]
 pub mod decode {

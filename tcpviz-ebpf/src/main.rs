@@ -26,9 +26,11 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes},
+    helpers::{
+        bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes,
+    },
     macros::{classifier, map, tracepoint},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{TcContext, TracePointContext},
 };
 use tcpviz_common::*;
@@ -52,6 +54,11 @@ static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(TP_COUNT as u3
 
 #[map]
 static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS as u32, 0);
+
+/// The last `tcp_probe` sample copied, per socket (by address): a socket's later hits are
+/// left in the kernel for `PROBE_SAMPLE_NS` unless its cwnd or ssthresh changes.
+#[map]
+static PROBE_LAST: LruHashMap<u64, ProbeLast> = LruHashMap::with_max_entries(65536, 0);
 
 /// Adds one to a counter of this CPU; returns its new value (0 if the slot is missing).
 #[inline(always)]
@@ -319,7 +326,15 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
         count(COUNTER_TRACE_FILTERED);
         return 0;
     }
-    if cfg.capture == CAPTURE_TROUBLED && tcfg.marks_trouble != 0 {
+    // `tp` is a constant in each program: only `tcpviz_probe` has this code.
+    if tp == TP_PROBE && tcfg.cwnd_off != NO_FIELD && tcfg.skaddr_off != NO_FIELD && sampled_out(ctx, tcfg) {
+        count(COUNTER_PROBES_SAMPLED_OUT);
+        return 0;
+    }
+    // Only the tracepoints that can show trouble carry this code (`tp` is a constant in each
+    // program; userspace's `marks_trouble` picks among them).
+    let can_mark = matches!(tp, TP_RETRANSMIT_SKB | TP_RETRANSMIT_SYNACK | TP_CONG_STATE_SET | TP_RECEIVE_RESET);
+    if can_mark && cfg.capture == CAPTURE_TROUBLED && tcfg.marks_trouble != 0 {
         mark_from_trace(ctx, cfg, tcfg, tp);
     }
     let Some(mut entry) = TRACES.reserve::<TraceRecord>(0) else {
@@ -360,6 +375,37 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     };
     entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes, core::mem::size_of::<TraceRecord>() as u64));
     0
+}
+
+/// Is this `tcp_probe` hit one to leave in the kernel? Yes when the socket
+/// was sampled less than `PROBE_SAMPLE_NS` ago with the same cwnd and ssthresh; otherwise
+/// this hit becomes its sample. Not inlined: inlined, its helper calls changed the register
+/// allocation of `mark_from_trace` after it into a spill of a clobbered register, which the
+/// verifier rejects.
+#[inline(never)]
+fn sampled_out(ctx: &TracePointContext, tcfg: &TraceConfig) -> bool {
+    // SAFETY: reads of the tracepoint record through the probe helper, which fails safely;
+    // the socket's address is only a key here.
+    let (sk, cwnd, ssthresh): (u64, u32, u32) = unsafe {
+        (
+            ctx.read_at(tcfg.skaddr_off as usize).unwrap_or(0),
+            ctx.read_at(tcfg.cwnd_off as usize).unwrap_or(0),
+            if tcfg.ssthresh_off != NO_FIELD { ctx.read_at(tcfg.ssthresh_off as usize).unwrap_or(0) } else { 0 },
+        )
+    };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a plain value read at once; a concurrent update gives an equally valid one.
+    if let Some(last) = unsafe { PROBE_LAST.get(sk) }
+        && now.saturating_sub(last.ts_ns) < PROBE_SAMPLE_NS
+        && last.snd_cwnd == cwnd
+        && last.ssthresh == ssthresh
+    {
+        return true;
+    }
+    // A failed insert only means this socket's next hit is copied too.
+    let _ = PROBE_LAST.insert(sk, ProbeLast { ts_ns: now, snd_cwnd: cwnd, ssthresh }, 0);
+    false
 }
 
 // One program per entry of `tcpviz_common::TRACEPOINTS`, named as its `program` (a userspace

@@ -264,6 +264,12 @@ fn kernel_policy_attaches_no_tc_program_and_still_reports_the_kernel() {
     let summary = summary(&session);
     assert_eq!(summary["sections"]["live"]["capture"], "kernel");
     assert_eq!(summary["sections"]["live"]["packets_seen_by_tc"], 0);
+    // tcp_probe fires on every ACK; the kernel side copies one sample per socket per 100 ms
+    // (or when cwnd or ssthresh changes) and leaves the rest.
+    let live = &summary["sections"]["live"];
+    let probes = live["kernel_events_by_tracepoint"]["tcp:tcp_probe"].as_u64().unwrap();
+    let left = live["kernel_samples_left_in_kernel"].as_u64().unwrap();
+    assert!(left > 0 && left < probes && live["kernel_samples_written"].as_u64().unwrap() > 0, "{live}");
     // The namespace's own counters explain the retransmissions: how many were fast, timed
     // out or tail loss probes.
     let ext = &summary["sections"]["live"]["tcp_ext"];

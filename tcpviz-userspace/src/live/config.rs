@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use tcpviz_common::{
-    AgentConfig, CAPTURE_ALL, CAPTURE_TROUBLED, FILTER_SLOTS, NO_FIELD, TP_CONG_STATE_SET, TP_RECEIVE_RESET,
+    AgentConfig, CAPTURE_ALL, CAPTURE_TROUBLED, FILTER_SLOTS, NO_FIELD, TP_CONG_STATE_SET, TP_PROBE, TP_RECEIVE_RESET,
     TP_RETRANSMIT_SKB, TP_RETRANSMIT_SYNACK, TRACE_RAW_LEN, TraceConfig,
 };
 
@@ -155,6 +155,8 @@ pub fn trace_config(tp: u32, format: &Format) -> TraceConfig {
         daddr6_off: off("daddr_v6"),
         state_off,
         trouble_states,
+        cwnd_off: if tp == TP_PROBE { off("snd_cwnd") } else { NO_FIELD },
+        ssthresh_off: if tp == TP_PROBE { off("ssthresh") } else { NO_FIELD },
         _pad: 0,
     }
 }
@@ -246,6 +248,11 @@ mod tests {
         let r = trace_config(TP_RETRANSMIT_SKB, &f);
         assert_eq!((r.marks_trouble, r.state_off), (1, NO_FIELD));
         assert_eq!(trace_config(TP_PROBE, &f).marks_trouble, 0);
+        // Only tcp_probe is sampled in the kernel, by its cwnd and ssthresh.
+        let probe = format(&[("snd_cwnd", 88, 4), ("ssthresh", 92, 4)]);
+        let p = trace_config(TP_PROBE, &probe);
+        assert_eq!((p.cwnd_off, p.ssthresh_off), (88, 92));
+        assert_eq!(trace_config(TP_RETRANSMIT_SKB, &probe).cwnd_off, NO_FIELD);
         assert_eq!(trace_config(tcpviz_common::TP_INET_SOCK_SET_STATE, &f).marks_trouble, 0);
     }
 

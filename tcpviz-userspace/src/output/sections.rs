@@ -156,6 +156,9 @@ pub struct LiveSection {
     pub kernel_events_by_tracepoint: BTreeMap<String, u64>,
     pub kernel_events_filtered_by_netns: u64,
     pub kernel_events_lost: u64,
+    /// `tcp_probe` hits the kernel side sampled out (a socket sampled less than 100 ms
+    /// before, same cwnd and ssthresh): never copied. Absent in earlier versions.
+    pub kernel_samples_left_in_kernel: u64,
     pub kernel_samples_written: u64,
     /// Absent in summaries of earlier versions, which counted ring-buffer losses only.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -110,6 +110,7 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
         kernel_events_filtered_by_netns: c[COUNTER_TRACE_FILTERED as usize],
         kernel_events_lost: losses.kernel_events(),
         kernel_samples_written: agent.samples.written,
+        kernel_samples_left_in_kernel: c[tcpviz_common::COUNTER_PROBES_SAMPLED_OUT as usize],
         lost_by_cause: Some(LostByCause {
             kernel_events: KernelEventsLost {
                 recursion: losses.events_recursion,
