@@ -16,8 +16,17 @@ pub struct Cli {
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text, or as JSON objects (one a line) for a log shipper or journald.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,6 +52,11 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct LiveArgs {
+    /// Read the settings from this TOML file (e.g. /etc/tcpviz/agent.toml): keys are the
+    /// long flag names (`iface = ["eth0"]`, `metrics-addr = "127.0.0.1:9464"`); flags and
+    /// TCPVIZ_* variables override the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Interface whose TCP packets are analysed (TC ingress and egress); repeat the flag for
     /// several, or give `all` for every interface of the namespace, including those created
     /// while the agent runs.

@@ -5,22 +5,24 @@ mod args;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 use tcpviz::analyse_captures::{self, AnalyseOptions};
 use tcpviz::output::session::Session;
 use tcpviz::output::summary::render_table;
 use tcpviz::report;
 
 use self::args::{
-    CaptureArg, Cli, Command, FollowArgs, LiveArgs, ParsePcapArgs, SummaryArgs, SummaryFormat, TcModeArg,
+    CaptureArg, Cli, Command, FollowArgs, LiveArgs, LogFormat, ParsePcapArgs, SummaryArgs, SummaryFormat, TcModeArg,
 };
 
 /// Exit status: 0 when all went well, 1 on an error (damaged input, a file that could not
 /// be written, standard output that failed other than by its reader going away), 2 for a
 /// command line clap rejects.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    init_logging(cli.verbose, cli.log_format);
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -31,7 +33,24 @@ pub fn run() -> ExitCode {
     if tcpviz::output::stdio::stdout_failure().is_some() { ExitCode::FAILURE } else { code }
 }
 
-fn init_logging(verbose: u8) {
+/// The command line, with the settings of a `--config` file it names that it does not give
+/// itself. A command line clap rejects exits with 2 (clap's message); so does a
+/// configuration file that cannot be used, so that a service manager does not restart an
+/// agent that can only fail the same way (`RestartPreventExitStatus=2` in the unit).
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = match tcpviz::config_file::matches_with_config(&Cli::command(), std::env::args_os().collect()) {
+        Ok(m) => m,
+        Err(tcpviz::config_file::Error::Clap(e)) => e.exit(),
+        Err(tcpviz::config_file::Error::File(e)) => {
+            tcpviz::errln!("error: {}", tcpviz::error::Chain(&e));
+            return Err(ExitCode::from(2));
+        }
+    };
+    Cli::from_arg_matches(&matches).map_err(|e| e.exit())
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "debug",
@@ -39,8 +58,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TCPVIZ_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| tcpviz::output::stdio::QuietStderr).try_init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| tcpviz::output::stdio::QuietStderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        // One JSON object a line, its fields apart (for journald or a log shipper).
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
