@@ -83,10 +83,10 @@ pub fn flags_from_file(
         text.parse().map_err(|e| ConfigFileError::Syntax { path: path.to_path_buf(), source: Box::new(e) })?;
     let mut flags = Vec::new();
     for (key, value) in &table {
-        let arg = cmd
-            .get_arguments()
-            .find(|a| a.get_long() == Some(key.as_str()) && is_setting(a))
-            .ok_or_else(|| ConfigFileError::UnknownKey { path: path.to_path_buf(), key: key.clone(), hint: hint(cmd, key) })?;
+        let arg =
+            cmd.get_arguments().find(|a| a.get_long() == Some(key.as_str()) && is_setting(a)).ok_or_else(|| {
+                ConfigFileError::UnknownKey { path: path.to_path_buf(), key: key.clone(), hint: hint(cmd, key) }
+            })?;
         let id = arg.get_id().as_str();
         if matches!(given.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
             continue;
@@ -109,7 +109,10 @@ pub fn flags_from_file(
                     one => vec![one],
                 };
                 for item in items {
-                    flags.push(format!("{flag}={}", scalar(item).ok_or_else(|| type_err("a value or a list of values"))?).into());
+                    flags.push(
+                        format!("{flag}={}", scalar(item).ok_or_else(|| type_err("a value or a list of values"))?)
+                            .into(),
+                    );
                 }
             }
             _ => flags.push(format!("{flag}={}", scalar(value).ok_or_else(|| type_err("a single value"))?).into()),
@@ -218,7 +221,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_lists_included() {
-        let cli = parse("iface = [\"eth0\"]\nport = [80, 443]\nring-mb = 64\n", &["--iface", "lo", "--ring-mb", "16"]).unwrap();
+        let cli = parse("iface = [\"eth0\"]\nport = [80, 443]\nring-mb = 64\n", &["--iface", "lo", "--ring-mb", "16"])
+            .unwrap();
         let (iface, ports, ring, ..) = live(cli);
         assert_eq!(iface, ["lo"], "a list on the command line replaces the file's, not added to it");
         assert_eq!(ports, [80, 443]);
@@ -244,7 +248,10 @@ mod tests {
         assert!(flags_from_file(&cmd, &m, Path::new("f.toml"), "window = 99").unwrap().is_empty());
         let cmd = command();
         let m = cmd.clone().get_matches_from(["t"]);
-        assert_eq!(flags_from_file(&cmd, &m, Path::new("f.toml"), "window = 99").unwrap(), [OsString::from("--window=99")]);
+        assert_eq!(
+            flags_from_file(&cmd, &m, Path::new("f.toml"), "window = 99").unwrap(),
+            [OsString::from("--window=99")]
+        );
     }
 
     fn file_error(file: &str) -> String {

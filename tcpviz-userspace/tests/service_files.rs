@@ -58,12 +58,7 @@ fn the_file_is_used_and_flags_override_it() {
 /// size overridden to an invalid one, the agent gets past the file and fails on the ring.
 #[test]
 fn the_default_agent_toml_is_valid() {
-    let o = tcpviz()
-        .args(["live", "--config"])
-        .arg(packaging("agent.toml"))
-        .args(["--ring-mb", "3"])
-        .output()
-        .unwrap();
+    let o = tcpviz().args(["live", "--config"]).arg(packaging("agent.toml")).args(["--ring-mb", "3"]).output().unwrap();
     assert!(stderr(&o).contains("power of two"), "{}", stderr(&o));
 }
 
