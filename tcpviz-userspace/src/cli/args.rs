@@ -74,6 +74,12 @@ pub struct LiveArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    /// `-`: the events and alerts also as JSON lines on standard output (one object a
+    /// line, `"record": "event"` or `"alert"`), for Vector, Fluent Bit or journald; the
+    /// alert lines and the final table then go to standard error. The session's files are
+    /// written as always.
+    #[arg(long, value_name = "-", value_parser = ["-"])]
+    pub events: Option<String>,
     /// Take the wire packets from a capture that dumpcap or tcpdump is writing (as
     /// `follow` follows it) instead of the TC snapshots.
     #[arg(long, value_name = "PATH")]
@@ -142,6 +148,12 @@ pub struct FollowArgs {
     /// Seconds between checks when no file-change notification arrives.
     #[arg(long, env = "TCPVIZ_POLL_INTERVAL", default_value_t = 2.0)]
     pub poll_interval: f64,
+    /// `-`: the events and alerts also as JSON lines on standard output (one object a
+    /// line, `"record": "event"` or `"alert"`), for Vector, Fluent Bit or journald; the
+    /// alert lines and the final table then go to standard error. The session's files are
+    /// written as always.
+    #[arg(long, value_name = "-", value_parser = ["-"])]
+    pub events: Option<String>,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,

@@ -185,6 +185,9 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
         bail!("--poll-interval must be a positive number of seconds");
     }
     let alerts = args.alerts.config()?;
+    if args.events.is_some() {
+        tcpviz::output::json_stream::enable();
+    }
     let session = Session::create(args.out.as_deref())?;
     let opts = tcpviz::follow::FollowOptions {
         summary_flows: args.limits.summary_flows.unwrap_or(10_000),
@@ -196,12 +199,22 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
         duration: args.duration.map(std::time::Duration::from_secs_f64),
     };
     let (summary, written) = tcpviz::follow::run(&opts).inspect_err(|_| session.remove_if_unused())?;
-    tcpviz::out!("{}", render_table(&summary, 20));
+    results_out(format_args!("{}", render_table(&summary, 20)));
     // Files of a folder deleted while running are not there to show.
     for p in written.iter().filter(|p| p.exists()) {
-        tcpviz::outln!("{}", p.display());
+        results_out(format_args!("{}\n", p.display()));
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// What a long-running mode prints at its end (the table, the files written): on standard
+/// output, unless that is the JSON-lines stream of `--events -`.
+fn results_out(text: std::fmt::Arguments<'_>) {
+    if tcpviz::output::json_stream::enabled() {
+        tcpviz::output::stdio::write_err(text);
+    } else {
+        tcpviz::output::stdio::write_out(text);
+    }
 }
 
 /// `--watch-secs`: a positive number of seconds.
@@ -258,6 +271,9 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         bail!("the ring buffer size must be a power of two of at least 4096 bytes");
     }
     let alerts = args.alerts.config()?;
+    if args.events.is_some() {
+        tcpviz::output::json_stream::enable();
+    }
     let session = Session::create(args.out.as_deref())?;
     let opts = LiveOptions {
         ifaces,
@@ -287,13 +303,13 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         max_watched: args.max_watched.max(1),
     };
     let result = tcpviz::live::run(&opts).inspect_err(|_| session.remove_if_unused())?;
-    tcpviz::out!("{}", render_table(&result.summary, 20));
+    results_out(format_args!("{}", render_table(&result.summary, 20)));
     if result.losses.total() > 0 {
         let hint = if result.losses.ring_full() > 0 { "; raise --ring-mb" } else { "" };
         tcpviz::errln!("warning: {}{hint}", result.losses.describe());
     }
     for p in result.written.iter().filter(|p| p.exists()) {
-        tcpviz::outln!("{}", p.display());
+        results_out(format_args!("{}\n", p.display()));
     }
     Ok(exit_code(!result.summary.errors.is_empty()))
 }
