@@ -235,25 +235,6 @@ mod tests {
         assert_eq!(ring, 8);
     }
 
-    #[test]
-    fn the_environment_overrides_the_file() {
-        // A variable of this test's own, on a command of its own: tests run in parallel.
-        let var = "TCPVIZ_CONFIG_TEST_WINDOW";
-        // clap reads the variable when the argument is built.
-        let command = || Command::new("t").arg(Arg::new("window").long("window").env(var).default_value("60"));
-        unsafe { std::env::set_var(var, "12") };
-        let cmd = command();
-        unsafe { std::env::remove_var(var) };
-        let m = cmd.clone().get_matches_from(["t"]);
-        assert!(flags_from_file(&cmd, &m, Path::new("f.toml"), "window = 99").unwrap().is_empty());
-        let cmd = command();
-        let m = cmd.clone().get_matches_from(["t"]);
-        assert_eq!(
-            flags_from_file(&cmd, &m, Path::new("f.toml"), "window = 99").unwrap(),
-            [OsString::from("--window=99")]
-        );
-    }
-
     fn file_error(file: &str) -> String {
         match parse(file, &[]) {
             Err(Error::File(e)) => e.to_string(),

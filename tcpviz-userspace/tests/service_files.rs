@@ -54,6 +54,27 @@ fn the_file_is_used_and_flags_override_it() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// A TCPVIZ_* variable overrides the file too: the file's bad window is the error
+/// without it, the file's next bad setting with it.
+#[test]
+fn the_environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, "window = -1.0\nthreshold = 0\n").unwrap();
+    let run = |env: Option<&str>| {
+        let mut cmd = tcpviz();
+        cmd.args(["live", "--config"]).arg(&file).env_remove("TCPVIZ_WINDOW").env_remove("TCPVIZ_THRESHOLD");
+        if let Some(v) = env {
+            cmd.env("TCPVIZ_WINDOW", v);
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stderr).into_owned()
+    };
+    let e = run(None);
+    assert!(e.contains("--window must be"), "{e}");
+    let e = run(Some("30"));
+    assert!(e.contains("need 0 < --threshold"), "{e}");
+}
+
 /// Every key of the default configuration is a setting with a valid value: with the ring
 /// size overridden to an invalid one, the agent gets past the file and fails on the ring.
 #[test]
