@@ -10,7 +10,9 @@ use crate::sh;
 
 /// Debian packages: LLVM 22 to build bpf-linker and to run it; the tools of the tests and
 /// of the demo (namespaces, loss, captures, tshark as the reference, a browser for the
-/// HTML reports, a Prometheus server and promtool that scrape and lint the agent's `/metrics`).
+/// HTML reports, a Prometheus server and promtool that scrape and lint the agent's `/metrics`;
+/// systemd for `systemd-analyze verify` of the unit, util-linux for `setpriv`, which runs
+/// the agent as a non-root user with only the unit's capabilities).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libllvm22",
@@ -29,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "chromium",
     "python3",
     "prometheus",
+    "systemd",
+    "util-linux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

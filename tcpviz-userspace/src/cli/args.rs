@@ -13,11 +13,21 @@ use tcpviz::flow::table::FlowLimits;
     about = "Find TCP trouble: retransmissions, loss, reordering, stalls, zero windows"
 )]
 pub struct Cli {
-    /// More logging (-v debug, -vv trace).
+    /// More logging (-v debug, -vv trace, which with `live` also turns on the kernel
+    /// programs' diagnostics: why a connection became watched, full rings, failed copies).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text, or as JSON objects (one a line) for a log shipper or journald.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,6 +53,11 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct LiveArgs {
+    /// Read the settings from this TOML file (e.g. /etc/tcpviz/agent.toml): keys are the
+    /// long flag names (`iface = ["eth0"]`, `metrics-addr = "127.0.0.1:9464"`); flags and
+    /// TCPVIZ_* variables override the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Interface whose TCP packets are analysed (TC ingress and egress); repeat the flag for
     /// several, or give `all` for every interface of the namespace, including those created
     /// while the agent runs.
@@ -60,6 +75,12 @@ pub struct LiveArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    /// `-`: the events and alerts also as JSON lines on standard output (one object a
+    /// line, `"record": "event"` or `"alert"`), for Vector, Fluent Bit or journald; the
+    /// alert lines and the final table then go to standard error. The session's files are
+    /// written as always.
+    #[arg(long, value_name = "-", value_parser = ["-"])]
+    pub events: Option<String>,
     /// Take the wire packets from a capture that dumpcap or tcpdump is writing (as
     /// `follow` follows it) instead of the TC snapshots.
     #[arg(long, value_name = "PATH")]
@@ -128,6 +149,12 @@ pub struct FollowArgs {
     /// Seconds between checks when no file-change notification arrives.
     #[arg(long, env = "TCPVIZ_POLL_INTERVAL", default_value_t = 2.0)]
     pub poll_interval: f64,
+    /// `-`: the events and alerts also as JSON lines on standard output (one object a
+    /// line, `"record": "event"` or `"alert"`), for Vector, Fluent Bit or journald; the
+    /// alert lines and the final table then go to standard error. The session's files are
+    /// written as always.
+    #[arg(long, value_name = "-", value_parser = ["-"])]
+    pub events: Option<String>,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,

@@ -5,22 +5,24 @@ mod args;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 use tcpviz::analyse_captures::{self, AnalyseOptions};
 use tcpviz::output::session::Session;
 use tcpviz::output::summary::render_table;
 use tcpviz::report;
 
 use self::args::{
-    CaptureArg, Cli, Command, FollowArgs, LiveArgs, ParsePcapArgs, SummaryArgs, SummaryFormat, TcModeArg,
+    CaptureArg, Cli, Command, FollowArgs, LiveArgs, LogFormat, ParsePcapArgs, SummaryArgs, SummaryFormat, TcModeArg,
 };
 
 /// Exit status: 0 when all went well, 1 on an error (damaged input, a file that could not
 /// be written, standard output that failed other than by its reader going away), 2 for a
 /// command line clap rejects.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    init_logging(cli.verbose, cli.log_format);
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -31,7 +33,24 @@ pub fn run() -> ExitCode {
     if tcpviz::output::stdio::stdout_failure().is_some() { ExitCode::FAILURE } else { code }
 }
 
-fn init_logging(verbose: u8) {
+/// The command line, with the settings of a `--config` file it names that it does not give
+/// itself. A command line clap rejects exits with 2 (clap's message); so does a
+/// configuration file that cannot be used, so that a service manager does not restart an
+/// agent that can only fail the same way (`RestartPreventExitStatus=2` in the unit).
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = match tcpviz::config_file::matches_with_config(&Cli::command(), std::env::args_os().collect()) {
+        Ok(m) => m,
+        Err(tcpviz::config_file::Error::Clap(e)) => e.exit(),
+        Err(tcpviz::config_file::Error::File(e)) => {
+            tcpviz::errln!("error: {}", tcpviz::error::Chain(&e));
+            return Err(ExitCode::from(2));
+        }
+    };
+    Cli::from_arg_matches(&matches).map_err(|e| e.exit())
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "debug",
@@ -39,8 +58,17 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TCPVIZ_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| tcpviz::output::stdio::QuietStderr).try_init();
+    // Colours only on a terminal: a log file or journald would keep the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(|| tcpviz::output::stdio::QuietStderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        // One JSON object a line, its fields apart (for journald or a log shipper).
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -162,6 +190,9 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
         bail!("--poll-interval must be a positive number of seconds");
     }
     let alerts = args.alerts.config()?;
+    if args.events.is_some() {
+        tcpviz::output::json_stream::enable();
+    }
     let session = Session::create(args.out.as_deref())?;
     let opts = tcpviz::follow::FollowOptions {
         summary_flows: args.limits.summary_flows.unwrap_or(10_000),
@@ -173,12 +204,22 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
         duration: args.duration.map(std::time::Duration::from_secs_f64),
     };
     let (summary, written) = tcpviz::follow::run(&opts).inspect_err(|_| session.remove_if_unused())?;
-    tcpviz::out!("{}", render_table(&summary, 20));
+    results_out(format_args!("{}", render_table(&summary, 20)));
     // Files of a folder deleted while running are not there to show.
     for p in written.iter().filter(|p| p.exists()) {
-        tcpviz::outln!("{}", p.display());
+        results_out(format_args!("{}\n", p.display()));
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// What a long-running mode prints at its end (the table, the files written): on standard
+/// output, unless that is the JSON-lines stream of `--events -`.
+fn results_out(text: std::fmt::Arguments<'_>) {
+    if tcpviz::output::json_stream::enabled() {
+        tcpviz::output::stdio::write_err(text);
+    } else {
+        tcpviz::output::stdio::write_out(text);
+    }
 }
 
 /// `--watch-secs`: a positive number of seconds.
@@ -235,6 +276,9 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         bail!("the ring buffer size must be a power of two of at least 4096 bytes");
     }
     let alerts = args.alerts.config()?;
+    if args.events.is_some() {
+        tcpviz::output::json_stream::enable();
+    }
     let session = Session::create(args.out.as_deref())?;
     let opts = LiveOptions {
         ifaces,
@@ -264,13 +308,13 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         max_watched: args.max_watched.max(1),
     };
     let result = tcpviz::live::run(&opts).inspect_err(|_| session.remove_if_unused())?;
-    tcpviz::out!("{}", render_table(&result.summary, 20));
+    results_out(format_args!("{}", render_table(&result.summary, 20)));
     if result.losses.total() > 0 {
         let hint = if result.losses.ring_full() > 0 { "; raise --ring-mb" } else { "" };
         tcpviz::errln!("warning: {}{hint}", result.losses.describe());
     }
     for p in result.written.iter().filter(|p| p.exists()) {
-        tcpviz::outln!("{}", p.display());
+        results_out(format_args!("{}\n", p.display()));
     }
     Ok(exit_code(!result.summary.errors.is_empty()))
 }

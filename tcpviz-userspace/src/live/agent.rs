@@ -263,6 +263,8 @@ impl<'a> Agent<'a> {
                 opts.netns.as_deref().map(|n| format!(" in {n}")).unwrap_or_default(),
                 opts.pcap_path.as_deref().map(|p| format!(", wire packets from {p}")).unwrap_or_default()
             );
+            // Type=notify: systemd counts the agent as started once its hooks are attached.
+            crate::sd_notify::ready("hooks attached; watching");
         }
     }
 

@@ -211,6 +211,7 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let inputs = agent::AgentInputs { opts, formats, hooks, stop: &stop, counters_ns, tcp_ext_before };
     let result = runtime.block_on(agent::agent_loop(inputs, &mut ebpf, &mut interfaces, link_events));
+    crate::sd_notify::stopping();
     drop(interfaces);
     drop(ebpf);
     // Detached first: drawing the pages takes a moment and needs no hooks.

@@ -39,6 +39,7 @@ impl AlertingSink {
         // An alert is news: make it and the events behind it visible at once.
         self.alerts.flush()?;
         self.events.flush()?;
+        crate::output::json_stream::alerts(&self.fresh);
         self.console.print(&self.fresh);
         self.fresh.clear();
         Ok(())
@@ -59,6 +60,7 @@ impl AlertingSink {
 impl EventSink for AlertingSink {
     fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
         self.events.write_events(events)?;
+        crate::output::json_stream::events(events);
         for e in events {
             self.engine.on_event(e, &mut self.fresh);
         }

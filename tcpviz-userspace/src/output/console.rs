@@ -13,7 +13,12 @@ pub struct Console {
 
 impl Default for Console {
     fn default() -> Self {
-        Console { colour: std::io::stdout().is_terminal() }
+        let colour = if crate::output::json_stream::enabled() {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+        Console { colour }
     }
 }
 
@@ -38,7 +43,8 @@ impl Console {
     }
 
     /// Prints alert lines on standard output (dropped once its reader is gone: see
-    /// [`stdio`](crate::output::stdio)).
+    /// [`stdio`](crate::output::stdio)), or on standard error when standard output is the
+    /// JSON-lines stream (`--events -`).
     pub fn print(&self, alerts: &[Alert]) {
         if alerts.is_empty() {
             return;
@@ -47,6 +53,10 @@ impl Console {
         for a in alerts {
             let _ = writeln!(text, "{}", self.render(a));
         }
-        crate::out!("{text}");
+        if crate::output::json_stream::enabled() {
+            crate::output::stdio::write_err(format_args!("{text}"));
+        } else {
+            crate::out!("{text}");
+        }
     }
 }

@@ -3,6 +3,7 @@ pub mod alerting;
 pub mod benchmark;
 pub mod console;
 pub mod flow_csv;
+pub mod json_stream;
 pub mod jsonl;
 pub mod pcapng;
 pub mod record_file;
