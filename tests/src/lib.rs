@@ -256,10 +256,11 @@ impl Lab {
         self.send_from(&self.a, addr, port, bytes)
     }
 
-    /// Sends `bytes` from namespace `ns` to the server and closes.
+    /// Sends `bytes` from namespace `ns` to the server and closes. A server still starting on
+    /// a loaded machine refuses the first tries: they are repeated for up to 10 s.
     pub fn send_from(&self, ns: &str, addr: &str, port: u16, bytes: usize) {
         let script = format!(
-            "import socket\ns=socket.create_connection(('{addr}',{port}),timeout=60)\n\
+            "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('{addr}',{port}),timeout=60);break\n    except ConnectionRefusedError:\n        time.sleep(0.1)\n\
              s.sendall(b'x'*{bytes})\ns.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\n"
         );
         self.exec(ns, &format!("python3 -c \"{script}\""));
