@@ -17,6 +17,7 @@
 //! 100 bytes each), not with the number of events.
 
 pub mod flow_plots;
+mod overview;
 pub mod page;
 pub mod report_page;
 pub mod sampling;
