@@ -23,9 +23,7 @@ pub fn render_csv(summary: &Summary, top: usize) -> String {
 
 fn row(s: &mut String, f: &FlowSummary) {
     let d = &f.directions[0];
-    let retx = f.count(EventKind::Retransmission)
-        + f.count(EventKind::FastRetransmission)
-        + f.count(EventKind::SpuriousRetransmission);
+    let retx = f.retransmissions();
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     let (kretx, matched) = match &f.kernel {
         Some(k) => (k.kernel_retransmissions.to_string(), k.matched.to_string()),

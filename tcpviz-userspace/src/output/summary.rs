@@ -175,6 +175,11 @@ impl FlowSummary {
     pub fn count(&self, kind: EventKind) -> u64 {
         self.events.get(&kind).copied().unwrap_or(0)
     }
+
+    /// Retransmission events of every kind (plain, fast, spurious).
+    pub fn retransmissions(&self) -> u64 {
+        self.events.iter().filter(|(k, _)| k.is_retransmission()).map(|(_, n)| n).sum()
+    }
 }
 
 /// open, closed (FIN both ways), reset, or refused.
@@ -453,9 +458,7 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
     }
     let _ = writeln!(s, "  state");
     for f in summary.flows.iter().take(top) {
-        let retx = f.count(EventKind::Retransmission)
-            + f.count(EventKind::FastRetransmission)
-            + f.count(EventKind::SpuriousRetransmission);
+        let retx = f.retransmissions();
         let rtt = f.data_rtt().median_ms.map(|m| format!("{m:.3}")).unwrap_or_else(|| "-".into());
         let mut label = f.label();
         if label.len() > 47 {
