@@ -170,16 +170,19 @@ impl Analyzer {
 
         let mut pa = PacketAnalysis { frame: at.frame, ..Default::default() };
         let created_before = self.table.flows_created();
-        let (flow, dir) = self.table.get_or_create(seg);
+        let slot = self.table.find_or_create(seg);
+        let flow = self.table.at_mut(slot);
+        let dir = flow.direction_of((seg.src, seg.sport));
         if let ConversationCheck::NewConversation = rules::check_conversation(flow, dir, seg, &mut pa) {
-            if let Some(old) = self.table.restart(seg) {
-                let file = self.file_name(old.file_index);
-                retire(old, Retirement::Reused, now, file, &mut self.retired, events);
-            }
+            let old = self.table.restart_at(slot, seg);
+            let file = self.file_name(old.file_index);
+            retire(old, Retirement::Reused, now, file, &mut self.retired, events);
             pa.flags.set(A::REUSED_PORTS);
         }
         let new_flow = self.table.flows_created() != created_before;
-        let (flow, dir) = self.table.get_or_create(seg);
+        let flow = self.table.at_mut(slot);
+        // The new connection's first direction is that of this packet.
+        let dir = flow.direction_of((seg.src, seg.sport));
         flow.file_index = at.file_index;
         if seg.ts > flow.last_ts {
             flow.last_ts = seg.ts;
