@@ -8,12 +8,15 @@
 //! bytes per tracked segment.
 //!
 //! Flows live in a slab of slots (id, a copy of the last packet time, the boxed flow); the
-//! hash index maps a key to its slot. The sweeps that retire flows read the slots, a dense
+//! hash index holds only slot numbers (4 bytes each; the key is in the slot). The sweeps that retire flows read the slots, a dense
 //! array, not the flows: with hundreds of thousands of flows, following every flow's
 //! pointer (or walking a sparse hash table of large entries) on each sweep was a third of
-//! the run time of a SYN scan. The index holds only a 4-byte slot number beside each key.
+//! the run time of a SYN scan.
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use crate::capture::decode::Segment;
 use crate::time::{NS_PER_SEC, TimestampNs};
@@ -61,6 +64,7 @@ pub struct EvictionCounts {
 
 /// A flow in the table, with copies of what the sweeps read.
 struct Slot {
+    key: FlowKey,
     /// A lower bound of `flow.last_ts` (equal to it unless the flow was reached through
     /// [`FlowTable::get_mut`], which sets it to `UNKNOWN`: the sweeps then read the flow).
     last_ts: TimestampNs,
@@ -78,12 +82,11 @@ const UNKNOWN: TimestampNs = TimestampNs::MIN;
 pub struct SlotId(u32);
 
 pub struct FlowTable {
-    index: FxHashMap<FlowKey, u32>,
+    /// Slot numbers, hashed by the key of their slot.
+    index: HashTable<u32>,
     slots: Vec<Slot>,
     /// Free slots, reused last-freed first (deterministic).
     free: Vec<u32>,
-    /// Reused buffer of the capacity eviction: (last time, id, slot).
-    by_age: Vec<(TimestampNs, u64, u32)>,
     next_id: u64,
     limits: FlowLimits,
     last_sweep: TimestampNs,
@@ -91,18 +94,16 @@ pub struct FlowTable {
     pub evicted: EvictionCounts,
 }
 
-fn key_of(flow: &Flow) -> FlowKey {
-    let [(a, ap), (b, bp)] = flow.endpoints;
-    FlowKey::new(a, ap, b, bp)
+fn hash(key: &FlowKey) -> u64 {
+    FxBuildHasher.hash_one(key)
 }
 
 impl FlowTable {
     pub fn new(limits: FlowLimits) -> FlowTable {
         FlowTable {
-            index: FxHashMap::default(),
+            index: HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
-            by_age: Vec::new(),
             next_id: 0,
             limits,
             last_sweep: TimestampNs::MIN,
@@ -126,8 +127,11 @@ impl FlowTable {
 
     /// Takes the flow out of slot `i` and frees the slot.
     fn remove_slot(&mut self, i: u32) -> Box<Flow> {
-        let flow = self.slots[i as usize].flow.take().expect("occupied slot");
-        self.index.remove(&key_of(&flow));
+        let s = &mut self.slots[i as usize];
+        let flow = s.flow.take().expect("occupied slot");
+        if let Ok(e) = self.index.find_entry(hash(&s.key), |&j| j == i) {
+            e.remove();
+        }
         self.free.push(i);
         flow
     }
@@ -170,57 +174,75 @@ impl FlowTable {
         if self.index.len() >= limits.max_flows {
             // Evict the least recently active tenth, so this scan stays rare.
             let target = limits.max_flows - limits.max_flows / 10 - 1;
-            let mut by_age = std::mem::take(&mut self.by_age);
-            by_age.clear();
-            by_age.extend(
-                self.slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.flow.is_some())
-                    .map(|(i, s)| (s.last_ts, s.id, i as u32)),
-            );
-            let excess = by_age.len() - target;
-            by_age.select_nth_unstable(excess - 1);
-            let oldest = &mut by_age[..excess];
-            oldest.sort_unstable_by_key(|(_, id, _)| *id);
-            for &(_, _, i) in oldest.iter() {
+            let occupied = || self.slots.iter().enumerate().filter(|(_, s)| s.flow.is_some());
+            // The `excess` least recently active, ties to the eldest: the time of the last
+            // to go (a selection on 8-byte times), every flow before it, and the eldest of
+            // those at it.
+            let mut times: Vec<TimestampNs> = occupied().map(|(_, s)| s.last_ts).collect();
+            let excess = times.len() - target;
+            let (_, &mut last, _) = times.select_nth_unstable(excess - 1);
+            drop(times);
+            let mut oldest: Vec<(u64, u32)> = Vec::with_capacity(excess);
+            let mut at_last: Vec<(u64, u32)> = Vec::new();
+            for (i, s) in occupied() {
+                if s.last_ts < last {
+                    oldest.push((s.id, i as u32));
+                } else if s.last_ts == last {
+                    at_last.push((s.id, i as u32));
+                }
+            }
+            at_last.sort_unstable();
+            at_last.truncate(excess - oldest.len());
+            oldest.append(&mut at_last);
+            oldest.sort_unstable();
+            for (_, i) in oldest {
                 let flow = self.remove_slot(i);
                 self.evicted.capacity += 1;
                 retire(flow, Retirement::Capacity);
             }
-            self.by_age = by_age;
         }
     }
 
     /// The slot of `seg`'s flow, created if new (hashing the key once).
     pub fn find_or_create(&mut self, seg: &Segment) -> SlotId {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
+        let h = hash(&key);
         let FlowTable { index, slots, free, next_id, .. } = self;
-        let i = *index.entry(key).or_insert_with(|| {
-            let id = *next_id;
-            *next_id += 1;
-            let slot = Slot {
-                last_ts: seg.ts,
-                id,
-                flow: Some(Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts))),
-            };
-            match free.pop() {
-                Some(i) => {
-                    slots[i as usize] = slot;
-                    i
-                }
-                None => {
-                    slots.push(slot);
-                    (slots.len() - 1) as u32
-                }
+        let i = match index.find(h, |&j| slots[j as usize].key == key) {
+            Some(&i) => i,
+            None => {
+                let id = *next_id;
+                *next_id += 1;
+                let slot = Slot {
+                    key,
+                    last_ts: seg.ts,
+                    id,
+                    flow: Some(Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts))),
+                };
+                let i = match free.pop() {
+                    Some(i) => {
+                        slots[i as usize] = slot;
+                        i
+                    }
+                    None => {
+                        slots.push(slot);
+                        (slots.len() - 1) as u32
+                    }
+                };
+                index.insert_unique(h, i, |&j| hash(&slots[j as usize].key));
+                i
             }
-        });
+        };
         let s = &mut slots[i as usize];
         // The analyzer moves `flow.last_ts` to this packet's time (when later) too.
         if seg.ts > s.last_ts {
             s.last_ts = seg.ts;
         }
         SlotId(i)
+    }
+
+    fn find(&self, key: &FlowKey) -> Option<u32> {
+        self.index.find(hash(key), |&j| self.slots[j as usize].key == *key).copied()
     }
 
     /// The flow in slot `at` (its activity time must only move to that of a packet the
@@ -252,7 +274,7 @@ impl FlowTable {
     /// Replaces the flow of `seg` by a new connection (ports reused), returning the old one.
     pub fn restart(&mut self, seg: &Segment) -> Option<Box<Flow>> {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
-        let old = self.index.get(&key).copied().map(|i| self.remove_slot(i));
+        let old = self.find(&key).map(|i| self.remove_slot(i));
         // A new flow with the next id, as `restart_at` makes.
         self.find_or_create(seg);
         old
@@ -278,12 +300,12 @@ impl FlowTable {
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        self.index.get(key).and_then(|&i| self.slots[i as usize].flow.as_deref())
+        self.find(key).and_then(|i| self.slots[i as usize].flow.as_deref())
     }
 
     /// The flow of `key`; its activity time may be moved (the sweeps will read it).
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        let &i = self.index.get(key)?;
+        let i = self.find(key)?;
         let s = &mut self.slots[i as usize];
         s.last_ts = UNKNOWN;
         s.flow.as_deref_mut()
