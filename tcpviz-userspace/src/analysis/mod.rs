@@ -451,7 +451,7 @@ fn name_file(files: &[Arc<str>], always: bool, index: u32) -> Option<Arc<str>> {
 
 fn push_end_findings(flow: &Flow, now: TimestampNs, file: Option<Arc<str>>, events: &mut Vec<Event>) {
     let Some(f) = findings::end_findings(flow, now) else { return };
-    let Some(client) = flow.lifecycle.client_dir else { return };
+    let Some(client) = flow.lifecycle.client_dir.map(usize::from) else { return };
     let lc = &flow.lifecycle;
     let (from, ts, frame, flags) = if f.reason == crate::event::Reason::NoSynAck {
         (client, flow.ts_mru_syn, lc.last_syn_frame, TcpFlags(TcpFlags::SYN))
