@@ -87,10 +87,6 @@ impl UnackedList {
             self.items.pop_front();
             out.removed += 1;
         }
-        if out.removed > 0 && self.items.is_empty() {
-            // Most connections are quiet with nothing outstanding: they hold no buffer.
-            self.items = VecDeque::new();
-        }
         out
     }
 
