@@ -66,7 +66,7 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
     if flags.syn() && !flags.ack() {
         let lc = &mut flow.lifecycle;
         if lc.client_dir.is_none() {
-            lc.client_dir = Some(dir);
+            lc.client_dir = Some(dir as u8);
             lc.first_syn_ts = Some(ts);
         }
         lc.syns += 1;
@@ -89,7 +89,7 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
     } else if flags.ack() && !flags.rst() {
         let lc = &mut flow.lifecycle;
         match lc.client_dir {
-            Some(c) if c == dir && lc.synacks > 0 => lc.established = true,
+            Some(c) if c as usize == dir && lc.synacks > 0 => lc.established = true,
             None => lc.established = true,
             _ => {}
         }
@@ -101,7 +101,7 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
     }
     if flags.rst() {
         let lc = &flow.lifecycle;
-        let reason = if !lc.established && lc.syns > 0 && lc.client_dir != Some(dir) {
+        let reason = if !lc.established && lc.syns > 0 && lc.client_dir != Some(dir as u8) {
             Reason::ConnectionRefused
         } else if flow.dirs[0].fin_seen || flow.dirs[1].fin_seen {
             Reason::ResetAfterFin

@@ -174,19 +174,24 @@ impl Analyzer {
 
         let mut pa = PacketAnalysis { frame: at.frame, ..Default::default() };
         let created_before = self.table.flows_created();
-        let (flow, dir) = self.table.get_or_create(seg);
+        let slot = self.table.find_or_create(seg);
+        let flow = self.table.at_mut(slot);
+        let dir = flow.direction_of((seg.src, seg.sport));
         if let ConversationCheck::NewConversation = rules::check_conversation(flow, dir, seg, &mut pa) {
-            if let Some(old) = self.table.restart(seg) {
-                let file = self.file_name(old.file_index);
-                retire(old, Retirement::Reused, now, file, &mut self.retired, events);
-            }
+            let old = self.table.restart_at(slot, seg);
+            let file = self.file_name(old.file_index);
+            retire(old, Retirement::Reused, now, file, &mut self.retired, events);
             pa.flags.set(A::REUSED_PORTS);
         }
         let new_flow = self.table.flows_created() != created_before;
-        let (flow, dir) = self.table.get_or_create(seg);
+        let flow = self.table.at_mut(slot);
         if new_flow && !self.pending_watches.is_empty() {
-            flow.watch = self.pending_watches.take(&FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport));
+            if let Some(w) = self.pending_watches.take(&FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport)) {
+                flow.kernel.get_or_insert_with(Default::default).watch = Some(w);
+            }
         }
+        // The new connection's first direction is that of this packet.
+        let dir = flow.direction_of((seg.src, seg.sport));
         flow.file_index = at.file_index;
         if seg.ts > flow.last_ts {
             flow.last_ts = seg.ts;
@@ -260,7 +265,7 @@ impl Analyzer {
     /// there (see [`crate::flow::watch`]).
     pub fn process_watch(&mut self, w: &WatchStart) {
         match self.table.get_mut(&w.key()) {
-            Some(flow) => FlowWatch::add(&mut flow.watch, w),
+            Some(flow) => FlowWatch::add(&mut flow.kernel.get_or_insert_with(Default::default).watch, w),
             // Kept for the first packet of the connection; if none comes, a flow of the
             // kernel's reports takes it at the end.
             None => self.pending_watches.add(*w),
@@ -324,7 +329,8 @@ impl Analyzer {
         // the summary says that it was watched all the same.
         if !self.pending_watches.is_empty() {
             for (key, flow) in self.kernel_only.iter_mut() {
-                flow.watch = flow.watch.or_else(|| self.pending_watches.take(key));
+                let k = flow.kernel.get_or_insert_with(Default::default);
+                k.watch = k.watch.take().or_else(|| self.pending_watches.take(key));
             }
         }
         let Analyzer { table, retired, files, always_name_files, kernel_only, .. } = self;
@@ -473,7 +479,7 @@ fn name_file(files: &[Arc<str>], always: bool, index: u32) -> Option<Arc<str>> {
 
 fn push_end_findings(flow: &Flow, now: TimestampNs, file: Option<Arc<str>>, events: &mut Vec<Event>) {
     let Some(f) = findings::end_findings(flow, now) else { return };
-    let Some(client) = flow.lifecycle.client_dir else { return };
+    let Some(client) = flow.lifecycle.client_dir.map(usize::from) else { return };
     let lc = &flow.lifecycle;
     let (from, ts, frame, flags) = if f.reason == crate::event::Reason::NoSynAck {
         (client, flow.ts_mru_syn, lc.last_syn_frame, TcpFlags(TcpFlags::SYN))

@@ -490,7 +490,7 @@ fn watch_starts_go_to_their_flows() {
     let mut out = Vec::new();
     c.an.process_kernel(&state, &mut out);
     c.an.finish(&mut out);
-    let flows: Vec<_> = c.an.take_retired().map(|(f, _)| (f.endpoints[0].1, f.watch)).collect();
+    let flows: Vec<_> = c.an.take_retired().map(|(f, _)| (f.endpoints[0].1, f.watch().copied())).collect();
     assert_eq!(
         flows,
         [

@@ -58,6 +58,9 @@ struct WireRetx {
 #[derive(Debug, Clone, Default)]
 pub struct KernelFlowState {
     pub counts: KernelCounts,
+    /// When the kernel side began watching the connection (capture policy `troubled`). Kept
+    /// here, not in the flow: every flow in the table would pay for the field.
+    pub watch: Option<crate::flow::watch::FlowWatch>,
     recent_wire: VecDeque<WireRetx>,
     /// Kernel retransmissions waiting for their wire copy.
     held: VecDeque<Event>,

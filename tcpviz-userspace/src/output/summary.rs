@@ -160,9 +160,9 @@ impl FlowSummary {
             events: counts_map(&total),
             directions: [dir(0), dir(1)],
             kernel: flow.kernel.as_ref().map(|k| k.counts.clone()),
-            watched_since: flow.watch.map(|w| ts_to_secs(w.since)),
-            watch_reason: flow.watch.map(|w| w.reason.to_string()),
-            watch_starts: flow.watch.map(|w| w.starts),
+            watched_since: flow.watch().map(|w| ts_to_secs(w.since)),
+            watch_reason: flow.watch().map(|w| w.reason.to_string()),
+            watch_starts: flow.watch().map(|w| w.starts),
         }
     }
 
