@@ -185,10 +185,11 @@ impl Analyzer {
         }
         let new_flow = self.table.flows_created() != created_before;
         let flow = self.table.at_mut(slot);
-        if new_flow && !self.pending_watches.is_empty() {
-            if let Some(w) = self.pending_watches.take(&FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport)) {
-                flow.kernel.get_or_insert_with(Default::default).watch = Some(w);
-            }
+        if new_flow
+            && !self.pending_watches.is_empty()
+            && let Some(w) = self.pending_watches.take(&FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport))
+        {
+            flow.kernel.get_or_insert_with(Default::default).watch = Some(w);
         }
         // The new connection's first direction is that of this packet.
         let dir = flow.direction_of((seg.src, seg.sport));
