@@ -63,9 +63,7 @@ impl UnackedList {
             self.items.reserve_exact(1);
         }
         let at = match self.items.back() {
-            Some(last) if seq_lt(u.nextseq, last.nextseq) => {
-                self.items.partition_point(|x| seq_le(x.nextseq, u.nextseq))
-            }
+            Some(last) if seq_lt(u.nextseq, last.nextseq) => self.insert_position(u.nextseq),
             _ => self.items.len(),
         };
         self.items.insert(at, u);
@@ -87,7 +85,27 @@ impl UnackedList {
             self.items.pop_front();
             out.removed += 1;
         }
+        if out.removed > 0 && self.items.is_empty() {
+            // Most connections are quiet with nothing outstanding: they hold no buffer.
+            self.items = VecDeque::new();
+        }
         out
+    }
+
+    /// Binary search by logical index, not `VecDeque::partition_point`: that one picks the
+    /// front or the back slice first, so on a list that sequence-number wrap or wild jumps
+    /// left unsorted, its answer would depend on where the ring buffer wraps in memory.
+    fn insert_position(&self, nextseq: u32) -> usize {
+        let (mut lo, mut hi) = (0, self.items.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if seq_le(self.items[mid].nextseq, nextseq) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
     }
 
     /// Marks the segments that overlap `[seq, end)` as retransmitted.
@@ -515,6 +533,29 @@ mod tests {
         l.insert(u(49, 100, 3));
         assert_eq!(l.ack(49).removed, 2);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn insert_position_does_not_depend_on_the_ring_layout() {
+        // Wild jumps leave the list unsorted; the same contents must give the same answer
+        // however the ring buffer holds them.
+        let seqs = [10u32, 1_500_000_000, 20, 1_600_000_000, 22, 30];
+        let mut answers = Vec::new();
+        for rotate in 0..8 {
+            let mut l = UnackedList { items: VecDeque::with_capacity(8) };
+            for i in 0..rotate {
+                l.items.push_back(u(i, 1, 0));
+            }
+            for _ in 0..rotate {
+                l.items.pop_front();
+            }
+            for (i, s) in seqs.iter().enumerate() {
+                l.items.push_back(u(*s, 1, i as u64));
+            }
+            l.insert(u(25, 1, 9));
+            answers.push(l.items.iter().map(|x| x.frame).collect::<Vec<_>>());
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     }
 
     #[test]
