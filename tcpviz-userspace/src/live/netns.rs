@@ -32,7 +32,14 @@ pub fn in_netns<T: Send>(ns: Option<&Netns>, f: impl FnOnce() -> T + Send) -> st
         s.spawn(|| {
             // SAFETY: setns on this thread only, with a namespace file descriptor.
             if unsafe { libc::setns(ns.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                // Said here, where it is known: the caller only sees an I/O error.
+                let why = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (entering another network namespace needs CAP_SYS_ADMIN as well: run as root, or add it to the capabilities)"
+                } else {
+                    ""
+                };
+                return Err(std::io::Error::new(e.kind(), format!("cannot enter the network namespace: {e}{why}")));
             }
             Ok(f())
         })

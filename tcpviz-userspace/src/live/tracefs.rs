@@ -13,6 +13,10 @@ pub enum TracefsError {
         "tracefs is not mounted and could not be mounted ({0}): run `mount -t tracefs nodev /sys/kernel/tracing` as root (note: `ip netns exec` remounts /sys and hides it; use tcpviz live --netns NAME instead)"
     )]
     NotMounted(String),
+    #[error(
+        "tracefs at {0} is mounted but this user cannot read it: the agent needs CAP_DAC_READ_SEARCH (as in packaging/tcpviz.service) or root to read the tracepoint formats"
+    )]
+    Unreadable(PathBuf),
     #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: unreadable format file ({detail})")]
@@ -123,8 +127,14 @@ pub fn parse_format(category: &str, name: &str, text: &str) -> Result<Format, St
 /// The tracefs root, mounting tracefs when it is missing and we may.
 pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
     for root in [TRACEFS, DEBUGFS_TRACING] {
-        if Path::new(root).join("events").is_dir() {
-            return Ok(PathBuf::from(root));
+        match std::fs::metadata(Path::new(root).join("events")) {
+            Ok(m) if m.is_dir() => return Ok(PathBuf::from(root)),
+            // Mounted (the root is there) but closed to us: mounting again would only fail
+            // with a misleading "not mounted".
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(TracefsError::Unreadable(PathBuf::from(root)));
+            }
+            _ => {}
         }
     }
     match mount_tracefs() {
