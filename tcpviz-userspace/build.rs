@@ -6,7 +6,9 @@ use anyhow::{Context as _, anyhow};
 fn main() -> anyhow::Result<()> {
     println!("cargo:rustc-check-cfg=cfg(tcpviz_ebpf_skipped)");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-    let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    // The eBPF programs are for the live agent, which only Linux has.
+    let other_os = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os != "linux");
+    let skip = other_os || std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         println!("cargo:rustc-cfg=tcpviz_ebpf_skipped");
         return Ok(());

@@ -9,14 +9,17 @@ pub mod analysis;
 pub mod capture;
 pub mod config_file;
 pub mod cross_check;
+#[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod error;
 pub mod event;
 pub mod flow;
 pub mod follow;
+#[cfg(target_os = "linux")]
 pub mod live;
 pub mod output;
 pub mod pipeline;
 pub mod report;
+#[cfg(target_os = "linux")]
 pub mod sd_notify;
 pub mod time;

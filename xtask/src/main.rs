@@ -139,6 +139,10 @@ fn test(corpus: &[PathBuf]) -> Result<()> {
     sh(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     sh(cargo().args(["clippy", "-p", "tcpviz-privileged-tests", "--all-targets", "--", "-D", "warnings"]))?;
     clippy_ebpf()?;
+    // The offline commands build on macOS and Windows (checked, not linked: no SDKs here).
+    for target in setup::OTHER_OS_TARGETS {
+        sh(cargo().args(["check", "-q", "-p", "tcpviz", "--target", target, "--target-dir", "target/other-os"]))?;
+    }
     let mut t = cargo();
     t.arg("test");
     if !corpus.is_empty() {

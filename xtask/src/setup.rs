@@ -42,6 +42,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub fn run() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
+    other_os_targets()?;
     bpf_linker()?;
     cargo_fuzz()?;
     eprintln!("setup: everything is installed");
@@ -93,6 +94,21 @@ fn nightly_rust_src() -> Result<()> {
     let out = Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]).output()?;
     if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
         sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+/// The standard libraries `cargo xtask test` checks the offline commands against: macOS
+/// and Windows, where the live agent is absent.
+pub const OTHER_OS_TARGETS: [&str; 2] = ["x86_64-apple-darwin", "x86_64-pc-windows-gnu"];
+
+fn other_os_targets() -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup is needed")?;
+    let installed = String::from_utf8_lossy(&out.stdout).into_owned();
+    for target in OTHER_OS_TARGETS {
+        if !installed.lines().any(|l| l.trim() == target) {
+            sh(Command::new("rustup").args(["target", "add", target]))?;
+        }
     }
     Ok(())
 }

@@ -20,7 +20,6 @@
 
 use std::fs::{File, Metadata};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,12 +59,26 @@ struct Stat {
 
 impl Stat {
     fn of(meta: &Metadata) -> Stat {
-        Stat { dev: meta.dev(), ino: meta.ino(), len: meta.len(), modified: meta.modified().ok() }
+        let (dev, ino) = file_id(meta);
+        Stat { dev, ino, len: meta.len(), modified: meta.modified().ok() }
     }
 
     fn same_inode(&self, other: &Stat) -> bool {
         self.dev == other.dev && self.ino == other.ino
     }
+}
+
+#[cfg(unix)]
+fn file_id(meta: &Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Stable Rust has no file identity on other systems: files are then told apart by name,
+/// size, time and first bytes only.
+#[cfg(not(unix))]
+fn file_id(_: &Metadata) -> (u64, u64) {
+    (0, 0)
 }
 
 /// A file read to its end (or given up on).
@@ -80,11 +93,10 @@ struct Finished {
 /// The first bytes of an open file (fewer when it is shorter), read without moving its
 /// position.
 fn read_signature(f: &File) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
     let mut signature = vec![0; SIGNATURE_BYTES];
     let mut n = 0;
     while n < SIGNATURE_BYTES {
-        let r = f.read_at(&mut signature[n..], n as u64)?;
+        let r = read_at(f, &mut signature[n..], n as u64)?;
         if r == 0 {
             break;
         }
@@ -92,6 +104,21 @@ fn read_signature(f: &File) -> std::io::Result<Vec<u8>> {
     }
     signature.truncate(n);
     Ok(signature)
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, at)
+}
+
+/// Elsewhere a positioned read may move the file's position: it is put back.
+#[cfg(not(unix))]
+fn read_at(mut f: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    let was = f.stream_position()?;
+    f.seek(SeekFrom::Start(at))?;
+    let r = f.read(buf);
+    f.seek(SeekFrom::Start(was))?;
+    r
 }
 
 /// Does the file at `path` still start with `signature`?

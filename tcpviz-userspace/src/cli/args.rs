@@ -42,6 +42,8 @@ pub enum Command {
     Follow(FollowArgs),
     /// Live agent (root): eBPF on an interface's traffic (TC) and the kernel's TCP
     /// tracepoints, with sliding-window alerts; writes a session with capture.pcapng.
+    /// Linux only.
+    #[cfg(target_os = "linux")]
     Live(LiveArgs),
     /// Write timeline.html: anomalies over time, one row per flow.
     Plot(PageArgs),
@@ -51,6 +53,7 @@ pub enum Command {
     Dashboards(PageArgs),
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Args, Debug)]
 pub struct LiveArgs {
     /// Read the settings from this TOML file (e.g. /etc/tcpviz/agent.toml): keys are the
@@ -125,6 +128,7 @@ pub struct LiveArgs {
     pub limits: LimitArgs,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum CaptureArg {
     Troubled,
@@ -132,6 +136,7 @@ pub enum CaptureArg {
     Kernel,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum TcModeArg {
     Auto,

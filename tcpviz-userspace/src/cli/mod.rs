@@ -10,9 +10,9 @@ use tcpviz::output::session::Session;
 use tcpviz::output::summary::render_table;
 use tcpviz::report;
 
-use self::args::{
-    CaptureArg, Cli, Command, FollowArgs, LiveArgs, LogFormat, ParsePcapArgs, SummaryArgs, SummaryFormat, TcModeArg,
-};
+#[cfg(target_os = "linux")]
+use self::args::{CaptureArg, LiveArgs, TcModeArg};
+use self::args::{Cli, Command, FollowArgs, LogFormat, ParsePcapArgs, SummaryArgs, SummaryFormat};
 
 /// Exit status: 0 when all went well, 1 on an error (damaged input, a file that could not
 /// be written, standard output that failed other than by its reader going away), 2 for a
@@ -76,6 +76,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::ParsePcap(args) => parse_pcap(args),
         Command::Summary(args) => summary(args),
         Command::Follow(args) => follow(args),
+        #[cfg(target_os = "linux")]
         Command::Live(args) => live(args),
         Command::Plot(args) => Ok(exit_code(print_written(&report::write_timeline(&args.input)?))),
         Command::Report(args) => Ok(exit_code(print_written(&report::write_report(&args.input)?))),
@@ -223,6 +224,7 @@ fn results_out(text: std::fmt::Arguments<'_>) {
 }
 
 /// `--watch-secs`: a positive number of seconds.
+#[cfg(target_os = "linux")]
 fn watch_duration(secs: f64) -> Result<std::time::Duration> {
     if !(secs.is_finite() && secs > 0.0 && secs <= 365.0 * 86400.0) {
         bail!("--watch-secs must be a positive number of seconds (at most a year), not {secs}");
@@ -231,6 +233,7 @@ fn watch_duration(secs: f64) -> Result<std::time::Duration> {
 }
 
 /// `--iface` as given: none, names (each once), or `all` alone.
+#[cfg(target_os = "linux")]
 fn interfaces(given: &[String]) -> Result<tcpviz::live::Interfaces> {
     use tcpviz::live::Interfaces;
     if given.iter().any(|i| i == "all") {
@@ -251,6 +254,7 @@ fn interfaces(given: &[String]) -> Result<tcpviz::live::Interfaces> {
     Ok(Interfaces::Named(names))
 }
 
+#[cfg(target_os = "linux")]
 fn live(args: LiveArgs) -> Result<ExitCode> {
     use tcpviz::live::{LiveOptions, TcMode};
     let ifaces = interfaces(&args.iface)?;

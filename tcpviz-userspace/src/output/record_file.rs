@@ -14,7 +14,6 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// What a failed write does.
@@ -208,7 +207,7 @@ impl RecordFile {
     /// A file whose last name is gone (its folder deleted) keeps nothing written to it.
     fn check_still_named(&mut self) -> io::Result<()> {
         match self.file.metadata() {
-            Ok(m) if m.nlink() == 0 => {
+            Ok(m) if link_count(&m) == 0 => {
                 self.deleted = true;
                 Err(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -239,6 +238,17 @@ impl RecordFile {
             }
         }
     }
+}
+
+#[cfg(unix)]
+fn link_count(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::nlink(m)
+}
+
+/// Elsewhere a deleted file is not told from a named one: it counts as named.
+#[cfg(not(unix))]
+fn link_count(_: &std::fs::Metadata) -> u64 {
+    1
 }
 
 /// Adds what the files of a long-running run could not write to its summary (section
