@@ -175,3 +175,78 @@ fn dumpcap_ring() {
     assert!(follow["files_read"].as_u64().unwrap() > 5, "{follow}");
     assert_eq!(follow["files_missed"], 0, "{follow}");
 }
+
+/// `tcpdump -C 1 -z gzip`: each ring file is compressed once it rotates (ring.pcap1 becomes
+/// ring.pcap1.gz). The follower reads the files as they are written and passes over their
+/// compressed copies: every packet once.
+#[test]
+fn tcpdump_ring_compressed_after_rotation() {
+    if !privileged() {
+        return;
+    }
+    let (summary, count) = follow_real_writer(
+        |dir| format!("{}/ring.pcap*", dir.display()),
+        &["tcpdump", "-Z", "root", "-i", "IF", "-C", "1", "-z", "gzip", "-U", "-w", "OUT", "tcp port 5201"],
+        6_000_000,
+    );
+    assert_eq!(summary["totals"]["packets"], count);
+    let follow = &summary["sections"]["follow"];
+    assert!(follow["files_read"].as_u64().unwrap() >= 3, "{follow}");
+    assert_eq!(follow["compressed_files_cut_short"], 0, "{follow}");
+}
+
+/// A ring that was compressed file by file before the follower started (only `.gz` files
+/// and the newest plain one are left): the compressed files are read through gzip.
+#[test]
+fn compressed_ring_files_written_before_the_follower() {
+    if !privileged() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let lab = Lab::new();
+    lab.offloads_off();
+    lab.rate_limit(20);
+    let server = lab.server(SERVER_V4, 5201);
+    let target = work.path().join("ring.pcap").display().to_string();
+    let tool = lab.capture_tool(&[
+        "tcpdump",
+        "-Z",
+        "root",
+        "-i",
+        &lab.veth_a,
+        "-C",
+        "1",
+        "-z",
+        "gzip",
+        "-U",
+        "-w",
+        &target,
+        "tcp port 5201",
+    ]);
+    lab.send(SERVER_V4, 5201, 4_000_000);
+    std::thread::sleep(Duration::from_millis(500));
+    let tool = interrupt(tool);
+    let _ = server.wait_with_output();
+    std::thread::sleep(Duration::from_millis(1000));
+    let names: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().filter(|n| n.ends_with(".gz")).count() >= 2, "{names:?}");
+    let session = work.path().join("session");
+    let monitor = Command::new(tcpviz_bin())
+        .args(["monitor", "--poll-interval", "0.5", "--pcap-path"])
+        .arg(format!("{}/ring.pcap*", work.path().display()))
+        .arg("--out")
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    let out = interrupt(monitor);
+    assert!(out.status.success(), "monitor: {}", String::from_utf8_lossy(&out.stderr));
+    let summary = tcpviz_privileged_tests::summary(&session);
+    let count = writer_count(&String::from_utf8_lossy(&tool.stderr));
+    assert_eq!(summary["totals"]["packets"], count, "{names:?}");
+}

@@ -46,16 +46,35 @@ pub fn read_files<P: AsRef<Path>, E>(
 /// bytes, whatever its name) is read through its decompressor, as tshark reads them.
 pub fn open_capture(path: &Path) -> io::Result<Box<dyn Read>> {
     let mut file = BufReader::with_capacity(1 << 16, File::open(path)?);
-    let head = file.fill_buf()?;
+    match compression_of(file.fill_buf()?) {
+        Some(Compression::Gzip) => {
+            Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(file))))
+        }
+        Some(Compression::Zstd) => {
+            let zstd = ruzstd::decoding::StreamingDecoder::new(file)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not a readable zstd file: {e}")))?;
+            Ok(Box::new(BufReader::with_capacity(1 << 16, zstd)))
+        }
+        None => Ok(Box::new(file)),
+    }
+}
+
+/// The compressions a capture file is read through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+/// A file's compression, told by its first bytes (not its name).
+pub fn compression_of(head: &[u8]) -> Option<Compression> {
     if head.starts_with(&[0x1f, 0x8b]) {
-        return Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(file))));
+        Some(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Compression::Zstd)
+    } else {
+        None
     }
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let zstd = ruzstd::decoding::StreamingDecoder::new(file)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not a readable zstd file: {e}")))?;
-        return Ok(Box::new(BufReader::with_capacity(1 << 16, zstd)));
-    }
-    Ok(Box::new(file))
 }
 
 /// [`read_files`] over sources already opened (or that failed to open), each with its name.

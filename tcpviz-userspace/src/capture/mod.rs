@@ -5,6 +5,7 @@ pub mod frame;
 pub mod reader;
 pub mod segment;
 pub mod tail;
+pub mod tail_input;
 pub mod wlan;
 
 pub use decode::{Segment, SkipReason, TcpFlags, decode_frame};

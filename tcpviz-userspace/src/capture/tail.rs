@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::reader::CaptureReader;
+use super::tail_input::TailInput;
 
 /// How much of a file's start identifies its contents (the file header and first records).
 const SIGNATURE_BYTES: usize = 256;
@@ -94,16 +95,22 @@ struct Finished {
 /// position.
 fn read_signature(f: &File) -> std::io::Result<Vec<u8>> {
     let mut signature = vec![0; SIGNATURE_BYTES];
+    let n = read_at_most(f, &mut signature, 0)?;
+    signature.truncate(n);
+    Ok(signature)
+}
+
+/// Reads from `at` until `buf` is full or the file ends, without moving its position.
+pub(super) fn read_at_most(f: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
     let mut n = 0;
-    while n < SIGNATURE_BYTES {
-        let r = read_at(f, &mut signature[n..], n as u64)?;
+    while n < buf.len() {
+        let r = read_at(f, &mut buf[n..], at + n as u64)?;
         if r == 0 {
             break;
         }
         n += r;
     }
-    signature.truncate(n);
-    Ok(signature)
+    Ok(n)
 }
 
 #[cfg(unix)]
@@ -152,7 +159,7 @@ fn parse_dumpcap_stem(stem: &str) -> Option<(String, u64)> {
 /// The file being read.
 pub struct Current {
     pub path: PathBuf,
-    pub reader: CaptureReader<File>,
+    pub reader: CaptureReader<TailInput>,
     /// Index given by the caller for this file (for events' `file`).
     pub file_index: u32,
     stat: Stat,
@@ -183,6 +190,8 @@ pub struct TailLosses {
     pub bytes_added_after_finish: u64,
     /// Files rewritten in place before they were read to their end.
     pub rewrites: u64,
+    /// Compressed files whose decompression stopped before the end of their stream.
+    pub compressed_files_cut_short: u64,
 }
 
 pub struct Tailer {
@@ -201,7 +210,22 @@ pub struct Tailer {
     /// by packet wakes the follower for every write, and listing a ring of many files each
     /// time would cost more than reading the packets.
     listing: Option<(Instant, Vec<PathBuf>)>,
+    /// The latest files opened (at most `REMEMBERED_NAMES`), to know a compressed copy of
+    /// one (`tcpdump -z gzip` compresses each ring file once it rotates).
+    read_names: std::collections::VecDeque<PathBuf>,
+    /// Compressed copies of files read, passed over (while they exist).
+    compressed_copies: Vec<PathBuf>,
     pub losses: TailLosses,
+}
+
+/// Bound of [`Tailer::read_names`]: more than any ring's file count.
+const REMEMBERED_NAMES: usize = 4096;
+
+/// `NAME` for `NAME.gz`, `NAME.zst` or `NAME.zstd`.
+fn uncompressed_name(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = [".gz", ".zst", ".zstd"].iter().find_map(|ext| name.strip_suffix(ext))?;
+    Some(path.with_file_name(stem))
 }
 
 impl Tailer {
@@ -221,6 +245,8 @@ impl Tailer {
             files_opened: 0,
             last_dumpcap_number: None,
             listing: None,
+            read_names: Default::default(),
+            compressed_copies: Vec::new(),
             losses: TailLosses::default(),
         })
     }
@@ -321,6 +347,8 @@ impl Tailer {
             .filter_map(|p| std::fs::metadata(&p).ok().filter(Metadata::is_file).map(|m| (p, Stat::of(&m))))
             .collect();
         self.finished.retain(|f| listed.iter().any(|(p, _)| *p == f.path));
+        self.compressed_copies.retain(|c| listed.iter().any(|(p, _)| p == c));
+        listed.retain(|(p, _)| !self.is_compressed_copy(p));
         let current = self.current.as_ref().map(|c| (c.path.clone(), c.stat.clone()));
         listed.retain(|(p, stat)| {
             let is_current = current.as_ref().is_some_and(|(cp, cs)| cp == p && cs.same_inode(stat));
@@ -341,6 +369,25 @@ impl Tailer {
                 listed.into_iter().map(|(p, _)| p).collect()
             }
         }
+    }
+
+    /// A compressed copy of a file already read (or being read): its packets are those of
+    /// that file, so it is passed over, and said once.
+    fn is_compressed_copy(&mut self, path: &Path) -> bool {
+        if self.compressed_copies.iter().any(|c| c == path) {
+            return true;
+        }
+        let Some(original) = uncompressed_name(path) else { return false };
+        if !self.read_names.contains(&original) {
+            return false;
+        }
+        self.notices.push(format!(
+            "{} is {} compressed after it was read: passed over (its packets were read from the original)",
+            path.display(),
+            original.display()
+        ));
+        self.compressed_copies.push(path.to_path_buf());
+        true
     }
 
     /// `candidates`, listed again at most every `RELIST` (and at once after a switch).
@@ -375,9 +422,13 @@ impl Tailer {
         // Files are numbered in the order they are opened; `take_opened` lists them so the
         // caller can name them in the same order.
         let file_index = self.files_opened as u32;
-        let reader = CaptureReader::new(file, path.display().to_string());
+        let reader = CaptureReader::new(TailInput::new(file), path.display().to_string());
         self.files_opened += 1;
         self.opened.push(path.clone());
+        if self.read_names.len() == REMEMBERED_NAMES {
+            self.read_names.pop_front();
+        }
+        self.read_names.push_back(path.clone());
         tracing::debug!(path = %path.display(), "following");
         self.current = Some(Current { path, reader, file_index, stat, signature, rotation_seen: false });
         Ok(())
@@ -423,7 +474,8 @@ impl Tailer {
         let rewritten = match &meta {
             None => false,
             Some(m) if !Stat::of(m).same_inode(&cur.stat) => false,
-            Some(m) if m.len() < consumed => true,
+            // A compressed file's offsets are in decompressed bytes: only its start tells.
+            Some(m) if cur.reader.source().compression().is_none() && m.len() < consumed => true,
             Some(_) => !starts_with(&cur.path, &cur.signature).unwrap_or(true),
         };
         if let Some(m) = &meta
@@ -462,6 +514,13 @@ impl Tailer {
             cur.rotation_seen = true;
             return Ok(AfterEnd::ReadAgain);
         }
+        if let Some(why) = cur.reader.source().stopped_early() {
+            self.losses.compressed_files_cut_short += 1;
+            self.notices.push(format!(
+                "{}: decompression stopped before the end of the stream ({why}): the rest of the file is skipped",
+                cur.path.display()
+            ));
+        }
         if pending > 0 {
             self.losses.bytes_cut_at_file_ends += pending as u64;
             self.notices.push(format!(
@@ -488,6 +547,14 @@ impl Tailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_names_give_their_original() {
+        let u = |s: &str| uncompressed_name(Path::new(s));
+        assert_eq!(u("/r/cap0.gz"), Some(PathBuf::from("/r/cap0")));
+        assert_eq!(u("/r/a.pcap.zst"), Some(PathBuf::from("/r/a.pcap")));
+        assert_eq!(u("/r/a.pcap"), None);
+    }
 
     #[test]
     fn dumpcap_ring_names_carry_their_number() {

@@ -106,6 +106,7 @@ pub struct AlertsSection {
 pub struct FollowSection {
     pub bytes_added_after_finish: u64,
     pub bytes_cut_at_file_ends: u64,
+    pub compressed_files_cut_short: u64,
     pub files_missed: u64,
     pub files_read: u64,
     pub files_unreadable: u64,

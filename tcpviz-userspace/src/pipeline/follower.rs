@@ -50,11 +50,18 @@ impl Follower {
     /// What was read and lost so far.
     pub fn section(&self) -> FollowSection {
         // Destructured: a new kind of loss must be added here too.
-        let TailLosses { files_unreadable, files_missed, bytes_cut_at_file_ends, bytes_added_after_finish, rewrites } =
-            self.tailer.losses;
+        let TailLosses {
+            files_unreadable,
+            files_missed,
+            bytes_cut_at_file_ends,
+            bytes_added_after_finish,
+            rewrites,
+            compressed_files_cut_short,
+        } = self.tailer.losses;
         FollowSection {
             bytes_added_after_finish,
             bytes_cut_at_file_ends,
+            compressed_files_cut_short,
             files_missed,
             files_read: self.tailer.files_opened(),
             files_unreadable,
@@ -142,6 +149,7 @@ mod tests {
             bytes_cut_at_file_ends: 3,
             bytes_added_after_finish: 4,
             rewrites: 5,
+            compressed_files_cut_short: 6,
         };
         let mut follower = Follower::new("/nonexistent/capture.pcap").unwrap();
         follower.tailer.losses = losses.clone();

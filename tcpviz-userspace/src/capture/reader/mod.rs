@@ -123,6 +123,11 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
+    /// What it reads from.
+    pub fn source(&self) -> &R {
+        &self.source
+    }
+
     /// Bytes consumed so far: the file offset of the next record.
     pub fn offset(&self) -> u64 {
         self.offset
