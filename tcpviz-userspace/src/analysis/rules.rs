@@ -13,7 +13,8 @@
 
 use crate::capture::decode::{Segment, TcpFlags};
 use crate::flow::seq::{seq_gt, seq_le, seq_lt};
-use crate::flow::state::{DirState, Flow, MAX_UNACKED_SEGMENTS, Unacked};
+use crate::flow::state::{DirState, Flow};
+use crate::flow::unacked::{MAX_UNACKED_SEGMENTS, Unacked};
 use crate::time::TimestampNs;
 
 use super::flags::AnalysisFlags as A;

@@ -369,11 +369,11 @@ fn flow_table_memory_is_bounded() {
 fn unacked_list_is_capped() {
     let mut c = Conv::new();
     c.handshake();
-    for i in 0..(crate::flow::state::MAX_UNACKED_SEGMENTS as u32 + 500) {
+    for i in 0..(crate::flow::unacked::MAX_UNACKED_SEGMENTS as u32 + 500) {
         c.send(20.0 + i as f64 * 0.001, From::Client, 1 + i * 10, 1, 10, PA, 60000);
     }
     let retired = c.finish();
-    assert_eq!(retired[0].0.dirs[0].unacked.len(), crate::flow::state::MAX_UNACKED_SEGMENTS);
+    assert_eq!(retired[0].0.dirs[0].unacked.len(), crate::flow::unacked::MAX_UNACKED_SEGMENTS);
 }
 
 #[test]

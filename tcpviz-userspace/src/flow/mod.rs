@@ -5,6 +5,7 @@ pub mod key;
 pub mod seq;
 pub mod state;
 pub mod table;
+pub mod unacked;
 pub mod watch;
 
 pub use key::FlowKey;
