@@ -97,6 +97,7 @@ fn synthetic_session(dir: &Path, events: u64, flows: u64) {
             median_exact: true,
             ..Default::default()
         },
+        rtt_timestamps: None,
         events: Default::default(),
     };
     let mut listed: Vec<FlowSummary> = (0..flows)

@@ -198,6 +198,9 @@ impl Analyzer {
             flow.last_ts = seg.ts;
         }
         rules::analyze(flow, dir, seg, at.frame, &mut pa);
+        if let Some((tsval, tsecr)) = seg.options.timestamp {
+            time_by_timestamps(flow, dir, seg, tsval, tsecr);
+        }
 
         let retransmitted = pa.flags.has(A::RETRANSMISSION | A::FAST_RETRANSMISSION | A::SPURIOUS_RETRANSMISSION);
         {
@@ -387,6 +390,21 @@ fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
         state.on_kernel_retransmission(e, events);
     } else {
         events.push(e);
+    }
+}
+
+/// The timestamp-echo RTT estimator (see `flow::ts_rtt`): the ACK side first, so that a
+/// data segment that also acknowledges does not time itself.
+fn time_by_timestamps(flow: &mut Flow, dir: usize, seg: &Segment, tsval: u32, tsecr: u32) {
+    let (fwd, rev) = flow.dirs_mut(dir);
+    if seg.flags.ack()
+        && tsecr != 0
+        && let Some(rare) = rev.rare.as_mut()
+    {
+        rare.ts_rtt.on_echo(tsecr, seg.ts);
+    }
+    if seg.payload_len > 0 || seg.flags.fin() {
+        fwd.rare_mut().ts_rtt.on_send(tsval, seg.ts);
     }
 }
 

@@ -5,6 +5,7 @@ pub mod key;
 pub mod seq;
 pub mod state;
 pub mod table;
+pub mod ts_rtt;
 pub mod unacked;
 pub mod watch;
 

@@ -12,6 +12,7 @@ use crate::capture::decode::SackBlocks;
 use crate::event::EventKind;
 use crate::time::TimestampNs;
 
+use super::ts_rtt::TsRtt;
 use super::unacked::UnackedList;
 
 /// RTT samples of one direction: exact count/min/max/mean, a smoothed RTT (RFC 6298), and a
@@ -256,6 +257,9 @@ pub struct DirRare {
     /// tcpviz: data sent by timer retransmissions of the same head segment.
     pub timer_attempts: u32,
     pub timer_head_seq: u32,
+    /// tcpviz: RTT from timestamp echoes of this direction's segments (when it sends data
+    /// with timestamps).
+    pub ts_rtt: TsRtt,
 }
 
 static NO_SACK: SackBlocks = SackBlocks { len: 0, blocks: [(0, 0); 4] };
@@ -277,6 +281,11 @@ impl DirState {
         } else if let Some(r) = self.rare.as_mut() {
             r.sack = sack;
         }
+    }
+
+    /// The timestamp-echo RTT of this direction's data, when it sent any with timestamps.
+    pub fn ts_rtt(&self) -> Option<&TsRtt> {
+        self.rare.as_ref().map(|r| &r.ts_rtt).filter(|t| t.rtt.count > 0)
     }
 
     pub fn last_zero_window(&self) -> Option<TimestampNs> {

@@ -64,8 +64,14 @@ pub struct DirectionSummary {
     pub bytes: u64,
     pub retransmitted_bytes: u64,
     pub max_bytes_in_flight: u32,
-    /// RTT of this direction's data (its segments until their ACKs).
+    /// RTT of this direction's data (its segments until their ACKs), by sequence and ACK
+    /// numbers under Karn's rule (Wireshark's `tcp.analysis.ack_rtt`).
     pub rtt: RttSummary,
+    /// RTT of this direction's data from TCP timestamp echoes (RFC 7323): the first send of
+    /// each TSval until the first ACK that echoes it; it keeps sampling through recovery.
+    /// Absent without timestamps.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rtt_timestamps: Option<RttSummary>,
     pub events: BTreeMap<EventKind, u64>,
 }
 
@@ -134,6 +140,7 @@ impl FlowSummary {
                 retransmitted_bytes: d.stats.retransmitted_bytes,
                 max_bytes_in_flight: d.stats.max_bytes_in_flight,
                 rtt: RttSummary::from_stats(&d.stats.rtt),
+                rtt_timestamps: d.ts_rtt().map(|t| RttSummary::from_stats(&t.rtt)),
                 events: counts_map(&d.stats.events.to_array()),
             }
         };
