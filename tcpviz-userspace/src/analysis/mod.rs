@@ -199,7 +199,7 @@ impl Analyzer {
         }
         rules::analyze(flow, dir, seg, at.frame, &mut pa);
         if let Some((tsval, tsecr)) = seg.options.timestamp {
-            time_by_timestamps(flow, dir, seg, tsval, tsecr);
+            pa.ts_rtt_sample = time_by_timestamps(flow, dir, seg, tsval, tsecr);
         }
 
         let retransmitted = pa.flags.has(A::RETRANSMISSION | A::FAST_RETRANSMISSION | A::SPURIOUS_RETRANSMISSION);
@@ -395,17 +395,19 @@ fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
 
 /// The timestamp-echo RTT estimator (see `flow::ts_rtt`): the ACK side first, so that a
 /// data segment that also acknowledges does not time itself.
-fn time_by_timestamps(flow: &mut Flow, dir: usize, seg: &Segment, tsval: u32, tsecr: u32) {
+fn time_by_timestamps(flow: &mut Flow, dir: usize, seg: &Segment, tsval: u32, tsecr: u32) -> Option<TimestampNs> {
     let (fwd, rev) = flow.dirs_mut(dir);
+    let mut sample = None;
     if seg.flags.ack()
         && tsecr != 0
         && let Some(rare) = rev.rare.as_mut()
     {
-        rare.ts_rtt.on_echo(tsecr, seg.ts);
+        sample = rare.ts_rtt.on_echo(tsecr, seg.ts);
     }
     if seg.payload_len > 0 || seg.flags.fin() {
         fwd.rare_mut().ts_rtt.on_send(tsval, seg.ts);
     }
+    sample
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -38,6 +38,8 @@ pub struct PacketAnalysis {
     pub bytes_in_flight: Option<u32>,
     /// An RTT sample this packet's ACK produced for the reverse direction.
     pub rtt_sample: Option<TimestampNs>,
+    /// An RTT sample from the timestamp this packet echoes, for the reverse direction.
+    pub ts_rtt_sample: Option<TimestampNs>,
     /// The packet's ACK moved the acknowledged point forward (or is the first ACK).
     pub ack_advanced: bool,
     /// This packet repeats the direction's highest ACK as a duplicate ACK in the sense of

@@ -167,8 +167,9 @@ fn add_marks(plot: &mut Plot, marks: &[Mark]) {
     }
 }
 
-/// RTT samples over time (Karn's rule: never from retransmitted data), with the kernel's
-/// smoothed RTT when there are kernel samples.
+/// RTT samples over time (Karn's rule: never from retransmitted data), the data's RTT from
+/// timestamp echoes when both ends use them, and the kernel's smoothed RTT when there are
+/// kernel samples.
 pub fn rtt_plot(s: &FlowSeries) -> Plot {
     let mut plot = Plot::new();
     let (data_name, reverse_name) = match s.origin {
@@ -184,6 +185,18 @@ pub fn rtt_plot(s: &FlowSeries) -> Plot {
                 .mode(Mode::Markers)
                 .marker(Marker::new().size(5).color("#1f77b4"))
                 .hover_template("t = %{x:.6f} s<br>RTT %{y:.3f} ms<extra></extra>"),
+        );
+    }
+    if !s.rtt_timestamps.is_empty() {
+        plot.add_trace(
+            Scatter::new(
+                s.rtt_timestamps.iter().map(|p| p.0).collect(),
+                s.rtt_timestamps.iter().map(|p| p.1).collect(),
+            )
+            .name("RTT of the data (timestamp echo)")
+            .mode(Mode::Markers)
+            .marker(Marker::new().size(4).color("#ff7f0e").symbol(MarkerSymbol::Cross))
+            .hover_template("t = %{x:.6f} s<br>RTT %{y:.3f} ms<extra>timestamp echo</extra>"),
         );
     }
     if !s.rtt_reverse.is_empty() {
@@ -206,7 +219,7 @@ pub fn rtt_plot(s: &FlowSeries) -> Plot {
         );
     }
     let title = format!("RTT over time, data {}", s.target.data_label());
-    let empty = s.rtt_data.is_empty() && s.rtt_reverse.is_empty() && srtt.is_empty();
+    let empty = s.rtt_data.is_empty() && s.rtt_reverse.is_empty() && s.rtt_timestamps.is_empty() && srtt.is_empty();
     let why = match s.origin {
         SeriesOrigin::Captures => "no RTT sample: no ACK matched a segment sent only once (Karn's rule)",
         SeriesOrigin::Events => "no RTT in the flow's events",
@@ -377,6 +390,7 @@ mod tests {
             acks: vec![],
             rtt_data: vec![(0.1, 20.0)],
             rtt_reverse: vec![],
+            rtt_timestamps: vec![(0.15, 21.0)],
             in_flight: vec![(0.1, 1000), (0.2, 2000)],
             marks: vec![],
             marks_total: 0,
@@ -390,7 +404,11 @@ mod tests {
         assert_eq!(json["data"][2]["y"][0], serde_json::Value::Null, "unset ssthresh is a gap");
         assert_eq!(json["layout"]["yaxis2"]["overlaying"], "y");
         let rtt: serde_json::Value = serde_json::from_str(&rtt_plot(&series).to_json()).unwrap();
-        assert_eq!(rtt["data"][1]["name"], "kernel srtt (tcp_probe)");
+        let names: Vec<&str> = rtt["data"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["RTT of the data (ACK − segment)", "RTT of the data (timestamp echo)", "kernel srtt (tcp_probe)"]
+        );
 
         // No file: no kernel series, no error.
         let (map, counts) = kernel_series(&dir.path().join("none.jsonl"), &[target()]).unwrap();

@@ -21,7 +21,7 @@ use super::timeline_data::{AlertSpan, alert_spans};
 use super::{Problem, ReportError, SessionFiles, read_json_lines};
 use crate::alert::{Alert, Level};
 use crate::output::session;
-use crate::output::summary::{FlowSummary, Summary};
+use crate::output::summary::{FlowSummary, RttSummary, Summary};
 
 pub const EVENTS_BY_KIND_PLOT_ID: &str = "events-by-kind";
 /// Alerts listed in the overview at most.
@@ -321,17 +321,20 @@ fn flow_table(f: &FlowSummary) -> String {
         ),
     );
     row("duration", fmt_seconds(f.duration_s));
-    row(
-        "RTT of the data (ms)",
+    let rtt_words = |rtt: &RttSummary| {
         format!(
             "min {} · median {}{} · max {} ({} samples)",
-            fmt_ms(dir.rtt.min_ms),
-            fmt_ms(dir.rtt.median_ms),
-            if dir.rtt.median_exact { "" } else { " (estimated)" },
-            fmt_ms(dir.rtt.max_ms),
-            fmt_count(dir.rtt.samples)
-        ),
-    );
+            fmt_ms(rtt.min_ms),
+            fmt_ms(rtt.median_ms),
+            if rtt.median_exact { "" } else { " (estimated)" },
+            fmt_ms(rtt.max_ms),
+            fmt_count(rtt.samples)
+        )
+    };
+    row("RTT of the data (ms)", rtt_words(&dir.rtt));
+    if let Some(rtt) = &dir.rtt_timestamps {
+        row("RTT by timestamp echo (ms)", rtt_words(rtt));
+    }
     row("handshake RTT (ms)", fmt_ms(f.handshake_rtt_ms));
     row("max bytes in flight", fmt_count(dir.max_bytes_in_flight as u64));
     let events: Vec<String> = f.events.iter().map(|(k, v)| format!("{k} {}", fmt_count(*v))).collect();

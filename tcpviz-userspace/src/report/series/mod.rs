@@ -16,16 +16,18 @@ use std::path::{Path, PathBuf};
 
 use super::page::{escape_plot_text, truncate_chars};
 use super::sampling::Decimator;
-use super::{LineCounts, ReportError, read_json_lines};
 use crate::analysis::rules::{self, PacketAnalysis};
 use crate::analysis::{Analyzer, PacketRef};
 use crate::capture::decode::decode_frame;
 use crate::capture::files::read_files;
-use crate::event::{Event, EventKind, KernelSample};
+use crate::event::{Event, EventKind};
 use crate::flow::Flow;
 use crate::flow::table::FlowLimits;
 use crate::output::summary::{FlowSummary, endpoint};
 use crate::time::{NS_PER_SEC, TimestampNs};
+
+mod from_lines;
+pub use from_lines::{kernel_series, series_from_events};
 
 /// Flows the report draws in detail (the worst by trouble score).
 pub const MAX_DETAIL_FLOWS: usize = 5;
@@ -215,6 +217,8 @@ pub struct FlowSeries {
     /// (t, ms): RTT of the data direction's segments, and of the other direction's.
     pub rtt_data: Vec<(f64, f64)>,
     pub rtt_reverse: Vec<(f64, f64)>,
+    /// (t, ms): RTT of the data direction's segments from TCP timestamp echoes.
+    pub rtt_timestamps: Vec<(f64, f64)>,
     /// (t, bytes) of the data direction.
     pub in_flight: Vec<(f64, u32)>,
     pub marks: Vec<Mark>,
@@ -235,6 +239,7 @@ struct Collector {
     acks: Decimator<AckPoint>,
     rtt_data: Decimator<(f64, f64)>,
     rtt_reverse: Decimator<(f64, f64)>,
+    rtt_timestamps: Decimator<(f64, f64)>,
     in_flight: Decimator<(f64, u32)>,
     marks: MarkSet,
     events: Vec<Event>,
@@ -252,6 +257,7 @@ impl Collector {
             acks: Decimator::new(MAX_SERIES_POINTS),
             rtt_data: Decimator::new(MAX_SERIES_POINTS),
             rtt_reverse: Decimator::new(MAX_SERIES_POINTS),
+            rtt_timestamps: Decimator::new(MAX_SERIES_POINTS),
             in_flight: Decimator::new(MAX_SERIES_POINTS),
             marks: MarkSet::new(),
             events: Vec::new(),
@@ -269,6 +275,7 @@ impl Collector {
             acks,
             rtt_data,
             rtt_reverse,
+            rtt_timestamps,
             in_flight,
             marks,
             events,
@@ -301,6 +308,9 @@ impl Collector {
                 if let Some(rtt) = pa.rtt_sample {
                     rtt_data.push((t, rtt as f64 / 1e6));
                 }
+                if let Some(rtt) = pa.ts_rtt_sample {
+                    rtt_timestamps.push((t, rtt as f64 / 1e6));
+                }
             }
         });
         for e in events.iter() {
@@ -313,6 +323,7 @@ impl Collector {
             && self.acks.is_complete()
             && self.rtt_data.is_complete()
             && self.rtt_reverse.is_complete()
+            && self.rtt_timestamps.is_complete()
             && self.in_flight.is_complete()
             && self.marks.is_complete())
             || kernel_decimated;
@@ -325,6 +336,7 @@ impl Collector {
             acks: self.acks.into_points(),
             rtt_data: self.rtt_data.into_points(),
             rtt_reverse: self.rtt_reverse.into_points(),
+            rtt_timestamps: self.rtt_timestamps.into_points(),
             in_flight: self.in_flight.into_points(),
             marks: self.marks.into_points(),
             kernel,
@@ -447,112 +459,6 @@ pub fn series_from_captures(
         })
         .collect();
     (series, notes)
-}
-
-/// The series the events of the target flows give (only their flagged packets): the
-/// fallback when the captures are gone.
-pub fn series_from_events(
-    events_path: &Path,
-    targets: &[FlowTarget],
-    kernel: &KernelByFlow,
-) -> Result<(Vec<FlowSeries>, Option<LineCounts>), ReportError> {
-    struct Partial {
-        seq: SeqUnwrap,
-        ack: SeqUnwrap,
-        acks: Decimator<AckPoint>,
-        srtt: Decimator<(f64, f64)>,
-        in_flight: Decimator<(f64, u32)>,
-        marks: MarkSet,
-    }
-    let mut partial: Vec<Partial> = targets
-        .iter()
-        .map(|_| Partial {
-            seq: SeqUnwrap::default(),
-            ack: SeqUnwrap::default(),
-            acks: Decimator::new(MAX_SERIES_POINTS),
-            srtt: Decimator::new(MAX_SERIES_POINTS),
-            in_flight: Decimator::new(MAX_SERIES_POINTS),
-            marks: MarkSet::new(),
-        })
-        .collect();
-    let counts = read_json_lines::<Event>(events_path, "an event", |e| {
-        let Some(i) = targets.iter().position(|t| t.flow_id == e.flow_id) else { return };
-        let target = &targets[i];
-        let p = &mut partial[i];
-        let t = target.t(e.ts);
-        let data = (e.src, e.sport) == target.data_src;
-        let y = if data {
-            e.extra.rel_seq.map(|s| p.seq.unwrap(s))
-        } else {
-            e.extra.rel_ack.map(|a| {
-                let ack = p.ack.unwrap(a);
-                p.acks.push(AckPoint { t, ack, window_edge: e.extra.window.map(|w| ack + w) });
-                ack
-            })
-        };
-        if data && let Some(b) = e.extra.bytes_in_flight {
-            p.in_flight.push((t, b));
-        }
-        if let Some(srtt) = e.extra.srtt_ms {
-            p.srtt.push((t, srtt));
-        }
-        p.marks.push(Mark { t, y: y.unwrap_or(0), kind: e.event, text: mark_hover(&e, t, e.file.as_deref()) });
-    })?;
-    let series = targets
-        .iter()
-        .zip(partial)
-        .map(|(target, p)| {
-            let k = kernel.get(&target.flow_id).cloned().unwrap_or_default();
-            let decimated = !(p.acks.is_complete() && p.srtt.is_complete() && p.marks.is_complete()) || k.decimated;
-            FlowSeries {
-                target: target.clone(),
-                origin: SeriesOrigin::Events,
-                packets: 0,
-                segments: Vec::new(),
-                acks: p.acks.into_points(),
-                rtt_data: p.srtt.into_points(),
-                rtt_reverse: Vec::new(),
-                in_flight: p.in_flight.into_points(),
-                marks_total: p.marks.seen(),
-                marks: p.marks.into_points(),
-                kernel: k.points,
-                decimated,
-            }
-        })
-        .collect();
-    Ok((series, counts))
-}
-
-/// The kernel's samples (`kernel_samples.jsonl`) of each target flow: by flow id when the
-/// sample names one, else by the socket's addresses (either way round) within the flow's
-/// time. Decimated to [`MAX_SERIES_POINTS`]; the flag says whether any were dropped.
-pub fn kernel_series(path: &Path, targets: &[FlowTarget]) -> Result<(KernelByFlow, Option<LineCounts>), ReportError> {
-    let mut per: Vec<Decimator<KernelPoint>> = targets.iter().map(|_| Decimator::new(MAX_SERIES_POINTS)).collect();
-    let counts = read_json_lines::<KernelSample>(path, "a kernel sample", |k| {
-        let which = targets.iter().position(|t| match k.flow_id {
-            Some(id) => id == t.flow_id,
-            None => t.direction_of((k.src, k.sport), (k.dst, k.dport), k.ts).is_some(),
-        });
-        if let Some(i) = which {
-            per[i].push(KernelPoint {
-                t: targets[i].t(k.ts),
-                cwnd: k.snd_cwnd,
-                ssthresh: (k.ssthresh < SSTHRESH_UNSET).then_some(k.ssthresh),
-                // 0: the kernel has no RTT sample yet; drawn, it would read as an RTT of 0.
-                srtt_ms: (k.srtt_us > 0).then(|| k.srtt_us as f64 / 1e3),
-            });
-        }
-    })?;
-    let map = targets
-        .iter()
-        .zip(per)
-        .filter(|(_, d)| d.seen() > 0)
-        .map(|(t, d)| {
-            let decimated = !d.is_complete();
-            (t.flow_id, KernelSeries { points: d.into_points(), decimated })
-        })
-        .collect();
-    Ok((map, counts))
 }
 
 #[cfg(test)]
