@@ -191,10 +191,11 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
         bail!("--poll-interval must be a positive number of seconds");
     }
     let alerts = args.alerts.config()?;
+    let rotation = args.rotation.settings()?;
     if args.events.is_some() {
         tcpviz::output::json_stream::enable();
     }
-    let session = Session::create(args.out.as_deref())?;
+    let session = Session::create(args.out.as_deref())?.with_rotation(rotation);
     let opts = tcpviz::follow::FollowOptions {
         summary_flows: args.limits.summary_flows.unwrap_or(10_000),
         pcap_path: args.pcap_path,
@@ -280,10 +281,11 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         bail!("the ring buffer size must be a power of two of at least 4096 bytes");
     }
     let alerts = args.alerts.config()?;
+    let rotation = args.rotation.settings()?;
     if args.events.is_some() {
         tcpviz::output::json_stream::enable();
     }
-    let session = Session::create(args.out.as_deref())?;
+    let session = Session::create(args.out.as_deref())?.with_rotation(rotation);
     let opts = LiveOptions {
         ifaces,
         netns: args.netns,
