@@ -1,8 +1,9 @@
 //! Writing on a full file system (a 1 MiB tmpfs), into a read-only folder, and into a
 //! folder deleted while running, for `parse-pcap`, `monitor` and `live` (also with rotated
 //! files); and the live agent's clear errors and quiet end on a closed pipe. Each case:
-//! one clear message naming the file; a non-zero status, or (monitor, live) the analysis goes on and what could not
-//! be written is counted; nothing left attached; never half a JSON line (or pcapng block).
+//! one clear message naming the file; a non-zero status, or (monitor, live) the analysis
+//! goes on and what could not be written is counted; nothing left attached; never half a
+//! JSON line (or pcapng block).
 //!
 //! Needs root (mounts, namespaces). Run one at a time: `cargo xtask test`, or
 //! `cargo test -p tcpviz-privileged-tests --test write_failures -- --test-threads=1`.
