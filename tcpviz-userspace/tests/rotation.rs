@@ -214,3 +214,26 @@ fn a_rotated_capture_is_followed_as_one() {
     assert_eq!(a["totals"]["packets"], b["totals"]["packets"]);
     assert_eq!(b["sources"].as_array().unwrap().len(), capture_parts.len(), "{}", b["sources"]);
 }
+
+/// The settings are checked before anything starts, from flags and from `--config` alike.
+#[test]
+fn bad_rotation_settings_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = sample(SAMPLE).display().to_string();
+    let error = |args: &[&str]| {
+        let o = Command::new(bin()).args(args).arg("--out").arg(tmp.path().join("never")).output().unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = error(&["monitor", "--pcap-path", &capture, "--keep", "3"]);
+    assert!(e.contains("--keep needs --rotate-mb or --rotate-secs"), "{e}");
+    let e = error(&["monitor", "--pcap-path", &capture, "--rotate-mb", "0.001"]);
+    assert!(e.contains("--rotate-mb must be between"), "{e}");
+    let e = error(&["monitor", "--pcap-path", &capture, "--rotate-secs", "1", "--keep", "0"]);
+    assert!(e.contains("--keep must be at least 1"), "{e}");
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(&config, "keep = 3\n").unwrap();
+    let e = error(&["live", "--config", config.to_str().unwrap()]);
+    assert!(e.contains("--keep needs --rotate-mb"), "{e}");
+    assert!(!tmp.path().join("never").exists(), "no session folder for a run that never started");
+}
