@@ -184,3 +184,24 @@ fn a_part_that_cannot_be_created_is_counted_and_retried() {
     let texts: Vec<String> = parts.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
     assert_eq!(texts, ["{\"n\":1}\n{\"n\":2}\n", "{\"n\":5}\n"]);
 }
+
+/// `--rotate-secs`: a part that has been open long enough is closed at the next write; an
+/// idle file gets no empty parts.
+#[test]
+fn a_part_open_long_enough_is_closed_at_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.jsonl");
+    let age = RotationSettings { max_age: Some(std::time::Duration::from_millis(50)), ..Default::default() };
+    let mut f = RecordFile::create_rotating(&path, OnFailure::Stop, 1 << 20, age).unwrap();
+    f.push(line(1)).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    f.flush().unwrap();
+    assert_eq!(crate::output::rotation::parts_of(&path).len(), 1, "nothing written: no new part");
+    f.push(line(2)).unwrap();
+    f.push(line(3)).unwrap();
+    f.flush().unwrap();
+    let parts = crate::output::rotation::parts_of(&path);
+    let texts: Vec<String> = parts.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    assert_eq!(texts, ["{\"n\":1}\n", "{\"n\":2}\n{\"n\":3}\n"]);
+}
