@@ -136,6 +136,11 @@ impl RecordFile {
         if self.deleted {
             return Err(io::Error::new(io::ErrorKind::NotFound, "the file was deleted while being written"));
         }
+        // A full part takes no more header either: the bytes go to the next part's header.
+        let more = bytes.len() as u64;
+        if self.rotation.as_ref().is_some_and(|r| r.is_due(self.pending_len(), more, self.part_records > 0)) {
+            self.next_part()?;
+        }
         let start = self.len;
         let result = if self.needs_header {
             let mut all = self.header.clone();
@@ -149,6 +154,9 @@ impl RecordFile {
                 self.len += n as u64;
                 self.needs_header = false;
                 self.header.extend_from_slice(bytes);
+                if let Some(r) = self.rotation.as_mut() {
+                    r.set_current(self.part_records, self.len);
+                }
                 Ok(())
             }
             Err((done, e)) => {
