@@ -129,7 +129,7 @@ fn finish(
     figures.extra.extend(follow_section.figures());
     summary.sections.follow = Some(follow_section);
     report_losses(&[sink.events.file(), sink.alerts.file()], &mut summary, &mut figures);
-    let mut written = vec![session.path(EVENTS_FILE), session.path(ALERTS_FILE)];
+    let mut written: Vec<PathBuf> = [sink.events.file(), sink.alerts.file()].iter().flat_map(|f| f.paths()).collect();
     let (end, summary_written) = session.finish_lasting(&mut summary, &figures);
     written.extend(end);
     if summary_written {

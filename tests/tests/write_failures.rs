@@ -1,8 +1,9 @@
 //! Writing on a full file system (a 1 MiB tmpfs), into a read-only folder, and into a
-//! folder deleted while running, for `parse-pcap`, `monitor` and `live`; and the live
-//! agent's clear errors and quiet end on a closed pipe. Each case: one clear message naming
-//! the file; a non-zero status, or (monitor, live) the analysis goes on and what could not
-//! be written is counted; nothing left attached; never half a JSON line (or pcapng block).
+//! folder deleted while running, for `parse-pcap`, `monitor` and `live` (also with rotated
+//! files); and the live agent's clear errors and quiet end on a closed pipe. Each case:
+//! one clear message naming the file; a non-zero status, or (monitor, live) the analysis
+//! goes on and what could not be written is counted; nothing left attached; never half a
+//! JSON line (or pcapng block).
 //!
 //! Needs root (mounts, namespaces). Run one at a time: `cargo xtask test`, or
 //! `cargo test -p tcpviz-privileged-tests --test write_failures -- --test-threads=1`.
@@ -335,6 +336,55 @@ fn live_on_a_full_file_system_keeps_analysing() {
         errors.iter().any(|e| e.as_str().unwrap().starts_with(&format!("cannot write {}", capture.display()))),
         "{errors:?}"
     );
+}
+
+/// The same with `--rotate-mb` and `--keep`: the failure is said once, naming the part
+/// being written; writing resumes in parts once there is room; every part is whole, and
+/// the packets kept, deleted and not written add up to those analysed.
+#[test]
+fn live_rotating_on_a_full_file_system_keeps_analysing() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.offloads_off();
+    let fs = Tmpfs::new("size=1m");
+    let filler = fs.fill(64 * 1024);
+    let session = fs.path().join("s");
+    let mut live = start_live(&lab, &session, &["--rotate-mb", "0.05", "--keep", "4"]);
+    let server = lab.server(SERVER_V4, 5201);
+    lab.send(SERVER_V4, 5201, 50_000_000);
+    let _ = server.wait_with_output();
+    let capture_part = format!("warning: cannot write {}", session.join("capture_").display());
+    live.wait_stderr(&capture_part);
+    std::fs::remove_file(&filler).unwrap();
+    let server = lab.server(SERVER_V4, 5202);
+    lab.send(SERVER_V4, 5202, 20_000_000);
+    let _ = server.wait_with_output();
+    live.wait_stderr(&format!("note: {}", session.join("capture_").display()));
+    let (code, _out, err) = live.interrupt();
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.matches(&capture_part).count(), 1, "said once: {err}");
+    assert_nothing_attached(&lab);
+    assert_whole(&session);
+
+    let summary = json(&session.join("summary.json"));
+    let lost = summary["sections"]["not_written"]["capture.pcapng"].as_u64().unwrap();
+    let written = summary["sections"]["live"]["packets_written"].as_u64().unwrap();
+    assert!(lost > 0 && written > 0, "{}", summary["sections"]);
+    assert_eq!(summary["totals"]["packets"].as_u64().unwrap(), written + lost, "every packet analysed is counted");
+    let file = &summary["sections"]["rotation"]["files"]["capture.pcapng"];
+    let parts = tcpviz::output::rotation::parts_of(&session.join("capture.pcapng"));
+    assert!(!parts.is_empty() && parts.len() <= 4, "{parts:?}");
+    let mut kept = 0;
+    for part in &parts {
+        assert!(std::fs::metadata(part).unwrap().len() <= 50_000, "{}", part.display());
+        let mut r = CaptureReader::new(std::fs::File::open(part).unwrap(), "part");
+        while let Ok(Next::Frame(_)) = r.next_frame() {
+            kept += 1;
+        }
+    }
+    assert_eq!(kept + file["deleted"]["records"].as_u64().unwrap(), written, "{file}");
 }
 
 /// `live` into a read-only folder: one error naming the file, status 1, nothing attached.

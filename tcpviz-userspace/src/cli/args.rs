@@ -78,6 +78,8 @@ pub struct LiveArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    #[command(flatten)]
+    pub rotation: RotationArgs,
     /// `-`: the events and alerts also as JSON lines on standard output (one object a
     /// line, `"record": "event"` or `"alert"`), for Vector, Fluent Bit or journald; the
     /// alert lines and the final table then go to standard error. The session's files are
@@ -151,6 +153,8 @@ pub struct FollowArgs {
     pub pcap_path: String,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    #[command(flatten)]
+    pub rotation: RotationArgs,
     /// Seconds between checks when no file-change notification arrives.
     #[arg(long, env = "TCPVIZ_POLL_INTERVAL", default_value_t = 2.0)]
     pub poll_interval: f64,
@@ -168,6 +172,31 @@ pub struct FollowArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Rotation of the session's growing files (capture.pcapng, events.jsonl, alerts.jsonl,
+/// kernel_samples.jsonl), as `dumpcap -b` does: parts named
+/// `STEM_NNNNN_YYYYmmddHHMMSS.EXT`, each a whole file on its own.
+#[derive(Args, Debug, Clone)]
+pub struct RotationArgs {
+    /// Start a new part before a file's part would pass this many MB (1 MB = 1,000,000
+    /// bytes; fractions allowed, at least 0.004096).
+    #[arg(long, value_name = "MB")]
+    pub rotate_mb: Option<f64>,
+    /// Start a new part at the first write once a part has been open this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub rotate_secs: Option<f64>,
+    /// Keep at most N parts of each file (the one being written included): the oldest are
+    /// deleted, and the summary counts what was deleted.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+}
+
+impl RotationArgs {
+    pub fn settings(&self) -> Result<tcpviz::output::rotation::RotationSettings> {
+        tcpviz::output::rotation::RotationSettings::from_flags(self.rotate_mb, self.rotate_secs, self.keep)
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 /// Alert settings: flags, then TCPVIZ_* environment variables, then defaults.

@@ -200,15 +200,20 @@ impl<'a> Agent<'a> {
         // Interfaces are described in it as their first packet comes.
         let capture = if opts.ifaces.any() {
             Some(
-                PcapngWriter::create(&session.path(CAPTURE_FILE), SNAP_LEN as u32, OnFailure::Count)
-                    .map_err(out_err(session, CAPTURE_FILE))?,
+                PcapngWriter::create(
+                    &session.path(CAPTURE_FILE),
+                    SNAP_LEN as u32,
+                    OnFailure::Count,
+                    session.rotation(),
+                )
+                .map_err(out_err(session, CAPTURE_FILE))?,
             )
         } else {
             None
         };
         let vantage = tc.sees_packets_twice().then(|| VantagePoints::new(opts.limits.max_flows.saturating_mul(2)));
         let samples = SampleWriter {
-            out: JsonlWriter::create_lasting(&session.path(KERNEL_SAMPLES_FILE))
+            out: JsonlWriter::create_lasting(session, KERNEL_SAMPLES_FILE)
                 .map_err(out_err(session, KERNEL_SAMPLES_FILE))?,
             last: Default::default(),
             written: 0,

@@ -21,8 +21,8 @@ impl AlertingSink {
     pub fn create(session: &Session, config: AlertConfig) -> std::io::Result<AlertingSink> {
         Ok(AlertingSink {
             // The long-running modes go on when a write fails, and count what was lost.
-            events: JsonlWriter::create_lasting(&session.path(EVENTS_FILE))?,
-            alerts: JsonlWriter::create_lasting(&session.path(ALERTS_FILE))?,
+            events: JsonlWriter::create_lasting(session, EVENTS_FILE)?,
+            alerts: JsonlWriter::create_lasting(session, ALERTS_FILE)?,
             engine: AlertEngine::new(config),
             console: Console::default(),
             fresh: Vec::new(),

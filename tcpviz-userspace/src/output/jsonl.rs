@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::event::Event;
 use crate::output::record_file::{OnFailure, RecordFile};
+use crate::output::session::Session;
 
 /// Lines are written in batches of this many bytes (and on flush).
 const BATCH_BYTES: usize = 256 * 1024;
@@ -20,10 +21,13 @@ impl JsonlWriter {
         Ok(JsonlWriter { file: RecordFile::create(path, OnFailure::Stop, BATCH_BYTES)? })
     }
 
-    /// For the long-running modes: lines that cannot be written are counted, and writing
-    /// goes on when it can.
-    pub fn create_lasting(path: &Path) -> io::Result<JsonlWriter> {
-        Ok(JsonlWriter { file: RecordFile::create(path, OnFailure::Count, BATCH_BYTES)? })
+    /// For the long-running modes: `file` of the session, written as parts when the session
+    /// rotates its files; lines that cannot be written are counted, and writing goes on
+    /// when it can.
+    pub fn create_lasting(session: &Session, file: &str) -> io::Result<JsonlWriter> {
+        Ok(JsonlWriter {
+            file: RecordFile::create_rotating(&session.path(file), OnFailure::Count, BATCH_BYTES, session.rotation())?,
+        })
     }
 
     pub fn write<T: serde::Serialize>(&mut self, item: &T) -> io::Result<()> {
@@ -50,13 +54,24 @@ impl JsonlWriter {
     }
 }
 
-/// Reads an events file back (`parse-pcap --kernel-events`). A line that is not an event
-/// is an error naming the file and the line; a last line cut short (a session still being
-/// written) is left out.
+/// Reads an events file back (`parse-pcap --kernel-events`), or its parts in order when it
+/// was rotated. A line that is not an event is an error naming the file and the line; a
+/// last line cut short (a session still being written) is left out.
 pub fn read_events(path: &Path) -> io::Result<Vec<Event>> {
+    let files = crate::output::rotation::files_of(path);
+    if files.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display())));
+    }
+    let mut events = Vec::new();
+    for file in files {
+        read_events_of_file(&file, &mut events)?;
+    }
+    Ok(events)
+}
+
+fn read_events_of_file(path: &Path, events: &mut Vec<Event>) -> io::Result<()> {
     use io::BufRead;
     let mut reader = io::BufReader::new(std::fs::File::open(path)?);
-    let mut events = Vec::new();
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
@@ -79,7 +94,7 @@ pub fn read_events(path: &Path) -> io::Result<Vec<Event>> {
             }
         }
     }
-    Ok(events)
+    Ok(())
 }
 
 /// Why a line is not a `what` (an event, an alert, ...): not UTF-8, not JSON, or JSON of

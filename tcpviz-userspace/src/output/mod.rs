@@ -7,6 +7,7 @@ pub mod json_stream;
 pub mod jsonl;
 pub mod pcapng;
 pub mod record_file;
+pub mod rotation;
 pub mod sections;
 pub mod session;
 pub mod sink;

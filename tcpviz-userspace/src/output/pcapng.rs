@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::capture::frame::{Direction, LinkType};
 use crate::output::record_file::{OnFailure, RecordFile};
+use crate::output::rotation::RotationSettings;
 use crate::time::TimestampNs;
 
 pub struct PcapngWriter {
@@ -38,11 +39,17 @@ fn block(block_type: u32, body: &[u8]) -> Vec<u8> {
 
 impl PcapngWriter {
     /// Creates the file with a section header; interfaces are added with
-    /// [`add_interface`](Self::add_interface) before their first packet.
-    pub fn create(path: &Path, snaplen: u32, on_failure: OnFailure) -> io::Result<PcapngWriter> {
-        // The header is written at once, and its failure is an error whatever `on_failure`
-        // says: packets after a lost header would make the file unreadable.
-        let mut out = RecordFile::create(path, OnFailure::Stop, 1 << 20)?;
+    /// [`add_interface`](Self::add_interface) before their first packet. With active
+    /// `rotation`, the file is written as parts, each starting with the section header and
+    /// the interfaces described so far (so each part reads on its own, with the same
+    /// interface ids).
+    pub fn create(
+        path: &Path,
+        snaplen: u32,
+        on_failure: OnFailure,
+        rotation: RotationSettings,
+    ) -> io::Result<PcapngWriter> {
+        let mut out = RecordFile::create_rotating(path, on_failure, 1 << 20, rotation)?;
         let mut shb = Vec::new();
         shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
         shb.extend_from_slice(&1u16.to_le_bytes());
@@ -50,12 +57,9 @@ impl PcapngWriter {
         shb.extend_from_slice(&(-1i64).to_le_bytes());
         option(&mut shb, 4, format!("tcpviz {}", env!("CARGO_PKG_VERSION")).as_bytes()); // shb_userappl
         option(&mut shb, 0, &[]);
-        out.push(|b| {
-            b.extend_from_slice(&block(0x0a0d_0d0a, &shb));
-            Ok(())
-        })?;
-        out.flush()?;
-        out.set_on_failure(on_failure);
+        // Written at once, and its failure is an error whatever `on_failure` says: packets
+        // after a lost header would make the file unreadable.
+        out.add_to_header(&block(0x0a0d_0d0a, &shb))?;
         Ok(PcapngWriter { out, snaplen, interfaces: 0 })
     }
 
@@ -64,8 +68,6 @@ impl PcapngWriter {
     /// describe would make it unreadable. On an error, the file holds no trace of it (and
     /// the packets queued before it are written, or counted as lost).
     pub fn add_interface(&mut self, link_type: LinkType, if_name: &str) -> io::Result<u32> {
-        let on_failure = self.out.on_failure();
-        self.out.flush()?;
         let mut idb = Vec::new();
         idb.extend_from_slice(&(link_type.0 as u16).to_le_bytes());
         idb.extend_from_slice(&0u16.to_le_bytes());
@@ -73,16 +75,7 @@ impl PcapngWriter {
         option(&mut idb, 2, if_name.as_bytes()); // if_name
         option(&mut idb, 9, &[9]); // if_tsresol: nanoseconds
         option(&mut idb, 0, &[]);
-        self.out.set_on_failure(OnFailure::Stop);
-        let written = self
-            .out
-            .push(|b| {
-                b.extend_from_slice(&block(1, &idb));
-                Ok(())
-            })
-            .and_then(|()| self.out.flush());
-        self.out.set_on_failure(on_failure);
-        written?;
+        self.out.add_to_header(&block(1, &idb))?;
         self.interfaces += 1;
         Ok(self.interfaces - 1)
     }
@@ -124,9 +117,9 @@ impl PcapngWriter {
         })
     }
 
-    /// Packets in the file (written, not counting its header and interface blocks).
+    /// Packets written (over all parts, when rotated).
     pub fn packets(&self) -> u64 {
-        self.out.written().saturating_sub(1 + self.interfaces as u64)
+        self.out.written()
     }
 
     pub fn file(&self) -> &RecordFile {
@@ -149,7 +142,7 @@ mod tests {
     fn written_packets_read_back_with_nanosecond_times_and_their_interfaces() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.pcapng");
-        let mut w = PcapngWriter::create(&path, 128, OnFailure::Stop).unwrap();
+        let mut w = PcapngWriter::create(&path, 128, OnFailure::Stop, RotationSettings::default()).unwrap();
         let veth = w.add_interface(LinkType::ETHERNET, "veth0").unwrap();
         w.write_packet(veth, 1_700_000_000_123_456_789, b"abcde", 1500, Some(Direction::Egress)).unwrap();
         // An interface that appears later, with another link type.
@@ -173,5 +166,42 @@ mod tests {
         );
         let names: Vec<_> = r.interfaces().iter().map(|i| i.name.as_deref()).collect();
         assert_eq!(names, [Some("veth0"), Some("wg0")]);
+    }
+
+    /// Each part is a capture on its own: section header, the interfaces (same ids), and
+    /// its packets; read in order, the parts give every packet once.
+    #[test]
+    fn rotated_parts_each_read_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("capture.pcapng");
+        let rotation = RotationSettings { max_bytes: Some(4096), ..Default::default() };
+        let mut w = PcapngWriter::create(&path, 256, OnFailure::Stop, rotation).unwrap();
+        let veth = w.add_interface(LinkType::ETHERNET, "veth0").unwrap();
+        let mut sent = Vec::new();
+        for n in 0..100u32 {
+            if n == 30 {
+                assert_eq!(w.add_interface(LinkType::RAW, "wg0").unwrap(), 1);
+            }
+            let iface = if n >= 30 && n % 2 == 0 { 1 } else { veth };
+            let data = vec![n as u8; 100];
+            let ts = 1_700_000_000_000_000_000 + i64::from(n) * 1000;
+            w.write_packet(iface, ts, &data, 100, None).unwrap();
+            sent.push((ts, iface));
+        }
+        w.flush().unwrap();
+        assert_eq!(w.packets(), 100);
+        let parts = crate::output::rotation::parts_of(&path);
+        assert!(parts.len() >= 3, "{parts:?}");
+        let mut got = Vec::new();
+        for p in &parts {
+            assert!(std::fs::metadata(p).unwrap().len() <= 4096);
+            let mut r = CaptureReader::new(File::open(p).unwrap(), "part");
+            while let Next::Frame(f) = r.next_frame().unwrap() {
+                assert_eq!(f.data.len(), 100);
+                got.push((f.ts, f.interface));
+            }
+            assert_eq!(r.interfaces()[0].name.as_deref(), Some("veth0"));
+        }
+        assert_eq!(got, sent);
     }
 }

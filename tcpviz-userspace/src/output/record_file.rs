@@ -16,6 +16,8 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::output::rotation::{Rotation, RotationSettings};
+
 /// What a failed write does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {
@@ -26,14 +28,17 @@ pub enum OnFailure {
 }
 
 pub struct RecordFile {
+    /// The file written now: the file itself, or its current part when rotated.
     path: PathBuf,
+    /// The file it stands for (the same as `path` unless rotated).
+    file_path: PathBuf,
     file: File,
     on_failure: OnFailure,
     batch: Vec<u8>,
     /// End offset in `batch` of each record it holds.
     ends: Vec<usize>,
     batch_bytes: usize,
-    /// Bytes of whole records in the file.
+    /// Bytes in the file (its header and its whole records).
     len: u64,
     written: u64,
     lost: u64,
@@ -42,15 +47,40 @@ pub struct RecordFile {
     /// The first failure, for the summary.
     first_failure: Option<String>,
     deleted: bool,
+    /// Parts, when rotated.
+    rotation: Option<Rotation>,
+    /// What every part starts with (pcapng: section header, interface descriptions).
+    header: Vec<u8>,
+    /// The part is new and its header is not written yet (written with its first records).
+    needs_header: bool,
+    /// Records in the file (the current part).
+    part_records: u64,
 }
 
 impl RecordFile {
     /// Creates (truncates) the file. Records are written once `batch_bytes` are queued,
     /// and on [`flush`](Self::flush).
     pub fn create(path: &Path, on_failure: OnFailure, batch_bytes: usize) -> io::Result<RecordFile> {
-        let file = File::create(path)?;
+        Self::create_rotating(path, on_failure, batch_bytes, RotationSettings::default())
+    }
+
+    /// As [`create`](Self::create); with active `rotation`, the file is written as parts
+    /// ([`rotation`](crate::output::rotation)), the first one created now.
+    pub fn create_rotating(
+        path: &Path,
+        on_failure: OnFailure,
+        batch_bytes: usize,
+        rotation: RotationSettings,
+    ) -> io::Result<RecordFile> {
+        let mut rotation = rotation.is_active().then(|| Rotation::new(path, rotation));
+        let first = rotation.as_ref().map_or_else(|| path.to_path_buf(), Rotation::next_path);
+        let file = File::create(&first)?;
+        if let Some(r) = rotation.as_mut() {
+            r.opened(first.clone(), 0, 0);
+        }
         Ok(RecordFile {
-            path: path.to_path_buf(),
+            path: first,
+            file_path: path.to_path_buf(),
             file,
             on_failure,
             batch: Vec::with_capacity(batch_bytes.min(1 << 20)),
@@ -62,6 +92,10 @@ impl RecordFile {
             failing: None,
             first_failure: None,
             deleted: false,
+            rotation,
+            header: Vec::new(),
+            needs_header: false,
+            part_records: 0,
         })
     }
 
@@ -73,10 +107,67 @@ impl RecordFile {
         self.on_failure
     }
 
+    /// The file written now (the current part, when rotated).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The file it stands for (`DIR/events.jsonl`, also when written as parts).
+    pub fn file_path(&self) -> &Path {
+        &self.file_path
+    }
+
+    /// The files on disk: the file, or its parts that are kept, oldest first.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.rotation.as_ref().map_or_else(|| vec![self.path.clone()], Rotation::paths)
+    }
+
+    /// Its parts, when rotated.
+    pub fn rotation(&self) -> Option<&Rotation> {
+        self.rotation.as_ref()
+    }
+
+    /// Adds `bytes` to the header every part starts with, and writes them to the current
+    /// part now, after the records queued (which are written first). Header bytes are not
+    /// records: they are written whole or the file is cut back, and a failure is an error
+    /// whatever [`OnFailure`] says (records after a lost header would be unreadable).
+    pub fn add_to_header(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_batch()?;
+        if self.deleted {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the file was deleted while being written"));
+        }
+        // A full part takes no more header either: the bytes go to the next part's header.
+        let more = bytes.len() as u64;
+        if self.rotation.as_ref().is_some_and(|r| r.is_due(self.pending_len(), more, self.part_records > 0)) {
+            self.next_part()?;
+        }
+        let start = self.len;
+        let result = if self.needs_header {
+            let mut all = self.header.clone();
+            all.extend_from_slice(bytes);
+            write_all_counted(&mut self.file, &all)
+        } else {
+            write_all_counted(&mut self.file, bytes)
+        };
+        match result {
+            Ok(n) => {
+                self.len += n as u64;
+                self.needs_header = false;
+                self.header.extend_from_slice(bytes);
+                if let Some(r) = self.rotation.as_mut() {
+                    r.set_current(self.part_records, self.len);
+                }
+                Ok(())
+            }
+            Err((done, e)) => {
+                if done > 0 {
+                    let _ = self.cut_to(start);
+                }
+                self.first_failure.get_or_insert_with(|| format!("cannot write {}: {e}", self.path.display()));
+                Err(e)
+            }
+        }
+    }
     /// Adds one record, which `build` appends to the buffer it is given. A record `build`
     /// fails on is left out whole.
     pub fn push(&mut self, build: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> io::Result<()> {
@@ -113,39 +204,136 @@ impl RecordFile {
         if self.ends.is_empty() {
             return Ok(());
         }
-        let records = self.ends.len() as u64;
+        let batch = std::mem::take(&mut self.batch);
+        let ends = std::mem::take(&mut self.ends);
+        let result = self.write_records(&batch, &ends);
+        self.batch = batch;
+        self.batch.clear();
+        self.ends = ends;
+        self.ends.clear();
+        if let Some(r) = self.rotation.as_mut() {
+            r.set_current(self.part_records, self.len);
+        }
+        result
+    }
+
+    /// Writes `batch` (records ending at `ends`), in as many parts as rotation asks.
+    fn write_records(&mut self, batch: &[u8], ends: &[usize]) -> io::Result<()> {
+        // The first record not written yet, and where it starts.
+        let mut first = 0;
+        let mut from = 0;
+        while first < ends.len() {
+            let (count, next_part_failure) = self.records_for_part(ends, first, from);
+            let to = ends[first + count - 1];
+            let result = match next_part_failure {
+                Some(e) => {
+                    self.lost += count as u64;
+                    self.failed(e, count as u64)
+                }
+                None => {
+                    let chunk_ends: Vec<usize> = ends[first..first + count].iter().map(|e| e - from).collect();
+                    self.write_chunk(&batch[from..to], &chunk_ends)
+                }
+            };
+            first += count;
+            from = to;
+            if let Err(e) = result {
+                // Stopped: the records after the failure are not written either.
+                self.lost += (ends.len() - first) as u64;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many records from `first` (starting at `from` in the batch) go into the part
+    /// being written, after starting the next part when this one is due. A record larger
+    /// than a whole part gets a part of its own. With the failure to start the next part,
+    /// every record left is counted (the next batch tries again).
+    fn records_for_part(&mut self, ends: &[usize], first: usize, from: usize) -> (usize, Option<io::Error>) {
+        let left = ends.len() - first;
+        if self.deleted || self.rotation.is_none() {
+            return (left, None);
+        }
+        let first_len = (ends[first] - from) as u64;
+        let due =
+            self.rotation.as_ref().is_some_and(|r| r.is_due(self.pending_len(), first_len, self.part_records > 0));
+        if due && let Err(e) = self.next_part() {
+            return (left, Some(e));
+        }
+        let Some(room) = self.rotation.as_ref().and_then(|r| r.room(self.pending_len())) else {
+            return (left, None);
+        };
+        let fit = ends[first..].iter().take_while(|&&end| (end - from) as u64 <= room).count();
+        (fit.max(1), None)
+    }
+
+    /// The part's length once its header (when still to be written) is in.
+    fn pending_len(&self) -> u64 {
+        self.len + if self.needs_header { self.header.len() as u64 } else { 0 }
+    }
+
+    /// Closes the part being written and creates the next, which starts with the header.
+    fn next_part(&mut self) -> io::Result<()> {
+        let Some(rotation) = self.rotation.as_mut() else { return Ok(()) };
+        let path = rotation.next_path();
+        let file = File::create(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot create its next part {}: {e}", path.display())))?;
+        rotation.opened(path.clone(), self.part_records, self.len);
+        tracing::debug!(part = %path.display(), "next part");
+        self.file = file;
+        self.path = path;
+        self.len = 0;
+        self.part_records = 0;
+        self.needs_header = !self.header.is_empty();
+        Ok(())
+    }
+
+    /// Writes whole records (`bytes`, records ending at `ends`) to the part being written,
+    /// after its header when that is still to be written.
+    fn write_chunk(&mut self, bytes: &[u8], ends: &[usize]) -> io::Result<()> {
+        let records = ends.len() as u64;
         if self.deleted {
             // Said when it was found; nothing written to a file without a name is kept.
             self.lost += records;
-            self.clear();
             return Ok(());
         }
-        let mut done = 0;
-        let mut failure = None;
-        while done < self.batch.len() {
-            match self.file.write(&self.batch[done..]) {
-                Ok(0) => {
-                    failure = Some(io::Error::from(io::ErrorKind::WriteZero));
-                    break;
+        if self.needs_header {
+            let header = std::mem::take(&mut self.header);
+            let result = write_all_counted(&mut self.file, &header);
+            let header_len = header.len() as u64;
+            self.header = header;
+            match result {
+                Ok(_) => {
+                    self.len += header_len;
+                    self.needs_header = false;
                 }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failure = Some(e);
-                    break;
+                Err((done, e)) => {
+                    // Records without the header before them would be unreadable: none.
+                    let e = match if done > 0 { self.cut_to(self.len) } else { Ok(()) } {
+                        Ok(()) => e,
+                        Err(cut_err) => cut_failure(e, cut_err),
+                    };
+                    self.lost += records;
+                    return self.failed(e, records);
                 }
             }
         }
+        let (done, failure) = match write_all_counted(&mut self.file, bytes) {
+            Ok(n) => (n, None),
+            Err((n, e)) => (n, Some(e)),
+        };
         let mut lost_now = records;
         let failure = match failure {
             None => {
                 self.len += done as u64;
                 self.written += records;
-                self.clear();
+                self.part_records += records;
                 match self.check_still_named() {
                     // What went to a file without a name is not kept.
                     Err(e) => {
                         self.written -= records;
+                        self.part_records -= records;
                         self.lost += records;
                         e
                     }
@@ -163,20 +351,17 @@ impl RecordFile {
             }
             Some(e) => {
                 // Keep the whole records that made it; cut the rest.
-                let whole = self.ends.iter().take_while(|&&end| end <= done).count();
-                let keep = if whole == 0 { 0 } else { self.ends[whole - 1] };
+                let whole = ends.iter().take_while(|&&end| end <= done).count();
+                let keep = if whole == 0 { 0 } else { ends[whole - 1] };
                 let cut = if done > keep { self.cut_to(self.len + keep as u64) } else { Ok(()) };
                 self.len += keep as u64;
                 self.written += whole as u64;
+                self.part_records += whole as u64;
                 lost_now = records - whole as u64;
                 self.lost += lost_now;
-                self.clear();
                 match cut {
                     Ok(()) => e,
-                    Err(cut_err) => io::Error::new(
-                        e.kind(),
-                        format!("{e}; and the half-written record at its end could not be removed: {cut_err}"),
-                    ),
+                    Err(cut_err) => cut_failure(e, cut_err),
                 }
             }
         };
@@ -192,11 +377,6 @@ impl RecordFile {
             Some("pcapng") => "packets",
             _ => "records",
         }
-    }
-
-    fn clear(&mut self) {
-        self.batch.clear();
-        self.ends.clear();
     }
 
     fn cut_to(&mut self, len: u64) -> io::Result<()> {
@@ -240,6 +420,24 @@ impl RecordFile {
     }
 }
 
+/// Writes all of `bytes`; on a failure, how many were written before it.
+fn write_all_counted(file: &mut File, bytes: &[u8]) -> Result<usize, (usize, io::Error)> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.write(&bytes[done..]) {
+            Ok(0) => return Err((done, io::Error::from(io::ErrorKind::WriteZero))),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(done)
+}
+
+fn cut_failure(e: io::Error, cut_err: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{e}; and the half-written record at its end could not be removed: {cut_err}"))
+}
+
 #[cfg(unix)]
 fn link_count(m: &std::fs::Metadata) -> u64 {
     std::os::unix::fs::MetadataExt::nlink(m)
@@ -253,7 +451,8 @@ fn link_count(_: &std::fs::Metadata) -> u64 {
 
 /// Adds what the files of a long-running run could not write to its summary (section
 /// `not_written`: records per file; an error per file that failed, naming it) and to its
-/// benchmark log (`not_written.FILE`).
+/// benchmark log (`not_written.FILE`); and, for files written as parts, the `rotation`
+/// section (settings, parts kept, what `--keep` deleted) and `rotation.FILE.*` figures.
 pub fn report_losses(
     files: &[&RecordFile],
     summary: &mut crate::output::summary::Summary,
@@ -261,8 +460,23 @@ pub fn report_losses(
 ) {
     let mut section = std::collections::BTreeMap::new();
     for f in files {
-        let name = f.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f.file_path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         section.insert(name.clone(), f.lost());
+        if let Some(r) = f.rotation() {
+            let rotated = r.section(f.written());
+            figures.extra.insert(format!("rotation.{name}.parts_opened"), rotated.parts_opened.to_string());
+            figures.extra.insert(format!("rotation.{name}.deleted_parts"), rotated.deleted.parts.to_string());
+            figures.extra.insert(format!("rotation.{name}.deleted_records"), rotated.deleted.records.to_string());
+            if let Some(failure) = &rotated.delete_failure {
+                summary.errors.push(failure.clone());
+            }
+            summary
+                .sections
+                .rotation
+                .get_or_insert_with(|| crate::output::rotation::RotationSection::new(r.settings()))
+                .files
+                .insert(name.clone(), rotated);
+        }
         figures.extra.insert(format!("not_written.{name}"), f.lost().to_string());
         if let Some(failure) = f.first_failure() {
             summary.errors.push(format!("{failure} ({} {} not written)", f.lost(), f.unit()));
@@ -286,84 +500,5 @@ pub fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(n: usize) -> impl FnOnce(&mut Vec<u8>) -> io::Result<()> {
-        move |b: &mut Vec<u8>| {
-            b.extend_from_slice(format!("{{\"n\":{n}}}\n").as_bytes());
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn records_are_batched_and_a_failed_build_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        let mut f = RecordFile::create(&path, OnFailure::Stop, 16).unwrap();
-        f.push(line(1)).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "queued");
-        f.push(|b| {
-            b.extend_from_slice(b"{\"half");
-            Err(io::Error::other("no"))
-        })
-        .unwrap_err();
-        f.push(line(2)).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":1}\n{\"n\":2}\n", "written at 16 bytes");
-        f.push(line(3)).unwrap();
-        f.flush().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
-        assert_eq!((f.written(), f.lost()), (3, 0));
-    }
-
-    /// /dev/full takes nothing: the failure is an error (Stop) or counted (Count).
-    #[test]
-    fn a_full_device_stops_or_counts() {
-        let full = Path::new("/dev/full");
-        if !full.exists() {
-            return;
-        }
-        let mut f = RecordFile::create(full, OnFailure::Stop, 1 << 20).unwrap();
-        f.push(line(1)).unwrap();
-        let e = f.flush().unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
-        let mut f = RecordFile::create(full, OnFailure::Count, 1 << 20).unwrap();
-        for n in 0..5 {
-            f.push(line(n)).unwrap();
-            f.flush().unwrap();
-        }
-        assert_eq!((f.written(), f.lost()), (0, 5));
-        assert!(f.first_failure().unwrap().starts_with("cannot write /dev/full: No space left"));
-    }
-
-    #[test]
-    fn a_deleted_file_is_noticed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        let mut f = RecordFile::create(&path, OnFailure::Count, 1 << 20).unwrap();
-        f.push(line(1)).unwrap();
-        f.flush().unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f.push(line(2)).unwrap();
-        f.flush().unwrap();
-        f.push(line(3)).unwrap();
-        f.flush().unwrap();
-        assert_eq!((f.written(), f.lost()), (1, 2), "the batch that found it deleted, then the next one");
-        assert!(f.first_failure().unwrap().contains("deleted while being written"));
-        let mut f = RecordFile::create(&path, OnFailure::Stop, 1 << 20).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f.push(line(1)).unwrap();
-        assert!(f.flush().unwrap_err().to_string().contains("deleted"));
-    }
-
-    #[test]
-    fn whole_files_replace_atomically_and_leave_no_temporary_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("summary.json");
-        write_whole(&path, b"{}\n").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
-        let missing = dir.path().join("gone/summary.json");
-        assert!(write_whole(&missing, b"{}").is_err());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-}
+#[path = "record_file_tests.rs"]
+mod tests;

@@ -26,6 +26,9 @@ pub struct Sections {
     /// Lines (or packets) not written, by file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_written: Option<BTreeMap<String, u64>>,
+    /// `--rotate-mb`/`--rotate-secs`/`--keep`: the settings and the parts of each file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<crate::output::rotation::RotationSection>,
     /// Sections this version does not know (a summary of another tcpviz), kept as they are.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -285,6 +288,7 @@ mod tests {
                 ..Default::default()
             }),
             not_written: Some([("events.jsonl".to_string(), 0)].into()),
+            rotation: None,
             other: BTreeMap::new(),
         };
         let typed = serde_json::to_string_pretty(&sections).unwrap();

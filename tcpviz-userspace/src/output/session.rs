@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::output::benchmark::RunFigures;
+use crate::output::rotation::RotationSettings;
 use crate::output::summary::Summary;
 
 pub const EVENTS_FILE: &str = "events.jsonl";
@@ -42,6 +43,8 @@ pub struct Session {
     dir: PathBuf,
     /// The folders this run made for it (none when it existed), outermost first.
     made: Vec<PathBuf>,
+    /// How its growing files (capture, JSON lines) are cut into parts.
+    rotation: RotationSettings,
 }
 
 impl Session {
@@ -53,7 +56,17 @@ impl Session {
 
     /// A session folder that exists (to read, or to add to).
     pub fn at(dir: &Path) -> Session {
-        Session { dir: dir.to_path_buf(), made: Vec::new() }
+        Session { dir: dir.to_path_buf(), made: Vec::new(), rotation: RotationSettings::default() }
+    }
+
+    /// The session's growing files are written as parts ([`rotation`](crate::output::rotation)).
+    pub fn with_rotation(mut self, rotation: RotationSettings) -> Session {
+        self.rotation = rotation;
+        self
+    }
+
+    pub fn rotation(&self) -> RotationSettings {
+        self.rotation
     }
 
     pub fn dir(&self) -> &Path {
@@ -177,14 +190,14 @@ fn create_session_dir(out: Option<&Path>) -> Result<Session, SessionError> {
     if let Some(dir) = out {
         let err = |source| SessionError::Create { path: dir.to_path_buf(), source };
         if dir.is_dir() {
-            return Ok(Session { dir: dir.to_path_buf(), made: Vec::new() });
+            return Ok(Session { dir: dir.to_path_buf(), made: Vec::new(), rotation: RotationSettings::default() });
         }
         if dir.exists() {
             return Err(err(io::Error::new(io::ErrorKind::AlreadyExists, "a file of that name is in the way")));
         }
         let made = missing_folders(dir);
         std::fs::create_dir_all(dir).map_err(err)?;
-        return Ok(Session { dir: dir.to_path_buf(), made });
+        return Ok(Session { dir: dir.to_path_buf(), made, rotation: RotationSettings::default() });
     }
     let stamp = chrono::Local::now().format("session_%Y%m%d_%H%M%S").to_string();
     let base = Path::new("artifacts");
@@ -196,7 +209,7 @@ fn create_session_dir(out: Option<&Path>) -> Result<Session, SessionError> {
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 made.push(dir.clone());
-                return Ok(Session { dir, made });
+                return Ok(Session { dir, made, rotation: RotationSettings::default() });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(source) => return Err(SessionError::Create { path: dir, source }),
@@ -243,7 +256,8 @@ fn check_events_file(path: &Path) -> io::Result<()> {
 pub fn resolve_events_path(path: &Path) -> io::Result<(PathBuf, PathBuf)> {
     if path.is_dir() {
         let events = path.join(EVENTS_FILE);
-        if !events.exists() {
+        // A rotated session has the parts of its events file instead.
+        if !crate::output::rotation::exists(&events) {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{} has no {EVENTS_FILE}: is it a tcpviz session folder?", path.display()),

@@ -203,7 +203,9 @@ fn write_page(path: &Path, html: &str) -> Result<PathBuf, ReportError> {
 /// A line of a JSON-lines file that could not be read, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadLine {
-    /// 1-based, counting every line of the file.
+    /// The part it is in, when the file was read as parts (rotated).
+    pub part: Option<PathBuf>,
+    /// 1-based, counting every line of the file (of the part).
     pub line: u64,
     pub reason: String,
 }
@@ -221,6 +223,8 @@ pub struct LineCounts {
     /// The number of the last line when the file ends inside it (no end of line) and it
     /// does not parse: a line still being written, or cut by a writer that stopped.
     pub incomplete_last: Option<u64>,
+    /// The part that ends inside a line, when the file was read as parts.
+    pub incomplete_part: Option<PathBuf>,
 }
 
 impl LineCounts {
@@ -236,9 +240,11 @@ impl LineCounts {
                 2 => " (and 1 more unreadable line)".into(),
                 n => format!(" (and {} more unreadable lines)", n - 1),
             };
+            let path = b.part.as_deref().unwrap_or(path);
             out.push(Problem::error(format!("{} line {}: {}{more}", path.display(), b.line, b.reason)));
         }
         if let Some(n) = self.incomplete_last {
+            let path = self.incomplete_part.as_deref().unwrap_or(path);
             let text = format!("{} line {n}: cut short (the file ends inside it)", path.display());
             out.push(if finished {
                 Problem::error(text)
@@ -252,11 +258,40 @@ impl LineCounts {
     }
 }
 
-/// Calls `f` with each non-empty line of a JSON-lines file; `f` says why a line it could
-/// not read is unreadable. A missing file is `Ok(None)`.
+/// Calls `f` with each non-empty line of a JSON-lines file (or of its parts in order, when
+/// it was rotated); `f` says why a line it could not read is unreadable. A missing file is
+/// `Ok(None)`.
 fn for_each_line(
     path: &Path,
     mut f: impl FnMut(&str) -> Result<(), String>,
+) -> Result<Option<LineCounts>, ReportError> {
+    let files = crate::output::rotation::files_of(path);
+    let rotated = files.first().is_some_and(|p| p != path);
+    let mut total: Option<LineCounts> = None;
+    for file in &files {
+        let Some(counts) = lines_of_file(file, &mut f)? else {
+            // A part `--keep` deleted since the folder was listed.
+            continue;
+        };
+        let part = rotated.then(|| file.clone());
+        let t = total.get_or_insert_with(LineCounts::default);
+        t.lines += counts.lines;
+        t.unreadable += counts.unreadable;
+        if t.first_bad.is_none() {
+            t.first_bad = counts.first_bad.map(|b| BadLine { part: part.clone(), ..b });
+        }
+        if counts.incomplete_last.is_some() {
+            t.incomplete_last = counts.incomplete_last;
+            t.incomplete_part = part;
+        }
+    }
+    Ok(total)
+}
+
+/// [`for_each_line`] over one file.
+fn lines_of_file(
+    path: &Path,
+    f: &mut impl FnMut(&str) -> Result<(), String>,
 ) -> Result<Option<LineCounts>, ReportError> {
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
@@ -288,7 +323,7 @@ fn for_each_line(
             Err(reason) => {
                 counts.lines += 1;
                 counts.unreadable += 1;
-                counts.first_bad.get_or_insert(BadLine { line: number, reason });
+                counts.first_bad.get_or_insert(BadLine { part: None, line: number, reason });
             }
         }
     }

@@ -198,7 +198,7 @@ pub fn render(files: &SessionFiles, summary: &Summary, problems: &mut Vec<Proble
         );
         page.push_html(&flow_table(f));
         page.paragraph("note", &series_note(s));
-        if s.kernel.is_empty() && files.kernel_samples_path().is_file() {
+        if s.kernel.is_empty() && crate::output::rotation::exists(&files.kernel_samples_path()) {
             page.paragraph("note", "No kernel samples (kernel_samples.jsonl) for this flow.");
         }
         page.plot(&ids[0], &time_sequence_plot(s));

@@ -58,12 +58,9 @@ pub(super) fn finish(
     let mut files = vec![sink.events.file(), sink.alerts.file(), samples.out.file()];
     files.extend(capture.as_ref().map(PcapngWriter::file));
     report_losses(&files, &mut summary, &mut figures);
-    let mut written = vec![session.path(EVENTS_FILE), session.path(ALERTS_FILE)];
+    let mut written: Vec<std::path::PathBuf> = files[..2].iter().flat_map(|f| f.paths()).collect();
     written.extend(session.finish_lasting(&mut summary, &figures).0);
-    if capture.is_some() {
-        written.push(session.path(CAPTURE_FILE));
-    }
-    written.push(session.path(KERNEL_SAMPLES_FILE));
+    written.extend(files[2..].iter().rev().flat_map(|f| f.paths()));
     Ok(LiveResult { summary, written, losses, signals_at_end })
 }
 

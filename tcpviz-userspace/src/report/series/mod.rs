@@ -389,13 +389,14 @@ fn mark_hover(e: &Event, t: f64, file: Option<&str>) -> String {
     s
 }
 
-/// Capture files of a session: a live session's `capture.pcapng` when there, else the
-/// summary's sources (as given, then relative to the session folder, then by file name in
-/// it). Returns the files found and the sources not found.
+/// Capture files of a session: a live session's `capture.pcapng` (or its parts) when
+/// there, else the summary's sources (as given, then relative to the session folder, then
+/// by file name in it). Returns the files found and the sources not found.
 pub fn locate_captures(session_dir: &Path, sources: &[String]) -> (Vec<PathBuf>, Vec<String>) {
-    let live = session_dir.join(crate::output::session::CAPTURE_FILE);
-    if live.is_file() {
-        return (vec![live], Vec::new());
+    // Its parts in order, when rotated.
+    let live = crate::output::rotation::files_of(&session_dir.join(crate::output::session::CAPTURE_FILE));
+    if !live.is_empty() {
+        return (live, Vec::new());
     }
     let mut found = Vec::new();
     let mut missing = Vec::new();
