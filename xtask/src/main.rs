@@ -260,7 +260,7 @@ fn demo() -> Result<()> {
     }
     let abs = std::fs::canonicalize(&bin).unwrap_or(bin);
     eprintln!(
-        "\nthe tcpviz binary (release build): {0}\nput it on your PATH with: sudo install -m 755 {0} /usr/local/bin/",
+        "\nthe tcpviz binary (release build): {0}\nput it on your PATH with: cargo xtask install (to ~/.cargo/bin), or sudo install -m 755 {0} /usr/local/bin/",
         abs.display()
     );
     Ok(())
