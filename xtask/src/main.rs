@@ -4,6 +4,9 @@
 //!   cargo-fuzz).
 //!   Running it twice does nothing the second time.
 //! - `demo`: setup, release build, analysis of the bundled samples with reports.
+//! - `install [--prefix DIR]`: release build, binary copied to DIR/bin (default ~/.cargo/bin).
+//! - `package [--debug]`: the Debian package (binary, unit, config, manual pages,
+//!   completions) in target/debian/.
 //! - `test`: setup, formatting, lints (host and eBPF), unit/golden/corpus tests, and the
 //!   privileged namespace tests when run as root, then 30 s of each fuzz target. This is what
 //!   `.ci/run` calls.
@@ -20,6 +23,7 @@ mod bench;
 mod bench_live;
 mod fuzz;
 mod gen_captures;
+mod package;
 mod setup;
 mod soak;
 
@@ -44,6 +48,19 @@ enum Task {
     Setup,
     /// Set up, build, analyse the bundled samples (and, as root, a live session).
     Demo,
+    /// Build the release binary and copy it to PREFIX/bin.
+    Install {
+        /// Installation prefix: the binary goes to PREFIX/bin/tcpviz. The default,
+        /// $CARGO_HOME (~/.cargo), is where `cargo install` puts binaries, on PATH after rustup.
+        #[arg(long, value_name = "DIR")]
+        prefix: Option<PathBuf>,
+    },
+    /// Build the Debian package (target/debian/<profile>/tcpviz_<version>_<arch>.deb).
+    Package {
+        /// Package the debug build (fast; for tests), not the release build.
+        #[arg(long)]
+        debug: bool,
+    },
     /// Set up and run every check (what CI runs).
     Test {
         /// A folder of captures for the corpus tests; may be given several times.
@@ -95,6 +112,11 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Test { corpus } => test(&corpus),
         Task::Demo => demo(),
+        Task::Install { prefix } => install(prefix),
+        Task::Package { debug } => {
+            package::build(if debug { package::Build::Debug { features: &[] } } else { package::Build::Release })
+                .map(|_| ())
+        }
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Bench { capture } => bench::run(&capture),
         Task::Soak { rounds } => soak::run(rounds),
@@ -161,7 +183,9 @@ fn test(corpus: &[PathBuf]) -> Result<()> {
         // not rebuild: build it here so they never run a stale one, with the hooks they
         // drive it through (never in a release build: `demo` and README's commands).
         sh(cargo().args(["build", "-p", "tcpviz", "--features", "test-hooks"]))?;
-        sh(cargo().args(["test", "-p", "tcpviz-privileged-tests", "--", "--test-threads=1"]))?;
+        // The package test (tests/tests/package.rs) installs this same debug build, packaged.
+        let deb = package::build(package::Build::Debug { features: &["test-hooks"] })?;
+        sh(cargo().args(["test", "-p", "tcpviz-privileged-tests", "--", "--test-threads=1"]).env("TCPVIZ_DEB", deb))?;
     } else {
         eprintln!("privileged tests skipped: they need root (network namespaces, eBPF)");
     }
@@ -236,9 +260,34 @@ fn demo() -> Result<()> {
     }
     let abs = std::fs::canonicalize(&bin).unwrap_or(bin);
     eprintln!(
-        "\nthe tcpviz binary (release build): {0}\nput it on your PATH with: sudo install -m 755 {0} /usr/local/bin/",
+        "\nthe tcpviz binary (release build): {0}\nput it on your PATH with: cargo xtask install (to ~/.cargo/bin), or sudo install -m 755 {0} /usr/local/bin/",
         abs.display()
     );
+    Ok(())
+}
+
+/// `cargo xtask install`: the release binary in PREFIX/bin.
+fn install(prefix: Option<PathBuf>) -> Result<()> {
+    let prefix = match prefix {
+        Some(p) => p,
+        None => match std::env::var_os("CARGO_HOME") {
+            Some(home) => PathBuf::from(home),
+            None => {
+                PathBuf::from(std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?).join(".cargo")
+            }
+        },
+    };
+    sh(cargo().args(["build", "--release", "-p", "tcpviz"]))?;
+    let dest = prefix.join("bin/tcpviz");
+    sh(Command::new("install").arg("-Dm755").arg("target/release/tcpviz").arg(&dest))?;
+    let dest = std::fs::canonicalize(&dest)?;
+    eprintln!("installed: {}", dest.display());
+    let bin_dir = dest.parent().unwrap();
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == bin_dir)));
+    if !on_path {
+        eprintln!("{} is not on your PATH: add it, or run {} directly", bin_dir.display(), dest.display());
+    }
     Ok(())
 }
 

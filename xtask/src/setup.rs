@@ -12,7 +12,9 @@ use crate::sh;
 /// of the demo (namespaces, loss, captures, tshark as the reference, a browser for the
 /// HTML reports, a Prometheus server and promtool that scrape and lint the agent's `/metrics`;
 /// systemd for `systemd-analyze verify` of the unit, util-linux for `setpriv`, which runs
-/// the agent as a non-root user with only the unit's capabilities).
+/// the agent as a non-root user with only the unit's capabilities; binutils (strip, objdump)
+/// and man-db for `cargo xtask package` and the test that installs the package and reads
+/// its manual page).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libllvm22",
@@ -33,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     "systemd",
     "util-linux",
+    "binutils",
+    "man-db",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -51,6 +51,14 @@ pub enum Command {
     Report(PageArgs),
     /// Write all three pages of a session: report.html, timeline.html and summary.html.
     Dashboards(PageArgs),
+    /// Write the manual pages and the bash, zsh and fish completions into a folder (for
+    /// packagers: `cargo xtask package` runs it).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Folder to write `man/` and `completions/` into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[cfg(target_os = "linux")]

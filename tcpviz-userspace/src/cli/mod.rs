@@ -1,6 +1,7 @@
 //! Command-line interface: the binary's own modules. `main.rs` only calls [`run`].
 
 mod args;
+mod assets;
 
 use std::process::ExitCode;
 
@@ -89,6 +90,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(exit_code(failed))
         }
+        Command::GenerateAssets { out } => assets::generate(&out).map(|()| ExitCode::SUCCESS),
     }
 }
 
