@@ -14,7 +14,11 @@ pub struct AlertingSink {
     pub alerts: JsonlWriter,
     pub engine: AlertEngine,
     pub console: Console,
+    /// Socket owners (live sessions): events and alerts name the processes of their
+    /// connection. Empty elsewhere.
+    pub owners: crate::attribution::Owners,
     fresh: Vec<Alert>,
+    annotated: Vec<Event>,
 }
 
 impl AlertingSink {
@@ -25,13 +29,21 @@ impl AlertingSink {
             alerts: JsonlWriter::create_lasting(&session.path(ALERTS_FILE))?,
             engine: AlertEngine::new(config),
             console: Console::default(),
+            owners: Default::default(),
             fresh: Vec::new(),
+            annotated: Vec::new(),
         })
     }
 
     fn publish(&mut self) -> std::io::Result<()> {
         if self.fresh.is_empty() {
             return Ok(());
+        }
+        for a in &mut self.fresh {
+            if let Some(p) = self.owners.either((a.src, a.sport), (a.dst, a.dport)) {
+                a.service = Some(p.service().to_string());
+                a.message.push_str(&format!(" [{}]", p.label()));
+            }
         }
         for a in &self.fresh {
             self.alerts.write(a)?;
@@ -59,6 +71,16 @@ impl AlertingSink {
 
 impl EventSink for AlertingSink {
     fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
+        let events = if self.owners.is_empty() {
+            events
+        } else {
+            self.annotated.clear();
+            self.annotated.extend_from_slice(events);
+            for e in &mut self.annotated {
+                self.owners.annotate(e);
+            }
+            &self.annotated[..]
+        };
         self.events.write_events(events)?;
         crate::output::json_stream::events(events);
         for e in events {

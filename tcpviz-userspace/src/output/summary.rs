@@ -67,6 +67,10 @@ pub struct DirectionSummary {
     /// RTT of this direction's data (its segments until their ACKs).
     pub rtt: RttSummary,
     pub events: BTreeMap<EventKind, u64>,
+    /// Live sessions: the process owning the socket that sends this direction, when this
+    /// host holds it and a hook saw it open (`crate::attribution`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub process: Option<std::sync::Arc<crate::attribution::Process>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +139,7 @@ impl FlowSummary {
                 max_bytes_in_flight: d.stats.max_bytes_in_flight,
                 rtt: RttSummary::from_stats(&d.stats.rtt),
                 events: counts_map(&d.stats.events.to_array()),
+                process: None,
             }
         };
         let mut total = [0u32; EventKind::COUNT];
