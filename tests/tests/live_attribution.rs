@@ -108,8 +108,9 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     let work = tempfile::tempdir().unwrap();
     let session = work.path().join("live");
     let lab = Lab::new();
-    lab.loss(0.03, PORT_NEW);
-    lab.loss(0.03, PORT_OLD);
+    lab.offloads_off();
+    lab.loss(0.05, PORT_NEW);
+    lab.loss(0.05, PORT_OLD);
     let top = format!("tcpviz-attrib-{}", std::process::id());
     let _top = Cgroup::new(&top);
     let client_cg = Cgroup::new(&format!("{top}/client"));
@@ -119,14 +120,14 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     let go_old = work.path().join("go-old");
     let old_server = server_cg.spawn_in(&lab.b, &server_script(PORT_OLD));
     std::thread::sleep(Duration::from_millis(500));
-    let old_client = client_cg.spawn_in(&lab.a, &client_script(PORT_OLD, &go_old, 1_500_000));
+    let old_client = client_cg.spawn_in(&lab.a, &client_script(PORT_OLD, &go_old, 4_000_000));
     std::thread::sleep(Duration::from_millis(800));
 
     let agent = start_tcpviz(lab.live_args(&["--out", session.to_str().unwrap()]));
     let go_new = work.path().join("go-new");
     let server = server_cg.spawn_in(&lab.b, &server_script(PORT_NEW));
     std::thread::sleep(Duration::from_millis(500));
-    let client = client_cg.spawn_in(&lab.a, &client_script(PORT_NEW, &go_new, 1_500_000));
+    let client = client_cg.spawn_in(&lab.a, &client_script(PORT_NEW, &go_new, 4_000_000));
     let (client_pid, server_pid) = (client.id(), server.id());
     std::fs::write(&go_new, "").unwrap();
     std::fs::write(&go_old, "").unwrap();
@@ -165,6 +166,23 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     assert!(!old.is_empty(), "no event on the older connection");
     for e in &old {
         assert!(e["extra"].get("src_process").is_none() && e["extra"].get("dst_process").is_none(), "{e}");
+    }
+
+    // An alert on the new connection names its service (the sender's cgroup).
+    let alerts: Vec<Value> = std::fs::read_to_string(session.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let new_alerts: Vec<&Value> = alerts.iter().filter(|a| a["dport"] == PORT_NEW || a["sport"] == PORT_NEW).collect();
+    assert!(!new_alerts.is_empty(), "no alert on the new connection: {alerts:?}");
+    for a in &new_alerts {
+        let service = a["service"].as_str().unwrap_or_else(|| panic!("no service in {a}"));
+        assert!(service == client_cgroup || service == server_cgroup, "{a}");
+        assert!(a["message"].as_str().unwrap().contains(service), "{a}");
+    }
+    for a in alerts.iter().filter(|a| a["dport"] == PORT_OLD || a["sport"] == PORT_OLD) {
+        assert!(a.get("service").is_none(), "{a}");
     }
 
     // The summary says the same per direction.
