@@ -147,17 +147,22 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     let events = events(&session);
     let new: Vec<&Value> = events.iter().filter(|e| e["dport"] == PORT_NEW || e["sport"] == PORT_NEW).collect();
     let is_retx = |e: &Value| e["event"].as_str().unwrap().contains("retransmi");
-    assert!(new.iter().any(|e| is_retx(e)), "no retransmission on the new connection: {new:?}");
+    let both_named = |e: &Value| !e["extra"]["src_process"].is_null() && !e["extra"]["dst_process"].is_null();
+    assert!(
+        new.iter().any(|e| is_retx(e) && both_named(e)),
+        "no retransmission naming both ends on the new connection: {new:?}"
+    );
     for e in &new {
         let from_client = e["dport"] == PORT_NEW;
         let (src, dst) = (&e["extra"]["src_process"], &e["extra"]["dst_process"]);
         let (client_side, server_side) = if from_client { (src, dst) } else { (dst, src) };
-        // The handshake's own state changes come before accept() returns: only the client
-        // is known then. Once the data flows both ends are.
-        if is_retx(e) || !client_side.is_null() {
+        // An event is annotated when it is written: one that comes before the owner is
+        // learned (the handshake's state changes, trouble in the first milliseconds before
+        // accept() returns) lacks it. What is named must be right.
+        if !client_side.is_null() {
             check_process(client_side, client_pid, &client_cgroup, connect);
         }
-        if is_retx(e) || !server_side.is_null() {
+        if !server_side.is_null() {
             check_process(server_side, server_pid, &server_cgroup, accept);
         }
     }
@@ -190,6 +195,15 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     let (flow, c) = flow_by_port(&summary, PORT_NEW);
     check_process(&flow["directions"][c]["process"], client_pid, &client_cgroup, connect);
     check_process(&flow["directions"][1 - c]["process"], server_pid, &server_cgroup, accept);
+    // `tcpviz summary` (the terminal table) and summary.html name them too.
+    let out = Command::new(tcpviz_bin()).arg("summary").arg("--in").arg(&session).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for who in [format!("python3[{client_pid}] {client_cgroup}"), format!("python3[{server_pid}] {server_cgroup}")] {
+        assert!(table.contains(&who), "{who} not in\n{table}");
+        let html = std::fs::read_to_string(session.join("summary.html")).unwrap();
+        assert!(html.contains(&who), "{who} not in summary.html");
+    }
     let (flow, _) = flow_by_port(&summary, PORT_OLD);
     for d in flow["directions"].as_array().unwrap() {
         assert!(d.get("process").is_none(), "{d}");

@@ -177,6 +177,17 @@ impl FlowSummary {
         format!("{} -> {}", endpoint(d.src, d.sport), endpoint(d.dst, d.dport))
     }
 
+    /// The owners of both ends, in the order of `label` (`-` for an end not attributed), or
+    /// None when neither is known.
+    pub fn processes_label(&self) -> Option<String> {
+        let [a, b] = &self.directions;
+        if a.process.is_none() && b.process.is_none() {
+            return None;
+        }
+        let l = |d: &DirectionSummary| d.process.as_ref().map_or_else(|| "-".into(), |p| p.label());
+        Some(format!("{} -> {}", l(a), l(b)))
+    }
+
     pub fn count(&self, kind: EventKind) -> u64 {
         self.events.get(&kind).copied().unwrap_or(0)
     }
@@ -461,7 +472,9 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
     if kernel {
         let _ = write!(s, " {:>6} {:>7}", "k-retx", "matched");
     }
-    let _ = writeln!(s, "  state");
+    // Live sessions: the processes owning the connection's sockets.
+    let processes = summary.flows.iter().take(top).any(|f| f.processes_label().is_some());
+    let _ = writeln!(s, "  state{}", if processes { "        processes" } else { "" });
     for f in summary.flows.iter().take(top) {
         let retx = f.retransmissions();
         let rtt = f.data_rtt().median_ms.map(|m| format!("{m:.3}")).unwrap_or_else(|| "-".into());
@@ -495,7 +508,14 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
                 }
             }
         }
-        let _ = writeln!(s, "  {}", f.state);
+        match f.processes_label().filter(|_| processes) {
+            Some(p) => {
+                let _ = writeln!(s, "  {:<12} {p}", f.state);
+            }
+            None => {
+                let _ = writeln!(s, "  {}", f.state);
+            }
+        }
     }
     if summary.flows.len() > top {
         let _ = writeln!(s, "… {} more flows (see summary.json)", summary.flows.len() - top);
