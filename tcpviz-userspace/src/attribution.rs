@@ -101,6 +101,43 @@ impl Owners {
     }
 }
 
+/// Services with a label of their own in the per-service counts; later ones are summed
+/// under `other`.
+pub const MAX_SERVICES: usize = 10;
+/// The label of trouble on a connection whose sockets have no known owner.
+pub const UNATTRIBUTED: &str = "unattributed";
+
+/// Retransmissions and alerts per service, for `/metrics`. A label, once given, stays (so
+/// every counter only goes up and the labels sum to the total); the first `MAX_SERVICES`
+/// services that show trouble get one, the rest count under `other`.
+#[derive(Debug, Default, Clone)]
+pub struct ServiceCounts {
+    /// service -> (retransmissions, alerts).
+    pub by_service: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl ServiceCounts {
+    fn slot(&mut self, service: Option<&str>) -> &mut (u64, u64) {
+        let name = service.unwrap_or(UNATTRIBUTED);
+        let named = self.by_service.keys().filter(|k| *k != "other" && *k != UNATTRIBUTED).count();
+        let key = if self.by_service.contains_key(name) || name == UNATTRIBUTED || named < MAX_SERVICES {
+            name
+        } else {
+            "other"
+        };
+        self.by_service.entry(key.to_string()).or_default()
+    }
+
+    /// A retransmission event: counted for the sender's service.
+    pub fn retransmission(&mut self, sender: Option<&Process>) {
+        self.slot(sender.map(Process::service)).0 += 1;
+    }
+
+    pub fn alert(&mut self, service: Option<&str>) {
+        self.slot(service).1 += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +182,30 @@ mod tests {
         // Another connection of the same hosts is not this one.
         assert!(owners.either((a, 40001), (b, 80)).is_none());
         assert!(owners.either((b, 80), (a, 40000)).is_some());
+    }
+
+    #[test]
+    fn service_labels_are_bounded_and_sum_to_the_total() {
+        let mut c = ServiceCounts::default();
+        let p = |i: usize| Process {
+            pid: i as u32,
+            comm: "x".into(),
+            cgroup: Some(format!("svc{i}.service")),
+            cgroup_id: i as u64,
+            hook: HOOK_CONNECT.into(),
+        };
+        for i in 0..25 {
+            c.retransmission(Some(&p(i)));
+            c.retransmission(Some(&p(0)));
+        }
+        c.retransmission(None);
+        c.alert(Some("svc3.service"));
+        assert_eq!(c.by_service.len(), MAX_SERVICES + 2, "{:?}", c.by_service);
+        assert_eq!(c.by_service["svc0.service"], (26, 0));
+        assert_eq!(c.by_service["svc3.service"], (1, 1));
+        assert_eq!(c.by_service["other"].0, 15);
+        assert_eq!(c.by_service[UNATTRIBUTED].0, 1);
+        assert_eq!(c.by_service.values().map(|v| v.0).sum::<u64>(), 51);
     }
 
     #[test]

@@ -75,6 +75,15 @@ fn client_script(port: u16, go: &Path, bytes: usize) -> String {
     )
 }
 
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
+
 fn ended(child: Child, what: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
@@ -123,7 +132,8 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     let old_client = client_cg.spawn_in(&lab.a, &client_script(PORT_OLD, &go_old, 4_000_000));
     std::thread::sleep(Duration::from_millis(800));
 
-    let agent = start_tcpviz(lab.live_args(&["--out", session.to_str().unwrap()]));
+    let metrics_addr = "127.0.0.1:19481";
+    let agent = start_tcpviz(lab.live_args(&["--out", session.to_str().unwrap(), "--metrics-addr", metrics_addr]));
     let go_new = work.path().join("go-new");
     let server = server_cg.spawn_in(&lab.b, &server_script(PORT_NEW));
     std::thread::sleep(Duration::from_millis(500));
@@ -135,6 +145,9 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     ended(server, "server");
     ended(old_client, "old client");
     ended(old_server, "old server");
+    // The metrics refresh every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let metrics = scrape(metrics_addr);
     let (code, _, stderr) = agent.interrupt();
     assert_eq!(code, Some(0), "tcpviz live failed: {stderr}");
 
@@ -204,6 +217,16 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
         let html = std::fs::read_to_string(session.join("summary.html")).unwrap();
         assert!(html.contains(&who), "{who} not in summary.html");
     }
+    // Prometheus: the client's service sent the retransmissions.
+    let series = format!("tcpviz_service_retransmissions_total{{service=\"{client_cgroup}\"}} ");
+    let retx: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(retx > 0, "{metrics}");
     let (flow, _) = flow_by_port(&summary, PORT_OLD);
     for d in flow["directions"].as_array().unwrap() {
         assert!(d.get("process").is_none(), "{d}");

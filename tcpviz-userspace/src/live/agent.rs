@@ -199,7 +199,8 @@ impl<'a> Agent<'a> {
             crate::errln!("metrics on http://{addr}/metrics");
         }
         let clock = BootClock::measure();
-        let sink = AlertingSink::create(session, opts.alerts.clone()).map_err(out_err(session, EVENTS_FILE))?;
+        let mut sink = AlertingSink::create(session, opts.alerts.clone()).map_err(out_err(session, EVENTS_FILE))?;
+        sink.attributing = true;
         // Interfaces are described in it as their first packet comes.
         let capture = if opts.ifaces.any() {
             Some(

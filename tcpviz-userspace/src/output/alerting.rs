@@ -17,6 +17,10 @@ pub struct AlertingSink {
     /// Socket owners (live sessions): events and alerts name the processes of their
     /// connection. Empty elsewhere.
     pub owners: crate::attribution::Owners,
+    /// Live sessions: events and alerts are annotated with `owners` and tallied per service.
+    pub attributing: bool,
+    /// Retransmissions and alerts per service (live sessions).
+    pub services: crate::attribution::ServiceCounts,
     fresh: Vec<Alert>,
     annotated: Vec<Event>,
 }
@@ -30,6 +34,8 @@ impl AlertingSink {
             engine: AlertEngine::new(config),
             console: Console::default(),
             owners: Default::default(),
+            attributing: false,
+            services: Default::default(),
             fresh: Vec::new(),
             annotated: Vec::new(),
         })
@@ -43,6 +49,9 @@ impl AlertingSink {
             if let Some(p) = self.owners.either((a.src, a.sport), (a.dst, a.dport)) {
                 a.service = Some(p.service().to_string());
                 a.message.push_str(&format!(" [{}]", p.label()));
+            }
+            if self.attributing {
+                self.services.alert(a.service.as_deref());
             }
         }
         for a in &self.fresh {
@@ -71,13 +80,18 @@ impl AlertingSink {
 
 impl EventSink for AlertingSink {
     fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
-        let events = if self.owners.is_empty() {
+        let events = if !self.attributing {
             events
         } else {
             self.annotated.clear();
             self.annotated.extend_from_slice(events);
             for e in &mut self.annotated {
                 self.owners.annotate(e);
+                // The kernel's report, not the wire's: it counts every retransmission of this
+                // host's sockets, also those of connections not watched on the wire.
+                if e.event == crate::event::EventKind::KernelRetransmit {
+                    self.services.retransmission(e.extra.src_process.as_deref());
+                }
             }
             &self.annotated[..]
         };
