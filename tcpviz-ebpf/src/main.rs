@@ -309,9 +309,12 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     // `tp` is a constant in each program: only the accept exits carry this code.
     let accept = matches!(tp, TP_SYS_EXIT_ACCEPT4 | TP_SYS_EXIT_ACCEPT);
     if accept {
-        // SAFETY: a probe read of the tracepoint record, which fails safely.
-        let ret: i64 =
-            if tcfg.ret_off != NO_FIELD { unsafe { ctx.read_at(tcfg.ret_off as usize) }.unwrap_or(-1) } else { -1 };
+        let ret: i64 = if tcfg.ret_off == NO_FIELD {
+            -1
+        } else {
+            // SAFETY: a probe read of the tracepoint record, which fails safely.
+            unsafe { ctx.read_at(tcfg.ret_off as usize) }.unwrap_or(-1)
+        };
         if ret < 0 {
             return 0;
         }
