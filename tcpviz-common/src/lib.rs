@@ -30,7 +30,10 @@ pub const TP_CONG_STATE_SET: u32 = 3;
 pub const TP_INET_SOCK_SET_STATE: u32 = 4;
 pub const TP_SEND_RESET: u32 = 5;
 pub const TP_RECEIVE_RESET: u32 = 6;
-pub const TP_COUNT: usize = 7;
+/// Syscall exits of accept4/accept: the process that took a passive open (attribution).
+pub const TP_SYS_EXIT_ACCEPT4: u32 = 7;
+pub const TP_SYS_EXIT_ACCEPT: u32 = 8;
+pub const TP_COUNT: usize = 9;
 
 /// A tracepoint tcpviz hooks, and the eBPF program that handles it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +60,8 @@ pub const TRACEPOINTS: [Tracepoint; TP_COUNT] = [
     tp(TP_INET_SOCK_SET_STATE, "sock", "inet_sock_set_state", "tcpviz_inet_sock_set_state"),
     tp(TP_SEND_RESET, "tcp", "tcp_send_reset", "tcpviz_send_reset"),
     tp(TP_RECEIVE_RESET, "tcp", "tcp_receive_reset", "tcpviz_receive_reset"),
+    tp(TP_SYS_EXIT_ACCEPT4, "syscalls", "sys_exit_accept4", "tcpviz_sys_exit_accept4"),
+    tp(TP_SYS_EXIT_ACCEPT, "syscalls", "sys_exit_accept", "tcpviz_sys_exit_accept"),
 ];
 
 // Each entry sits at its own index.
@@ -153,10 +158,29 @@ pub struct TraceRecord {
     /// `TCP_SKB_CB(skb)->seq` and `end_seq` of a retransmitted skb (0 otherwise).
     pub skb_seq: u32,
     pub skb_end_seq: u32,
+    /// The task running when the hook fired: filled only by the hooks that run in the
+    /// context of the process owning the socket (`inet_sock_set_state`, whose CLOSE ->
+    /// SYN_SENT move is a connect(); the accept exits), zero otherwise.
+    pub owner: TaskOwner,
     pub raw: [u8; TRACE_RAW_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<TraceRecord>() == 24 + TRACE_RAW_LEN);
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 56 + TRACE_RAW_LEN);
+
+/// The current task as the eBPF helpers give it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOwner {
+    /// Process id (the kernel's tgid) and thread id.
+    pub tgid: u32,
+    pub tid: u32,
+    /// Id of the task's cgroup in the cgroup2 hierarchy (the inode of its directory).
+    pub cgroup_id: u64,
+    /// Command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<TaskOwner>() == 32);
 
 /// Per-tracepoint settings, from the tracefs `format` file.
 #[repr(C)]
@@ -189,7 +213,9 @@ pub struct TraceConfig {
     /// a socket are sampled in the kernel (`PROBE_SAMPLE_NS`).
     pub cwnd_off: u16,
     pub ssthresh_off: u16,
-    pub _pad: u16,
+    /// Offset of a syscall exit's `ret` (accept4/accept only, else `NO_FIELD`): failed
+    /// accepts are left in the kernel.
+    pub ret_off: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<TraceConfig>() == 32);

@@ -27,7 +27,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
-        bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes,
     },
     macros::{classifier, map, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -305,6 +306,19 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     if len == 0 || len > TRACE_RAW_LEN {
         return 0;
     }
+    // `tp` is a constant in each program: only the accept exits carry this code.
+    let accept = matches!(tp, TP_SYS_EXIT_ACCEPT4 | TP_SYS_EXIT_ACCEPT);
+    if accept {
+        let ret: i64 = if tcfg.ret_off == NO_FIELD {
+            -1
+        } else {
+            // SAFETY: a probe read of the tracepoint record, which fails safely.
+            unsafe { ctx.read_at(tcfg.ret_off as usize) }.unwrap_or(-1)
+        };
+        if ret < 0 {
+            return 0;
+        }
+    }
     count(COUNTER_TRACE_SEEN + tp);
     // The socket's namespace: sk -> sk_net -> ns.inum (offsets from BTF).
     let mut netns = 0u32;
@@ -322,7 +336,9 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
             }
         }
     }
-    if cfg.netns_inum != 0 && netns != cfg.netns_inum {
+    // An accept exit names no socket here (userspace finds it from the process and the
+    // descriptor), so the namespace filter cannot apply to it.
+    if !accept && cfg.netns_inum != 0 && netns != cfg.netns_inum {
         count(COUNTER_TRACE_FILTERED);
         return 0;
     }
@@ -350,6 +366,7 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     rec.skb_seq = 0;
     rec.skb_end_seq = 0;
+    rec.owner = if accept || tp == TP_INET_SOCK_SET_STATE { current_owner() } else { TaskOwner::default() };
     if tcfg.skbaddr_off != NO_FIELD && cfg.skb_cb_off != 0 {
         // SAFETY: a probe read (bpf_probe_read_kernel), which fails with an error instead of
         // faulting; the value is only used as a number.
@@ -375,6 +392,15 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     };
     entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes, core::mem::size_of::<TraceRecord>() as u64));
     0
+}
+
+/// The task running now: the socket's owner where the hook runs in its process context.
+#[inline(always)]
+fn current_owner() -> TaskOwner {
+    // SAFETY: these helpers take no pointers of ours; comm fails safely (zeroes then).
+    let (pid_tgid, cgroup_id, comm) =
+        unsafe { (bpf_get_current_pid_tgid(), bpf_get_current_cgroup_id(), bpf_get_current_comm().unwrap_or([0; 16])) };
+    TaskOwner { tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32, cgroup_id, comm }
 }
 
 /// Is this `tcp_probe` hit one to leave in the kernel? Yes when the socket
@@ -443,6 +469,16 @@ pub fn tcpviz_send_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcpviz_receive_reset(ctx: TracePointContext) -> u32 {
     trace(&ctx, TP_RECEIVE_RESET)
+}
+
+#[tracepoint]
+pub fn tcpviz_sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_SYS_EXIT_ACCEPT4)
+}
+
+#[tracepoint]
+pub fn tcpviz_sys_exit_accept(ctx: TracePointContext) -> u32 {
+    trace(&ctx, TP_SYS_EXIT_ACCEPT)
 }
 
 #[cfg(not(test))]

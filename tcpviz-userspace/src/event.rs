@@ -230,6 +230,13 @@ pub struct Extra {
     /// Kernel retransmissions: the retransmitted sequence range's end (`seq` is its start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_seq: Option<u32>,
+    /// Live sessions: the process owning the socket that sends from `src`, and the one
+    /// that receives at `dst`, when this host holds those sockets and a hook saw them open
+    /// (`crate::attribution`). Absent for a connection opened before the agent started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_process: Option<std::sync::Arc<crate::attribution::Process>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_process: Option<std::sync::Arc<crate::attribution::Process>>,
 }
 
 /// One event.

@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod analyse_captures;
 pub mod analysis;
+pub mod attribution;
 pub mod capture;
 pub mod config_file;
 pub mod cross_check;

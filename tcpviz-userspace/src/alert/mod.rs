@@ -66,6 +66,9 @@ pub struct Alert {
     pub sport: u16,
     pub dport: u16,
     pub message: String,
+    /// Live sessions: the service (cgroup, else command) owning one end of the connection.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub service: Option<String>,
 }
 
 /// Thresholds of one kind.
@@ -332,6 +335,7 @@ fn evaluate(config: &AlertConfig, flow: u64, kind: EventKind, key: &mut KeyState
         sport,
         dport,
         message,
+        service: None,
     })
 }
 

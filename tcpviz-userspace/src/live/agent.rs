@@ -15,12 +15,13 @@ use tcpviz_common::decode::Record;
 use tcpviz_common::{
     COUNTER_MARKS_FAILED, COUNTER_MARKS_SACK_SENT, COUNTER_MARKS_TRACEPOINT, COUNTER_MARKS_ZERO_WINDOW_SENT,
     COUNTER_TRACE_FILTERED, COUNTER_TRACE_SEEN, COUNTER_WATCH_LOST, COUNTERS, PacketRecord, SNAP_LEN, TP_COUNT,
-    TRACEPOINTS, WatchRecord,
+    TRACEPOINTS, TraceRecord, WatchRecord,
 };
 use tokio::io::unix::AsyncFd;
 
 use self::finish::finish;
 
+use super::attribution::{Attribution, CgroupPaths};
 use super::clock::{self, BootClock};
 use super::config::LinkHeader;
 use super::diagnostics::KernelLog;
@@ -178,6 +179,8 @@ struct Agent<'a> {
     vantage: Option<VantagePoints>,
     samples: SampleWriter,
     follower: Option<Follower>,
+    /// Socket owners learned from connect and accept hooks (into `sink.owners`).
+    attribution: Attribution,
     tally: Tally,
     /// TCPVIZ_TEST_PANIC_AFTER_PACKETS: a panic at this packet, to test the crash path.
     #[cfg(feature = "test-hooks")]
@@ -196,7 +199,8 @@ impl<'a> Agent<'a> {
             crate::errln!("metrics on http://{addr}/metrics");
         }
         let clock = BootClock::measure();
-        let sink = AlertingSink::create(session, opts.alerts.clone()).map_err(out_err(session, EVENTS_FILE))?;
+        let mut sink = AlertingSink::create(session, opts.alerts.clone()).map_err(out_err(session, EVENTS_FILE))?;
+        sink.attributing = true;
         // Interfaces are described in it as their first packet comes.
         let capture = if opts.ifaces.any() {
             Some(
@@ -244,6 +248,7 @@ impl<'a> Agent<'a> {
             vantage,
             samples,
             follower,
+            attribution: Attribution::new(CgroupPaths::system()),
             tally: Tally::default(),
             #[cfg(feature = "test-hooks")]
             panic_after,
@@ -275,24 +280,31 @@ impl<'a> Agent<'a> {
 
     /// One record, in time order with the others.
     fn handle(&mut self, rec: Record) -> Result<(), LiveError> {
-        let session = self.session();
         match rec {
             Record::Packet(p) => self.handle_packet(&p),
             Record::Trace(t) if t.raw_len == 0 => {
                 self.tally.unreadable += 1;
                 Ok(())
             }
-            Record::Trace(t) => match decode_trace(&t, &self.inputs.formats, self.clock.to_wall(t.ts_boot_ns)) {
-                Decoded::Event(k) => {
-                    self.pipeline.process_kernel(&k, &mut self.sink).map_err(out_err(session, EVENTS_FILE))
-                }
-                Decoded::Sample(s) => self.handle_sample(s),
-                Decoded::Skip => Ok(()),
-            },
+            Record::Trace(t) => {
+                self.attribution.on_trace(&t, &self.inputs.formats, &mut self.sink.owners);
+                self.handle_trace(&t)
+            }
             Record::Watch(w) => {
                 self.handle_watch(&w);
                 Ok(())
             }
+        }
+    }
+
+    fn handle_trace(&mut self, t: &TraceRecord) -> Result<(), LiveError> {
+        let session = self.session();
+        match decode_trace(t, &self.inputs.formats, self.clock.to_wall(t.ts_boot_ns)) {
+            Decoded::Event(k) => {
+                self.pipeline.process_kernel(&k, &mut self.sink).map_err(out_err(session, EVENTS_FILE))
+            }
+            Decoded::Sample(s) => self.handle_sample(s),
+            Decoded::Skip => Ok(()),
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use tcpviz_common::{
     AgentConfig, CAPTURE_ALL, CAPTURE_TROUBLED, FILTER_SLOTS, NO_FIELD, TP_CONG_STATE_SET, TP_PROBE, TP_RECEIVE_RESET,
-    TP_RETRANSMIT_SKB, TP_RETRANSMIT_SYNACK, TRACE_RAW_LEN, TraceConfig,
+    TP_RETRANSMIT_SKB, TP_RETRANSMIT_SYNACK, TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4, TRACE_RAW_LEN, TraceConfig,
 };
 
 use super::tracefs::Format;
@@ -157,7 +157,7 @@ pub fn trace_config(tp: u32, format: &Format) -> TraceConfig {
         trouble_states,
         cwnd_off: if tp == TP_PROBE { off("snd_cwnd") } else { NO_FIELD },
         ssthresh_off: if tp == TP_PROBE { off("ssthresh") } else { NO_FIELD },
-        _pad: 0,
+        ret_off: if matches!(tp, TP_SYS_EXIT_ACCEPT4 | TP_SYS_EXIT_ACCEPT) { off("ret") } else { NO_FIELD },
     }
 }
 

@@ -45,6 +45,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LostLabels {
     ring: &'static str,
     cause: &'static str,
@@ -107,6 +112,8 @@ struct Handles {
     alerts_active: Gauge,
     flows_active: Gauge,
     flow_events: Family<FlowLabels, Counter>,
+    service_retransmissions: Family<ServiceLabel, Counter>,
+    service_alerts: Family<ServiceLabel, Counter>,
     hooks: Family<HookLabels, Gauge>,
     watch_marks: Family<CauseLabel, Counter>,
     ring_fill: Family<RingLabel, FloatGauge>,
@@ -128,6 +135,8 @@ impl Handles {
             alerts_active: Gauge::default(),
             flows_active: Gauge::default(),
             flow_events: Family::default(),
+            service_retransmissions: Family::default(),
+            service_alerts: Family::default(),
             hooks: Family::default(),
             watch_marks: Family::default(),
             ring_fill: Family::default(),
@@ -171,6 +180,19 @@ impl Handles {
             "tcpviz_flow_events",
             format!("Events of the {TOP_FLOWS} most troubled active flows, by kind"),
             h.flow_events.clone(),
+        );
+        let services = crate::attribution::MAX_SERVICES;
+        r.register(
+            "tcpviz_service_retransmissions",
+            format!(
+                "Kernel retransmissions by the sending service (cgroup, else command; {services} labels, then other)"
+            ),
+            h.service_retransmissions.clone(),
+        );
+        r.register(
+            "tcpviz_service_alerts",
+            format!("Alerts by the service owning the connection ({services} labels, then other)"),
+            h.service_alerts.clone(),
         );
         r.register(
             "tcpviz_hooks",
@@ -295,6 +317,11 @@ impl Metrics {
             raise(&h.watch_marks.get_or_create(&CauseLabel { cause }), s.counters[i as usize]);
         }
         raise(&h.alerts, s.sink.engine.raised);
+        for (service, (retx, alerts)) in &s.sink.services.by_service {
+            let label = ServiceLabel { service: service.clone() };
+            raise(&h.service_retransmissions.get_or_create(&label), *retx);
+            raise(&h.service_alerts.get_or_create(&label), *alerts);
+        }
         h.alerts_active.set(s.sink.engine.active() as i64);
         h.flows_active.set(s.pipeline.analyzer().flows_active() as i64);
         inner.update_interfaces(s.tc);

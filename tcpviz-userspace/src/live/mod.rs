@@ -9,6 +9,7 @@
 
 mod agent;
 mod attach;
+pub mod attribution;
 pub mod bpf_info;
 pub mod btf;
 pub mod clock;

@@ -30,7 +30,7 @@ pub enum Decoded {
 }
 
 /// Endpoints from `saddr`/`daddr` (IPv4) and `saddr_v6`/`daddr_v6` fields by family.
-fn endpoints(f: &Format, raw: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
+pub(super) fn endpoints(f: &Format, raw: &[u8]) -> Option<(IpAddr, u16, IpAddr, u16)> {
     let sport = f.uint(raw, "sport")? as u16;
     let dport = f.uint(raw, "dport")? as u16;
     let family = f.uint(raw, "family").unwrap_or(AF_INET);
@@ -219,6 +219,7 @@ mod tests {
             ts_boot_ns: 0,
             skb_seq: 1000,
             skb_end_seq: 2448,
+            owner: Default::default(),
             raw: [0; 144],
         };
         fill(&mut r.raw);

@@ -14,7 +14,15 @@ pub struct AlertingSink {
     pub alerts: JsonlWriter,
     pub engine: AlertEngine,
     pub console: Console,
+    /// Socket owners (live sessions): events and alerts name the processes of their
+    /// connection. Empty elsewhere.
+    pub owners: crate::attribution::Owners,
+    /// Live sessions: events and alerts are annotated with `owners` and tallied per service.
+    pub attributing: bool,
+    /// Retransmissions and alerts per service (live sessions).
+    pub services: crate::attribution::ServiceCounts,
     fresh: Vec<Alert>,
+    annotated: Vec<Event>,
 }
 
 impl AlertingSink {
@@ -25,13 +33,26 @@ impl AlertingSink {
             alerts: JsonlWriter::create_lasting(session, ALERTS_FILE)?,
             engine: AlertEngine::new(config),
             console: Console::default(),
+            owners: Default::default(),
+            attributing: false,
+            services: Default::default(),
             fresh: Vec::new(),
+            annotated: Vec::new(),
         })
     }
 
     fn publish(&mut self) -> std::io::Result<()> {
         if self.fresh.is_empty() {
             return Ok(());
+        }
+        for a in &mut self.fresh {
+            if let Some(p) = self.owners.either((a.src, a.sport), (a.dst, a.dport)) {
+                a.service = Some(p.service().to_string());
+                a.message.push_str(&format!(" [{}]", p.label()));
+            }
+            if self.attributing {
+                self.services.alert(a.service.as_deref());
+            }
         }
         for a in &self.fresh {
             self.alerts.write(a)?;
@@ -59,6 +80,21 @@ impl AlertingSink {
 
 impl EventSink for AlertingSink {
     fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
+        let events = if !self.attributing {
+            events
+        } else {
+            self.annotated.clear();
+            self.annotated.extend_from_slice(events);
+            for e in &mut self.annotated {
+                self.owners.annotate(e);
+                // The kernel's report, not the wire's: it counts every retransmission of this
+                // host's sockets, also those of connections not watched on the wire.
+                if e.event == crate::event::EventKind::KernelRetransmit {
+                    self.services.retransmission(e.extra.src_process.as_deref());
+                }
+            }
+            &self.annotated[..]
+        };
         self.events.write_events(events)?;
         crate::output::json_stream::events(events);
         for e in events {

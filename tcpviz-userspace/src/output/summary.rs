@@ -73,6 +73,10 @@ pub struct DirectionSummary {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rtt_timestamps: Option<RttSummary>,
     pub events: BTreeMap<EventKind, u64>,
+    /// Live sessions: the process owning the socket that sends this direction, when this
+    /// host holds it and a hook saw it open (`crate::attribution`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub process: Option<std::sync::Arc<crate::attribution::Process>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -142,6 +146,7 @@ impl FlowSummary {
                 rtt: RttSummary::from_stats(&d.stats.rtt),
                 rtt_timestamps: d.ts_rtt().map(|t| RttSummary::from_stats(&t.rtt)),
                 events: counts_map(&d.stats.events.to_array()),
+                process: None,
             }
         };
         let mut total = [0u32; EventKind::COUNT];
@@ -177,6 +182,17 @@ impl FlowSummary {
     pub fn label(&self) -> String {
         let d = &self.directions[0];
         format!("{} -> {}", endpoint(d.src, d.sport), endpoint(d.dst, d.dport))
+    }
+
+    /// The owners of both ends, in the order of `label` (`-` for an end not attributed), or
+    /// None when neither is known.
+    pub fn processes_label(&self) -> Option<String> {
+        let [a, b] = &self.directions;
+        if a.process.is_none() && b.process.is_none() {
+            return None;
+        }
+        let l = |d: &DirectionSummary| d.process.as_ref().map_or_else(|| "-".into(), |p| p.label());
+        Some(format!("{} -> {}", l(a), l(b)))
     }
 
     pub fn count(&self, kind: EventKind) -> u64 {
@@ -463,7 +479,9 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
     if kernel {
         let _ = write!(s, " {:>6} {:>7}", "k-retx", "matched");
     }
-    let _ = writeln!(s, "  state");
+    // Live sessions: the processes owning the connection's sockets.
+    let processes = summary.flows.iter().take(top).any(|f| f.processes_label().is_some());
+    let _ = writeln!(s, "  state{}", if processes { "        processes" } else { "" });
     for f in summary.flows.iter().take(top) {
         let retx = f.retransmissions();
         let rtt = f.data_rtt().median_ms.map(|m| format!("{m:.3}")).unwrap_or_else(|| "-".into());
@@ -497,7 +515,14 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
                 }
             }
         }
-        let _ = writeln!(s, "  {}", f.state);
+        match f.processes_label().filter(|_| processes) {
+            Some(p) => {
+                let _ = writeln!(s, "  {:<12} {p}", f.state);
+            }
+            None => {
+                let _ = writeln!(s, "  {}", f.state);
+            }
+        }
     }
     if summary.flows.len() > top {
         let _ = writeln!(s, "… {} more flows (see summary.json)", summary.flows.len() - top);

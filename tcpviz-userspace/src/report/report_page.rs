@@ -298,6 +298,15 @@ fn flow_table(f: &FlowSummary) -> String {
         let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", escape_html(key), escape_html(&value));
     };
     row("state", format!("{} (ended by: {})", f.state, f.ended_by));
+    // Live sessions: who owns each end, and which hook said so.
+    for d in &f.directions {
+        if let Some(p) = &d.process {
+            row(
+                &format!("process at {}", crate::output::summary::endpoint(d.src, d.sport)),
+                format!("{} (cgroup id {}, from {})", p.label(), p.cgroup_id, p.hook),
+            );
+        }
+    }
     if let Some(since) = f.watched_since {
         let starts = f.watch_starts.unwrap_or(1);
         row(
@@ -359,6 +368,27 @@ mod tests {
             h.contains(
                 "2023-11-14 22:13:20.500000 UTC, after tracepoint tcp_retransmit_skb: the wire view of this \
                         connection begins here</td>"
+            ),
+            "{h}"
+        );
+    }
+    #[test]
+    fn an_attributed_flow_names_the_process_of_each_end() {
+        let f = crate::flow::state::Flow::new(3, ("10.0.0.1".parse().unwrap(), 1), ("10.0.0.2".parse().unwrap(), 2), 0);
+        let mut f = FlowSummary::from_flow(&f, crate::flow::table::Retirement::End);
+        assert!(!flow_table(&f).contains("process at"));
+        f.directions[1].process = Some(std::sync::Arc::new(crate::attribution::Process {
+            pid: 7,
+            comm: "nginx".into(),
+            cgroup: Some("system.slice/nginx.service".into()),
+            cgroup_id: 5,
+            hook: crate::attribution::HOOK_ACCEPT4.into(),
+        }));
+        let h = flow_table(&f);
+        assert!(
+            h.contains(
+                "<th>process at 10.0.0.2:2</th><td>nginx[7] system.slice/nginx.service (cgroup id 5, from \
+                 syscalls:sys_exit_accept4)</td>"
             ),
             "{h}"
         );

@@ -163,6 +163,11 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         ("retx %", "retransmitted payload bytes over all payload bytes", true),
         ("score", "trouble score: weighted problem events", true),
     ];
+    // Live sessions: the processes owning the sockets (attribution).
+    let processes = flows.iter().any(|f| f.processes_label().is_some());
+    if processes {
+        headers.insert(3, ("processes", "owner of each end: command[pid] cgroup (- when not attributed)", false));
+    }
     if watched {
         headers.insert(3, ("watched since", "when the kernel began watching it: its wire view begins there", true));
     }
@@ -206,6 +211,10 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         let _ = write!(h, "<td data-v=\"{0}\">{0}</td>", escape_html(&f.state));
         if watched {
             watch_cell(&mut h, f);
+        }
+        if processes {
+            let p = f.processes_label().unwrap_or_default().replace(" -> ", " → ");
+            let _ = write!(h, "<td class=\"mono\" data-v=\"{0}\">{0}</td>", escape_html(&p));
         }
         num(&mut h, f.packets as f64, &fmt_count(f.packets));
         num(&mut h, f.bytes as f64, &fmt_bytes(f.bytes));
@@ -313,6 +322,37 @@ mod tests {
     fn flow(id: u64) -> FlowSummary {
         let f = Flow::new(id, ("10.0.0.1".parse().unwrap(), 40000), ("10.0.0.2".parse().unwrap(), 5201), 0);
         FlowSummary::from_flow(&f, Retirement::End)
+    }
+
+    #[test]
+    fn attributed_flows_name_their_processes_in_both_tables() {
+        let plain = flow(1);
+        assert!(!flow_table(std::slice::from_ref(&plain), &[]).contains(">processes</th>"), "no column without owners");
+        let mut owned = flow(2);
+        owned.directions[0].process = Some(std::sync::Arc::new(crate::attribution::Process {
+            pid: 42,
+            comm: "curl".into(),
+            cgroup: Some("system.slice/backup.service".into()),
+            cgroup_id: 9,
+            hook: crate::attribution::HOOK_CONNECT.into(),
+        }));
+        let h = flow_table(&[owned.clone(), plain.clone()], &[]);
+        assert!(h.contains(">processes</th>"), "{h}");
+        assert!(h.contains(">curl[42] system.slice/backup.service → -</td>"), "{h}");
+        let cells = |row: &str| row.matches("<td").count();
+        let rows: Vec<&str> = h.split("<tr>").skip(2).collect();
+        assert_eq!(cells(rows[0]), cells(rows[1]));
+        let summary = crate::output::summary::Summary {
+            schema_version: crate::event::SCHEMA_VERSION,
+            tool: "tcpviz".into(),
+            sources: Vec::new(),
+            totals: Default::default(),
+            errors: Vec::new(),
+            flows: vec![owned, plain],
+            sections: Default::default(),
+        };
+        let t = crate::output::summary::render_table(&summary, 10);
+        assert!(t.contains("processes") && t.contains("curl[42] system.slice/backup.service -> -"), "{t}");
     }
 
     #[test]

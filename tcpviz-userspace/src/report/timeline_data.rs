@@ -457,6 +457,7 @@ mod tests {
             sport: 1,
             dport: 2,
             message: "m".into(),
+            service: None,
         }
     }
 

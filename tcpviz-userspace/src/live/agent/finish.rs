@@ -30,8 +30,11 @@ pub(super) fn finish(
     let alerts_raised = agent.sink.engine.raised;
     let packets_seen = agent.tally.frames + losses.packets();
     let live = live_section(&agent, &c, &losses, packets_seen);
-    let Agent { pipeline, sink, samples, capture, .. } = agent;
+    let Agent { pipeline, sink, samples, capture, attribution, .. } = agent;
     let mut summary = pipeline.summary(src_names, follow_errors, bytes);
+    for d in summary.flows.iter_mut().flat_map(|f| f.directions.iter_mut()) {
+        d.process = sink.owners.get((d.src, d.sport), (d.dst, d.dport)).cloned();
+    }
     summary.sections.live = Some(live);
     summary.sections.alerts = Some(AlertsSection { raised: alerts_raised, ..Default::default() });
     let extra = &mut figures.extra;
@@ -55,6 +58,13 @@ pub(super) fn finish(
         extra.insert(format!("hook.{}:{}", tp.category, tp.name), seen.to_string());
     }
     extra.insert("alerts_raised".into(), alerts_raised.to_string());
+    let a = &attribution.counts;
+    extra.insert("attribution.connects".into(), a.connects.to_string());
+    extra.insert("attribution.accepts".into(), a.accepts.to_string());
+    extra.insert("attribution.accepts_unresolved".into(), a.accepts_unresolved.to_string());
+    extra.insert("attribution.connects_forgotten".into(), a.connects_forgotten.to_string());
+    extra.insert("attribution.cgroups_unknown".into(), a.cgroups_unknown.to_string());
+    extra.insert("attribution.owners".into(), sink.owners.len().to_string());
     let mut files = vec![sink.events.file(), sink.alerts.file(), samples.out.file()];
     files.extend(capture.as_ref().map(PcapngWriter::file));
     report_losses(&files, &mut summary, &mut figures);
