@@ -14,6 +14,8 @@ pub struct AlertingSink {
     pub alerts: JsonlWriter,
     pub engine: AlertEngine,
     pub console: Console,
+    /// The terminal view (`--tui`): it shows the alerts instead of the console lines.
+    pub view: Option<crate::tui::feed::ViewFeed>,
     fresh: Vec<Alert>,
 }
 
@@ -25,6 +27,7 @@ impl AlertingSink {
             alerts: JsonlWriter::create_lasting(&session.path(ALERTS_FILE))?,
             engine: AlertEngine::new(config),
             console: Console::default(),
+            view: None,
             fresh: Vec::new(),
         })
     }
@@ -40,7 +43,10 @@ impl AlertingSink {
         self.alerts.flush()?;
         self.events.flush()?;
         crate::output::json_stream::alerts(&self.fresh);
-        self.console.print(&self.fresh);
+        match self.view.as_mut() {
+            Some(view) => view.note_alerts(&self.fresh),
+            None => self.console.print(&self.fresh),
+        }
         self.fresh.clear();
         Ok(())
     }
@@ -49,6 +55,15 @@ impl AlertingSink {
     pub fn tick(&mut self, now: crate::time::TimestampNs) -> std::io::Result<()> {
         self.engine.tick(now, &mut self.fresh);
         self.publish()
+    }
+
+    /// Publishes a snapshot to the terminal view when one is due (about once a second).
+    pub fn publish_view(&mut self, pipeline: &crate::pipeline::Pipeline, records_lost: u64) {
+        if let Some(view) = self.view.as_mut()
+            && view.due()
+        {
+            view.publish(pipeline, &self.engine, records_lost);
+        }
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
@@ -61,6 +76,9 @@ impl EventSink for AlertingSink {
     fn on_events(&mut self, events: &[Event]) -> std::io::Result<()> {
         self.events.write_events(events)?;
         crate::output::json_stream::events(events);
+        if let Some(view) = self.view.as_mut() {
+            view.note_events(events);
+        }
         for e in events {
             self.engine.on_event(e, &mut self.fresh);
         }
