@@ -45,6 +45,11 @@ impl Pane {
         self.tmux(&["capture-pane", "-p"])
     }
 
+    /// The screen and what scrolled off it.
+    fn history(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-S", "-"])
+    }
+
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys"];
         args.extend_from_slice(keys);
@@ -90,7 +95,7 @@ fn fed_folder(tmp: &Path, capture: &Path) -> (PathBuf, PathBuf) {
 
 fn monitor_command(pcap: &Path, out: &Path, env: &str) -> String {
     format!(
-        "{env} {} monitor --tui --pcap-path {} --out {} --threshold 3 --critical 10",
+        "{env} {} monitor --tui --pcap-path {} --out {} --window 3600 --threshold 3 --critical 10",
         bin(),
         pcap.display(),
         out.display()
@@ -199,8 +204,10 @@ fn a_panic_in_the_drawing_code_restores_the_terminal_and_finishes_the_session() 
     let capture = need_tmux_and_corpus!();
     let tmp = tempfile::tempdir().unwrap();
     let (pcap, out) = fed_folder(tmp.path(), &capture);
-    let pane = Pane::start("panic", &monitor_command(&pcap, &out, "TCPVIZ_TEST_PANIC_IN_DRAW=20"));
-    let s = pane.wait_for("the end", |s| s.contains("DONE"));
+    let env = "RUST_BACKTRACE=0 TCPVIZ_TEST_PANIC_IN_DRAW=20";
+    let pane = Pane::start("panic", &monitor_command(&pcap, &out, env));
+    pane.wait_for("the end", |s| s.contains("DONE"));
+    let s = pane.history();
     assert!(s.contains("a panic in the drawing code"), "the message is on the normal screen: {s}");
     assert!(s.contains("error: the terminal view failed"), "{s}");
     assert!(s.contains("EXIT=1"), "{s}");
