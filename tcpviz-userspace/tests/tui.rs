@@ -198,6 +198,30 @@ fn a_narrow_terminal_gets_the_compact_layout_and_resizing_works() {
     assert!(out.join("summary.json").exists());
 }
 
+#[test]
+fn sigterm_finishes_the_session_and_restores_the_terminal() {
+    let capture = need_tmux_and_corpus!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (pcap, out) = fed_folder(tmp.path(), &capture);
+    let pane = Pane::start("term", &monitor_command(&pcap, &out, ""));
+    pane.wait_for("the table", |s| row_ports(s).len() == 3);
+    // The pane runs `sh -c SCRIPT`; tcpviz is its child.
+    let shell = pane.tmux(&["display-message", "-p", "#{pane_pid}"]).trim().to_string();
+    let children = Command::new("ps").args(["-o", "pid=,comm=", "--ppid", &shell]).output().unwrap();
+    let children = String::from_utf8_lossy(&children.stdout).into_owned();
+    let pid = children
+        .lines()
+        .find(|l| l.contains("tcpviz"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no tcpviz under the pane's shell {shell}: {children}"));
+    assert!(Command::new("kill").args(["-TERM", pid]).status().unwrap().success());
+    let s = pane.wait_for("the end", |s| s.contains("DONE"));
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert!(s.contains("icanon") && !s.contains("-icanon") && !s.contains("-echo"), "{s}");
+    assert_eq!(pane.tmux(&["display-message", "-p", "#{alternate_on}"]).trim(), "0");
+    assert!(out.join("summary.json").exists());
+}
+
 #[cfg(feature = "test-hooks")]
 #[test]
 fn a_panic_in_the_drawing_code_restores_the_terminal_and_finishes_the_session() {
