@@ -46,6 +46,7 @@ impl Pane {
     }
 
     /// The screen and what scrolled off it.
+    #[cfg(feature = "test-hooks")]
     fn history(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-S", "-"])
     }
