@@ -28,6 +28,8 @@ pub struct FollowOptions {
     pub poll_interval: Duration,
     /// Stop by itself after this long (wall time).
     pub duration: Option<Duration>,
+    /// Where the terminal view (`--tui`) takes its snapshots from.
+    pub view: Option<crate::tui::snapshot::SnapshotSlot>,
 }
 
 enum Wake {
@@ -41,6 +43,10 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
     let session = &opts.session;
     let mut sink = AlertingSink::create(session, opts.alerts.clone()).map_err(session.write_error(EVENTS_FILE))?;
     let mut follower = Follower::new(&opts.pcap_path)?;
+    if let Some(slot) = &opts.view {
+        let mode = crate::tui::snapshot::ViewMode::Monitor;
+        sink.view = Some(crate::tui::feed::ViewFeed::new(slot.clone(), mode, opts.pcap_path.clone()));
+    }
     let mut pipeline = Pipeline::with_options(PipelineOptions {
         limits: opts.limits,
         summary_flows: opts.summary_flows,
@@ -72,12 +78,17 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
             sink.tick(last + quiet).map_err(session.write_error(ALERTS_FILE))?;
         }
         sink.flush().map_err(session.write_error(EVENTS_FILE))?;
+        sink.publish_view(&pipeline, files_lost(&follower));
         if crate::output::stdio::stdout_closed() {
             // Nobody reads the alerts any more (`tcpviz follow | head`): end as on Ctrl-C.
             break;
         }
 
         let mut timeout = opts.poll_interval;
+        if opts.view.is_some() {
+            // The view gets a snapshot about once a second.
+            timeout = timeout.min(crate::tui::feed::PUBLISH_EVERY);
+        }
         if let Some(d) = opts.duration {
             let left = d.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -100,6 +111,12 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
     // Read what arrived since the last pass before stopping.
     follower.pass(session, &mut pipeline, &mut sink)?;
     finish(opts, pipeline, sink, follower, started)
+}
+
+/// What the view calls records lost in a follow: files missed, unreadable or cut short.
+fn files_lost(follower: &Follower) -> u64 {
+    let s = follower.section();
+    s.files_missed + s.files_unreadable + s.compressed_files_cut_short
 }
 
 fn finish(

@@ -24,3 +24,4 @@ pub mod report;
 #[cfg(target_os = "linux")]
 pub mod sd_notify;
 pub mod time;
+pub mod tui;

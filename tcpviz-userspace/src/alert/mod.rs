@@ -256,6 +256,12 @@ impl AlertEngine {
         }
     }
 
+    /// Every tracked (flow, kind): events in the window (as of the last event or tick) and
+    /// level. A walk over the keys for a live view once a second; no work per event.
+    pub fn window_counts(&self) -> impl Iterator<Item = (u64, EventKind, u64, Level)> + '_ {
+        self.keys.iter().map(|(&(flow, kind), s)| (flow, kind, s.total, s.level))
+    }
+
     /// Active alerts at the end of a run, worst first (level, then count, then flow).
     pub fn snapshot(&self) -> Vec<ActiveAlert> {
         let mut v: Vec<_> = self
@@ -363,6 +369,19 @@ mod tests {
             frame: None,
             file: None,
         }
+    }
+
+    #[test]
+    fn window_counts_follow_the_window() {
+        let mut a = AlertEngine::new(AlertConfig::default());
+        let mut out = Vec::new();
+        for i in 0..3 {
+            a.on_event(&ev(100.0 + i as f64, 4, EventKind::OutOfOrder), &mut out);
+        }
+        let counts: Vec<_> = a.window_counts().collect();
+        assert_eq!(counts, vec![(4, EventKind::OutOfOrder, 3, Level::Ok)]);
+        a.tick((200.0 * 1e9) as i64, &mut out);
+        assert_eq!(a.window_counts().count(), 0, "an emptied window is dropped");
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct LiveArgs {
     /// written as always.
     #[arg(long, value_name = "-", value_parser = ["-"])]
     pub events: Option<String>,
+    /// A full-screen terminal view instead of the alert lines: connections worst first,
+    /// alerts, a detail per connection (keys: q quit, / filter, s sort, Enter detail, p pause).
+    #[arg(long)]
+    pub tui: bool,
     /// Take the wire packets from a capture that dumpcap or tcpdump is writing (as
     /// `follow` follows it) instead of the TC snapshots.
     #[arg(long, value_name = "PATH")]
@@ -172,6 +176,10 @@ pub struct FollowArgs {
     /// written as always.
     #[arg(long, value_name = "-", value_parser = ["-"])]
     pub events: Option<String>,
+    /// A full-screen terminal view instead of the alert lines: connections worst first,
+    /// alerts, a detail per connection (keys: q quit, / filter, s sort, Enter detail, p pause).
+    #[arg(long)]
+    pub tui: bool,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,

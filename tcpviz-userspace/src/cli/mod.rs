@@ -197,6 +197,7 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
     if args.events.is_some() {
         tcpviz::output::json_stream::enable();
     }
+    let view = start_view(args.tui, args.events.is_some())?;
     let session = Session::create(args.out.as_deref())?.with_rotation(rotation);
     let opts = tcpviz::follow::FollowOptions {
         summary_flows: args.limits.summary_flows.unwrap_or(10_000),
@@ -206,14 +207,41 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
         alerts,
         poll_interval: std::time::Duration::from_secs_f64(args.poll_interval),
         duration: args.duration.map(std::time::Duration::from_secs_f64),
+        view: view.as_ref().map(|v| v.slot()),
     };
-    let (summary, written) = tcpviz::follow::run(&opts).inspect_err(|_| session.remove_if_unused())?;
+    let result = tcpviz::follow::run(&opts);
+    let view_failed = finish_view(view);
+    let (summary, written) = result.inspect_err(|_| session.remove_if_unused())?;
     results_out(format_args!("{}", render_table(&summary, 20)));
     // Files of a folder deleted while running are not there to show.
     for p in written.iter().filter(|p| p.exists()) {
         results_out(format_args!("{}\n", p.display()));
     }
-    Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if summary.errors.is_empty() && !view_failed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `--tui`: the terminal is taken before the session folder is made, so that a missing
+/// terminal leaves nothing behind.
+fn start_view(wanted: bool, events_on_stdout: bool) -> Result<Option<tcpviz::tui::Tui>> {
+    if !wanted {
+        return Ok(None);
+    }
+    if events_on_stdout {
+        bail!("--tui and --events - both want standard output: give one of them");
+    }
+    Ok(Some(tcpviz::tui::Tui::start()?))
+}
+
+/// Ends the view (the terminal restored, messages held meanwhile printed); true if it
+/// failed, which is said.
+fn finish_view(view: Option<tcpviz::tui::Tui>) -> bool {
+    match view.map(tcpviz::tui::Tui::finish) {
+        Some(Err(e)) => {
+            tcpviz::errln!("error: {}", tcpviz::error::Chain(&e));
+            true
+        }
+        _ => false,
+    }
 }
 
 /// What a long-running mode prints at its end (the table, the files written): on standard
@@ -288,6 +316,7 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     if args.events.is_some() {
         tcpviz::output::json_stream::enable();
     }
+    let view = start_view(args.tui, args.events.is_some())?;
     let session = Session::create(args.out.as_deref())?.with_rotation(rotation);
     let opts = LiveOptions {
         ifaces,
@@ -315,8 +344,11 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         },
         watch: watch_duration(args.watch_secs)?,
         max_watched: args.max_watched.max(1),
+        view: view.as_ref().map(|v| v.slot()),
     };
-    let result = tcpviz::live::run(&opts).inspect_err(|_| session.remove_if_unused())?;
+    let result = tcpviz::live::run(&opts);
+    let view_failed = finish_view(view);
+    let result = result.inspect_err(|_| session.remove_if_unused())?;
     results_out(format_args!("{}", render_table(&result.summary, 20)));
     if result.losses.total() > 0 {
         let hint = if result.losses.ring_full() > 0 { "; raise --ring-mb" } else { "" };
@@ -325,5 +357,5 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
     for p in result.written.iter().filter(|p| p.exists()) {
         results_out(format_args!("{}\n", p.display()));
     }
-    Ok(exit_code(!result.summary.errors.is_empty()))
+    Ok(exit_code(!result.summary.errors.is_empty() || view_failed))
 }

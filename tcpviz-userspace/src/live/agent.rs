@@ -201,6 +201,16 @@ impl<'a> Agent<'a> {
         let clock = BootClock::measure();
         let mut sink = AlertingSink::create(session, opts.alerts.clone()).map_err(out_err(session, EVENTS_FILE))?;
         sink.attributing = true;
+        if let Some(slot) = &opts.view {
+            let source = match (&opts.pcap_path, &opts.ifaces) {
+                (Some(path), _) => path.clone(),
+                (None, super::Interfaces::Named(names)) => names.join(","),
+                (None, super::Interfaces::All) => "all interfaces".into(),
+                (None, super::Interfaces::None) => "kernel hooks only".into(),
+            };
+            let mode = crate::tui::snapshot::ViewMode::Live;
+            sink.view = Some(crate::tui::feed::ViewFeed::new(slot.clone(), mode, source));
+        }
         // Interfaces are described in it as their first packet comes.
         let capture = if opts.ifaces.any() {
             Some(
@@ -319,6 +329,9 @@ impl<'a> Agent<'a> {
 
     fn handle_sample(&mut self, mut s: KernelSample) -> Result<(), LiveError> {
         s.flow_id = self.pipeline.analyzer().flow_id_of(s.src, s.sport, s.dst, s.dport);
+        if let Some(view) = self.sink.view.as_mut() {
+            view.note_kernel_sample(&s);
+        }
         self.samples.write(&s).map_err(out_err(self.session(), KERNEL_SAMPLES_FILE))
     }
 
@@ -415,6 +428,7 @@ impl<'a> Agent<'a> {
             crate::errln!("warning: {} so far; the agent goes on", losses.describe());
             self.tally.lost_reported = losses.total();
         }
+        self.sink.publish_view(&self.pipeline, losses.total());
         use std::os::fd::AsFd;
         // Nobody scrapes without --metrics-addr: no reason to read /proc or map the rings.
         if self.inputs.opts.metrics_addr.is_some() {

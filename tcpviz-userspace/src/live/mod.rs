@@ -81,6 +81,8 @@ pub struct LiveOptions {
     pub watch: Duration,
     /// Most connections watched at once (the LRU map's size; each takes two entries).
     pub max_watched: u32,
+    /// Where the terminal view (`--tui`) takes its snapshots from.
+    pub view: Option<crate::tui::snapshot::SnapshotSlot>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,8 @@ pub struct AlertingSink {
     pub attributing: bool,
     /// Retransmissions and alerts per service (live sessions).
     pub services: crate::attribution::ServiceCounts,
+    /// The terminal view (`--tui`): it shows the alerts instead of the console lines.
+    pub view: Option<crate::tui::feed::ViewFeed>,
     fresh: Vec<Alert>,
     annotated: Vec<Event>,
 }
@@ -36,6 +38,7 @@ impl AlertingSink {
             owners: Default::default(),
             attributing: false,
             services: Default::default(),
+            view: None,
             fresh: Vec::new(),
             annotated: Vec::new(),
         })
@@ -61,7 +64,10 @@ impl AlertingSink {
         self.alerts.flush()?;
         self.events.flush()?;
         crate::output::json_stream::alerts(&self.fresh);
-        self.console.print(&self.fresh);
+        match self.view.as_mut() {
+            Some(view) => view.note_alerts(&self.fresh),
+            None => self.console.print(&self.fresh),
+        }
         self.fresh.clear();
         Ok(())
     }
@@ -70,6 +76,15 @@ impl AlertingSink {
     pub fn tick(&mut self, now: crate::time::TimestampNs) -> std::io::Result<()> {
         self.engine.tick(now, &mut self.fresh);
         self.publish()
+    }
+
+    /// Publishes a snapshot to the terminal view when one is due (about once a second).
+    pub fn publish_view(&mut self, pipeline: &crate::pipeline::Pipeline, records_lost: u64) {
+        if let Some(view) = self.view.as_mut()
+            && view.due()
+        {
+            view.publish(pipeline, &self.engine, records_lost);
+        }
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
@@ -97,6 +112,9 @@ impl EventSink for AlertingSink {
         };
         self.events.write_events(events)?;
         crate::output::json_stream::events(events);
+        if let Some(view) = self.view.as_mut() {
+            view.note_events(events);
+        }
         for e in events {
             self.engine.on_event(e, &mut self.fresh);
         }

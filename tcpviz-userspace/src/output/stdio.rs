@@ -19,9 +19,63 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 static STDOUT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+/// Output held while the terminal view owns the screen (`--tui`): printed when it ends.
+static HELD: Mutex<Option<Held>> = Mutex::new(None);
+static HOLDING: AtomicBool = AtomicBool::new(false);
+/// Past this, held output is dropped (and the drop said when released).
+const HELD_MAX: usize = 1 << 20;
+
+#[derive(Default)]
+struct Held {
+    text: Vec<u8>,
+    dropped: u64,
+}
+
+/// Holds what is printed (standard output, standard error, logs) until
+/// [`release_output`]: lines written over a full-screen view would garble it.
+pub fn hold_output() {
+    if let Ok(mut h) = HELD.lock() {
+        h.get_or_insert_with(Held::default);
+        HOLDING.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Prints what was held, in order (all on standard error: it is diagnostics, and the
+/// results are printed after it).
+pub fn release_output() {
+    HOLDING.store(false, Ordering::SeqCst);
+    let held = HELD.lock().ok().and_then(|mut h| h.take());
+    if let Some(h) = held {
+        note_err_result(io::stderr().lock().write_all(&h.text));
+        if h.dropped > 0 {
+            write_err(format_args!("({} bytes of messages dropped while the terminal view ran)\n", h.dropped));
+        }
+    }
+}
+
+/// Lets output through again without printing what was held (a panic hook: the lock
+/// may be held by the panicking thread).
+pub fn stop_holding() {
+    HOLDING.store(false, Ordering::SeqCst);
+}
+
+/// Appends to the held output when holding; false when not.
+fn held(bytes: &[u8]) -> bool {
+    let Ok(mut guard) = HELD.lock() else { return false };
+    let Some(h) = guard.as_mut() else { return false };
+    if h.text.len() + bytes.len() <= HELD_MAX {
+        h.text.extend_from_slice(bytes);
+    } else {
+        h.dropped += bytes.len() as u64;
+    }
+    true
+}
 
 /// Writes to standard output; false once it can take no more (its reader is gone).
 pub fn write_out(args: fmt::Arguments<'_>) -> bool {
+    if HOLDING.load(Ordering::Relaxed) && held(args.to_string().as_bytes()) {
+        return true;
+    }
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return false;
     }
@@ -43,6 +97,9 @@ pub fn write_out(args: fmt::Arguments<'_>) -> bool {
 
 /// Writes to standard error; dropped once its reader is gone.
 pub fn write_err(args: fmt::Arguments<'_>) {
+    if HOLDING.load(Ordering::Relaxed) && held(args.to_string().as_bytes()) {
+        return;
+    }
     if STDERR_CLOSED.load(Ordering::Relaxed) {
         return;
     }
@@ -74,6 +131,9 @@ pub struct QuietStderr;
 
 impl Write for QuietStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if HOLDING.load(Ordering::Relaxed) && held(buf) {
+            return Ok(buf.len());
+        }
         if !STDERR_CLOSED.load(Ordering::Relaxed) {
             note_err_result(io::stderr().lock().write_all(buf));
         }
