@@ -76,6 +76,7 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
         summary_flows: opts.summary_flows,
         kernel_mode: !opts.kernel_events.is_empty(),
         always_name_files: false,
+        partial_wire_view: false,
     });
     let mut kernel = opts.kernel_events.iter().peekable();
     let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();

@@ -52,6 +52,7 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
         summary_flows: opts.summary_flows,
         kernel_mode: false,
         always_name_files: follower.tailer().may_span_files(),
+        partial_wire_view: false,
     });
 
     let (tx, rx) = mpsc::channel::<Wake>();

@@ -62,6 +62,10 @@ pub struct PipelineOptions {
     /// Events name their file even while only one file has been read (the input may span
     /// several: a glob, a symlink a capture tool re-points).
     pub always_name_files: bool,
+    /// The wire view of a connection may begin in its middle, at the trouble that made the
+    /// live agent's kernel side copy it (capture policy `troubled`); see
+    /// [`crate::analysis::Analyzer::set_partial_wire_view`].
+    pub partial_wire_view: bool,
 }
 
 impl Default for PipelineOptions {
@@ -71,6 +75,7 @@ impl Default for PipelineOptions {
             summary_flows: crate::output::summary::MAX_LISTED_FLOWS,
             kernel_mode: false,
             always_name_files: false,
+            partial_wire_view: false,
         }
     }
 }
@@ -92,6 +97,7 @@ impl Pipeline {
         let mut analyzer = Analyzer::new(opts.limits);
         analyzer.set_kernel_mode(opts.kernel_mode);
         analyzer.set_always_name_files(opts.always_name_files);
+        analyzer.set_partial_wire_view(opts.partial_wire_view);
         Pipeline {
             analyzer,
             events: Vec::with_capacity(64),

@@ -69,6 +69,9 @@ pub struct Analyzer {
     wire_now: TimestampNs,
     /// Watch starts of connections the wire has not shown yet (live, policy `troubled`).
     pending_watches: PendingWatches,
+    /// Connections may be seen from their middle on (live, policy `troubled`): see
+    /// [`Analyzer::set_partial_wire_view`].
+    partial_wire_view: bool,
 }
 
 /// How far the kernel's clock may run ahead of a wire that has stopped before its reports
@@ -95,6 +98,7 @@ impl Analyzer {
             last_kernel_sweep: TimestampNs::MIN,
             wire_now: TimestampNs::MIN,
             pending_watches: PendingWatches::default(),
+            partial_wire_view: false,
         }
     }
 
@@ -137,6 +141,16 @@ impl Analyzer {
 
     pub fn set_always_name_files(&mut self, on: bool) {
         self.always_name_files = on;
+    }
+
+    /// The view of a connection may begin in its middle, at the trouble that made the
+    /// kernel side copy it. On the receiver that trouble is a SACK it sends, and the
+    /// retransmissions that fill the hole follow at once: the segments they repeat passed
+    /// before the view began, so Wireshark's rules take them for new data. A SACK seen before
+    /// any data of the other direction tells how far that side has sent
+    /// ([`rules::seed_from_sack`]). Off for captures, so that they agree with tshark.
+    pub fn set_partial_wire_view(&mut self, on: bool) {
+        self.partial_wire_view = on;
     }
 
     fn file_name(&self, index: u32) -> Option<Arc<str>> {
@@ -198,6 +212,9 @@ impl Analyzer {
             flow.last_ts = seg.ts;
         }
         rules::analyze(flow, dir, seg, at.frame, &mut pa);
+        if self.partial_wire_view && seg.options.sack.len > 0 {
+            rules::seed_from_sack(flow, dir, seg, at.frame);
+        }
         if let Some((tsval, tsecr)) = seg.options.timestamp {
             pa.ts_rtt_sample = time_by_timestamps(flow, dir, seg, tsval, tsecr);
         }

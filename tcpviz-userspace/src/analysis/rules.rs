@@ -136,6 +136,26 @@ pub fn analyze(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &mut
     }
 }
 
+/// Not a Wireshark rule; only for a wire view that begins in the middle of a connection
+/// (see [`super::Analyzer::set_partial_wire_view`]). A SACK block's right edge is data the
+/// other side has sent: when none of that side's data has been seen yet, its highest
+/// sequence number starts there, as if that data had been seen when the SACK was. A segment
+/// below it that comes later is a retransmission or a reordered original, which the rules
+/// then call out; one above it is new data past a gap, as it would have been anyway.
+pub fn seed_from_sack(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64) {
+    let (_, rev) = flow.dirs_mut(dir);
+    if rev.nextseq != 0 {
+        return;
+    }
+    let Some(right) = seg.options.sack.iter().map(|(_, right)| right).reduce(|a, b| if seq_gt(b, a) { b } else { a })
+    else {
+        return;
+    };
+    rev.nextseq = right;
+    rev.nextseqtime = seg.ts;
+    rev.nextseqframe = frame;
+}
+
 /// `verify_tcp_window_scaling()`: scaling is used only if both SYN and SYN-ACK offer it.
 fn verify_window_scaling(flow: &mut Flow, dir: usize, is_synack: bool) {
     let (fwd, rev) = flow.dirs_mut(dir);

@@ -499,3 +499,28 @@ fn watch_starts_go_to_their_flows() {
         ]
     );
 }
+
+/// A receiver-side view that begins at the SACK the receiver sends (live, policy
+/// `troubled`): the retransmissions that fill the hole repeat data sent before the view
+/// began, and only the SACK tells so.
+#[test]
+fn a_partial_view_that_begins_with_a_sack_knows_the_hole_fills_are_not_new() {
+    let view = |partial: bool| {
+        let mut c = Conv::new();
+        c.an.set_partial_wire_view(partial);
+        let mut sack = SackBlocks::default();
+        sack.blocks[0] = (C + 20_001, C + 30_001);
+        sack.len = 1;
+        let mut events =
+            c.send_opts(10.0, From::Server, 1, 10_001, 0, A, 60000, TcpOptions { sack, ..Default::default() });
+        // Soon after the SACK (out of order to the rules), then later (a retransmission).
+        events.extend(c.send(10.1, From::Client, 10_001, 1, 1000, PA, 60000));
+        events.extend(c.send(15.0, From::Client, 11_001, 1, 1000, PA, 60000));
+        // New data just past the SACKed block is not a gap.
+        events.extend(c.send(16.0, From::Client, 30_001, 1, 1000, PA, 60000));
+        Conv::kinds(&events)
+    };
+    assert_eq!(view(true), vec![EventKind::OutOfOrder, EventKind::Retransmission]);
+    // A capture keeps Wireshark's rules, which know nothing before the first data segment.
+    assert_eq!(view(false), vec![EventKind::LostSegment]);
+}
