@@ -25,6 +25,8 @@ const FORMAT_TEXTS: [&str; TP_COUNT] = [
     include_str!("../seeds/tracefs/inet_sock_set_state.format"),
     include_str!("../seeds/tracefs/tcp_send_reset.format"),
     include_str!("../seeds/tracefs/tcp_receive_reset.format"),
+    include_str!("../seeds/tracefs/sys_exit_accept4.format"),
+    include_str!("../seeds/tracefs/sys_exit_accept.format"),
 ];
 
 fn formats() -> &'static [Option<Format>; TP_COUNT] {
