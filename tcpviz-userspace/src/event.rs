@@ -52,6 +52,9 @@ pub enum EventKind {
     LossInfer,
     HandshakeAnomaly,
     TeardownAnomaly,
+    /// The sender's probe timer fired on a silent tail: a segment past a quiet time of
+    /// 2 x SRTT with data outstanding and no sign of loss before it (`findings.rs`).
+    TailLossProbe,
     /// The kernel retransmitted a segment (`tcp:tcp_retransmit_skb`).
     KernelRetransmit,
     /// The kernel retransmitted a SYN-ACK (`tcp:tcp_retransmit_synack`).
@@ -104,7 +107,10 @@ impl EventKind {
             | EventKind::LostSegment
             | EventKind::ZeroWindow
             | EventKind::TeardownAnomaly => 3,
-            EventKind::SpuriousRetransmission | EventKind::OutOfOrder | EventKind::AckLostSegment => 2,
+            EventKind::SpuriousRetransmission
+            | EventKind::OutOfOrder
+            | EventKind::AckLostSegment
+            | EventKind::TailLossProbe => 2,
             EventKind::DuplicateAck | EventKind::WindowFull | EventKind::ZeroWindowProbe => 1,
             _ => 0,
         }
@@ -151,7 +157,7 @@ pub enum Reason {
     /// The third duplicate ACK of a run: the receiver is missing the segment at `ack`.
     TripleDuplicateAck,
     /// A retransmission of the oldest unacknowledged data with no duplicate ACKs before
-    /// it: the sender's retransmission timer (or tail-loss probe) fired.
+    /// it: the sender's retransmission timer fired (a tail-loss probe is its own event).
     RetransmissionTimeout,
     /// Data in flight and no ACK progress for longer than max(1 s, 4 x SRTT).
     AckStall,
@@ -169,6 +175,10 @@ pub enum Reason {
     Reset,
     /// RST after a FIN: an abortive end of a closing connection.
     ResetAfterFin,
+    /// `tail_loss_probe`: the probe sent the next new data.
+    ProbeNewData,
+    /// `tail_loss_probe`: the probe repeated the highest segment sent.
+    ProbeLastSegment,
 }
 
 /// Details attached to an event. Every field is optional and omitted when absent.
@@ -203,7 +213,8 @@ pub struct Extra {
     pub rto_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rto_frame: Option<u64>,
-    /// For ack stalls: how long the ACKs did not move.
+    /// For ack stalls: how long the ACKs did not move; for tail-loss probes: the quiet time
+    /// before the probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall_ms: Option<f64>,
     /// Retries so far (SYN retransmissions, timer retransmissions of the same data).

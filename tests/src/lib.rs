@@ -265,6 +265,17 @@ impl Lab {
         );
         self.exec(ns, &format!("python3 -c \"{script}\""));
     }
+
+    /// Sends `bursts` writes of `bytes` from A to the server, `gap_ms` apart, and closes: an
+    /// application that writes in bursts, whose every burst ends in a tail.
+    pub fn send_bursts(&self, addr: &str, port: u16, bursts: usize, bytes: usize, gap_ms: u64) {
+        let script = format!(
+            "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('{addr}',{port}),timeout=60);break\n    except ConnectionRefusedError:\n        time.sleep(0.1)\n\
+             for i in range({bursts}):\n    s.sendall(b'x'*{bytes})\n    time.sleep({gap_ms}/1000)\n\
+             s.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\n"
+        );
+        self.exec(&self.a, &format!("python3 -c \"{script}\""));
+    }
 }
 
 impl Lab {

@@ -9,12 +9,36 @@
 //!   - `retransmission_timeout` (WARNING, CRITICAL from the second attempt): a retransmission
 //!     of the oldest unacknowledged data (it covers the receiver's last ACK) with no duplicate
 //!     ACKs before it and after a quiet time of at least max(2 x SRTT, 10 ms) since the
-//!     receiver's last packet, so the sender's timer fired (RTO, or a tail-loss probe) rather
+//!     receiver's last packet, so the sender's retransmission timer fired rather
 //!     than a partial ACK of an ongoing recovery. One per timer expiry, not one per segment
 //!     resent after it.
+//!     A tail-loss probe is not a timeout: see `tail_loss_probe`.
 //!   - `ack_stall` (WARNING, CRITICAL from 3 s): data in flight and no ACK progress for
 //!     max(1 s, 4 x SRTT), with the receive window open and no timer retransmission in that
 //!     time (a stall explained by a timeout is reported as the timeout).
+//! - `tail_loss_probe` (INFO): the sender's probe timer (RFC 8985, Linux's TLP) fired on a
+//!   tail that no ACK answered. A data segment that either carries the next new data
+//!   (`probe_new_data`) or repeats the highest segment sent (`probe_last_segment`), when
+//!   - data was outstanding and the other side had acknowledged some of it;
+//!   - nothing hinted at loss before: no duplicate ACK of the current ACK, no SACK block on
+//!     the other side's last packet, and this direction's previous packet was no
+//!     retransmission (a sender in recovery does not probe);
+//!   - the quiet time since the later of the newest data and the other side's last packet is
+//!     at least max(2 x the least RTT, 1 ms) (Linux 6 waits 2 x SRTT + 2 ms, RFC 8985
+//!     2 x SRTT; the smoothed RTT of the wire's ACKs is no guide, as an ACK held back by a
+//!     hole gives a sample of the whole repair, which the kernel's SACK-aware estimate never
+//!     takes; the floor keeps a scheduling hiccup inside a burst from counting); with a
+//!     single segment outstanding, 200 ms + the least RTT (RFC 8985 adds the worst-case
+//!     delayed ACK, 200 ms, to 2 x SRTT; Linux waits for its RTO, at least 200 ms + SRTT): a
+//!     receiver delaying its ACK of a lone request is not a lost tail;
+//!   - this direction sent no probe since the other side's ACK last moved (a sender probes
+//!     once per flight; a second silence is its retransmission timeout);
+//!   - new data comes no later than twice that wait + 10 ms: a pacing sender (BBR, fq)
+//!     or the application may send new data after any silence, and a probe timer would have
+//!     fired long before. A repeat of the highest segment has no such bound.
+//!
+//!   With a single segment outstanding, the first timer repeat of it is the probe and the
+//!   second the timeout, as Linux sends them.
 //! - `handshake_anomaly`: `syn_retransmitted`, `syn_ack_retransmitted` (WARNING) per repeat;
 //!   at the end of a flow `no_syn_ack` (CRITICAL: no answer at all for at least 1 s) or
 //!   `no_final_ack` (WARNING).
@@ -37,6 +61,12 @@ const MIN_STALL: TimestampNs = NS_PER_SEC;
 /// after the other side's last packet answers that packet (a partial ACK in recovery).
 const TIMER_FLOOR: TimestampNs = 10_000_000;
 const CRITICAL_STALL: TimestampNs = 3 * NS_PER_SEC;
+/// The shortest quiet time before a tail-loss probe, and what a single outstanding segment
+/// adds to it (see the module documentation).
+const PROBE_FLOOR: TimestampNs = 1_000_000;
+const PROBE_LONE_SEGMENT_WAIT: TimestampNs = 200_000_000;
+/// New data later than twice the wait and this is no probe (see the module documentation).
+const PROBE_NEW_DATA_SLACK: TimestampNs = 10_000_000;
 /// How long an unanswered SYN must have waited before it counts as never answered.
 const HANDSHAKE_GRACE: TimestampNs = NS_PER_SEC;
 
@@ -127,9 +157,23 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         fwd.rare_mut().last_zero_window = Some(ts);
     }
 
-    // Loss inferred from a timer retransmission of the head of the unacknowledged data.
     let una = pa.rev_lastack_before;
-    if fl.has(A::RETRANSMISSION)
+    let least_rtt = (fwd.stats.rtt.count > 0).then_some(fwd.stats.rtt.min_ns);
+    let probe = if rev.sack().len == 0 {
+        tail_loss_probe(seg, pa, least_rtt, fwd.rare.as_ref().and_then(|r| r.probe_at_ack))
+    } else {
+        None
+    };
+    if let Some(reason) = probe {
+        fwd.rare_mut().probe_at_ack = Some(una);
+        let mut f = Finding::new(EventKind::TailLossProbe, Severity::Info, reason);
+        f.stall_ns = pa.since_new_data.min(pa.since_rev_packet);
+        out.push(f);
+    }
+
+    // Loss inferred from a timer retransmission of the head of the unacknowledged data.
+    if probe.is_none()
+        && fl.has(A::RETRANSMISSION)
         && seglen > 0
         && !flags.syn()
         && una != 0
@@ -178,6 +222,43 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
             }
         }
         rev.outstanding_since = if rev.nextseq != 0 && seq_lt(seg.ack, rev.nextseq) { Some(ts) } else { None };
+    }
+}
+
+/// Is this segment a tail-loss probe (see the module documentation), and of which kind?
+fn tail_loss_probe(
+    seg: &Segment,
+    pa: &PacketAnalysis,
+    least_rtt: Option<TimestampNs>,
+    probe_at_ack: Option<u32>,
+) -> Option<Reason> {
+    let flags = seg.flags;
+    let (una, highest) = (pa.rev_lastack_before, pa.nextseq_before);
+    if seg.payload_len == 0 || flags.syn() || flags.rst() || una == 0 || highest == 0 || !seq_lt(una, highest) {
+        return None;
+    }
+    let resent = A::RETRANSMISSION | A::FAST_RETRANSMISSION | A::SPURIOUS_RETRANSMISSION;
+    if pa.rev_repeat_acks_before != 0 || pa.previous_flags & resent != 0 || probe_at_ack == Some(una) {
+        return None;
+    }
+    let quiet = pa.since_new_data?.min(pa.since_rev_packet?);
+    let least_rtt = least_rtt.unwrap_or(0);
+    // One segment's worth outstanding (this segment's size standing in for the MSS)?
+    let wait = if highest.wrapping_sub(una) <= seg.payload_len {
+        PROBE_LONE_SEGMENT_WAIT + least_rtt
+    } else {
+        PROBE_FLOOR.max(2 * least_rtt)
+    };
+    if quiet < wait {
+        return None;
+    }
+    let end = seg.seq.wrapping_add(seg.payload_len).wrapping_add(flags.fin() as u32);
+    if seg.seq == highest {
+        (quiet <= 2 * wait + PROBE_NEW_DATA_SLACK).then_some(Reason::ProbeNewData)
+    } else if end == highest && seq_lt(una, end) {
+        Some(Reason::ProbeLastSegment)
+    } else {
+        None
     }
 }
 

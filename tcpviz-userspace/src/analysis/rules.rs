@@ -52,6 +52,11 @@ pub struct PacketAnalysis {
     pub rev_repeat_acks_before: u32,
     /// Time since the other direction's last packet (None before it sent any).
     pub since_rev_packet: Option<TimestampNs>,
+    /// This direction's highest sequence number before this packet (0: no data yet), how
+    /// long ago it moved, and the flags of this direction's previous packet.
+    pub nextseq_before: u32,
+    pub since_new_data: Option<TimestampNs>,
+    pub previous_flags: u32,
 }
 
 /// Wireshark's conversation step before the sequence analysis: a SYN with a new initial
@@ -183,6 +188,9 @@ fn sequence_rules(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &
     out.rev_lastack_before = rev.lastack;
     out.rev_repeat_acks_before = rev.repeat_acks;
     out.since_rev_packet = (rev.lastacktime != 0).then(|| ts - rev.lastacktime);
+    out.nextseq_before = fwd.nextseq;
+    out.since_new_data = (fwd.nextseq != 0).then(|| ts - fwd.nextseqtime);
+    out.previous_flags = fwd.lastsegmentflags;
 
     if flags.ack() {
         rev.valid_bif = true;

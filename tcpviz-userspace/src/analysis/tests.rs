@@ -235,13 +235,16 @@ fn timer_retransmission_is_inferred_loss_but_recovery_is_not() {
     c.send(20.0, From::Client, 1, 1, 1000, PA, 60000);
     c.send(20.1, From::Client, 1001, 1, 1000, PA, 60000);
     c.send(28.0, From::Server, 1, 1001, 0, A, 60000);
-    // 1001..2001 lost, no duplicate ACK (it was the last segment): the timer fires.
-    let rto = c.send(230.0, From::Client, 1001, 1, 1000, PA, 60000);
+    // 1001..2001 lost, no duplicate ACK (it was the last segment): the timer fires. The
+    // first repeat of a lone segment is the sender's tail-loss probe, the next its timeout.
+    let probe = c.send(240.0, From::Client, 1001, 1, 1000, PA, 60000);
+    assert_eq!(Conv::kinds(&probe), vec![EventKind::Retransmission, EventKind::TailLossProbe]);
+    let rto = c.send(630.0, From::Client, 1001, 1, 1000, PA, 60000);
     assert_eq!(Conv::kinds(&rto), vec![EventKind::Retransmission, EventKind::LossInfer]);
     assert_eq!(rto[1].extra.reason, Some(Reason::RetransmissionTimeout));
     assert_eq!(rto[1].severity, Severity::Warning);
     // Backed off: the second attempt is critical.
-    let again = c.send(630.0, From::Client, 1001, 1, 1000, PA, 60000);
+    let again = c.send(1430.0, From::Client, 1001, 1, 1000, PA, 60000);
     assert_eq!(again[1].extra.attempt, Some(2));
     assert_eq!(again[1].severity, Severity::Critical);
     // A retransmission right after a partial ACK (recovery in progress) is not a timeout.
@@ -523,4 +526,72 @@ fn a_partial_view_that_begins_with_a_sack_knows_the_hole_fills_are_not_new() {
     assert_eq!(view(true), vec![EventKind::OutOfOrder, EventKind::Retransmission]);
     // A capture keeps Wireshark's rules, which know nothing before the first data segment.
     assert_eq!(view(false), vec![EventKind::LostSegment]);
+}
+
+/// A flight of four segments of which the server acknowledges two (RTT 8 ms), then silence.
+fn silent_tail() -> Conv {
+    let mut c = Conv::new();
+    c.handshake();
+    for i in 0..4u32 {
+        c.send(20.0, From::Client, 1 + i * 1000, 1, 1000, PA, 60000);
+    }
+    c.send(28.0, From::Server, 1, 2001, 0, A, 60000);
+    c
+}
+
+#[test]
+fn tail_loss_probes_repeat_the_last_segment_or_send_new_data() {
+    let mut c = silent_tail();
+    let probe = c.send(60.0, From::Client, 3001, 1, 1000, PA, 60000);
+    assert_eq!(Conv::kinds(&probe), vec![EventKind::Retransmission, EventKind::TailLossProbe]);
+    assert_eq!(probe[1].extra.reason, Some(Reason::ProbeLastSegment));
+    assert_eq!(probe[1].extra.stall_ms, Some(32.0));
+    // One probe per flight: the next silence ends in the retransmission timeout.
+    let rto = c.send(300.0, From::Client, 2001, 1, 1000, PA, 60000);
+    assert_eq!(Conv::kinds(&rto), vec![EventKind::Retransmission, EventKind::LossInfer]);
+    // Once the ACK moves, the next flight may be probed again.
+    c.send(310.0, From::Server, 1, 4001, 0, A, 60000);
+    c.send(311.0, From::Client, 4001, 1, 1000, PA, 60000);
+    c.send(311.0, From::Client, 5001, 1, 1000, PA, 60000);
+    let new_data = c.send(330.0, From::Client, 6001, 1, 1000, PA, 60000);
+    assert_eq!(Conv::kinds(&new_data), vec![EventKind::TailLossProbe]);
+    assert_eq!(new_data[0].extra.reason, Some(Reason::ProbeNewData));
+}
+
+#[test]
+fn no_tail_loss_probe_without_a_silent_tail() {
+    // Too soon: less than 2 x SRTT after the last ACK.
+    let mut c = silent_tail();
+    let soon = c.send(35.0, From::Client, 3001, 1, 1000, PA, 60000);
+    assert!(!Conv::kinds(&soon).contains(&EventKind::TailLossProbe), "{:?}", Conv::kinds(&soon));
+    // Duplicate ACKs came first: the sender is recovering, not probing.
+    let mut c = silent_tail();
+    let mut sack = SackBlocks::default();
+    sack.blocks[0] = (C + 3001, C + 4001);
+    sack.len = 1;
+    c.send_opts(29.0, From::Server, 1, 2001, 0, A, 60000, TcpOptions { sack, ..Default::default() });
+    let recovery = c.send(60.0, From::Client, 3001, 1, 1000, PA, 60000);
+    assert!(!Conv::kinds(&recovery).contains(&EventKind::TailLossProbe), "{:?}", Conv::kinds(&recovery));
+    // The middle of the flight repeated: not the tail.
+    let mut c = silent_tail();
+    let middle = c.send(60.0, From::Client, 2001, 1, 1000, PA, 60000);
+    assert!(!Conv::kinds(&middle).contains(&EventKind::TailLossProbe), "{:?}", Conv::kinds(&middle));
+    // A lone request whose answer the receiver delays (40 ms): the next request is no probe.
+    let mut c = Conv::new();
+    c.handshake();
+    c.send(20.0, From::Client, 1, 1, 100, PA, 60000);
+    c.send(28.0, From::Server, 1, 101, 0, A, 60000);
+    c.send(30.0, From::Client, 101, 1, 100, PA, 60000);
+    let next = c.send(60.0, From::Client, 201, 1, 100, PA, 60000);
+    assert!(next.is_empty(), "{:?}", Conv::kinds(&next));
+    // New data long after the probe time: paced, or timed by the application.
+    let mut c = silent_tail();
+    let paced = c.send(200.0, From::Client, 4001, 1, 1000, PA, 60000);
+    assert!(paced.is_empty(), "{:?}", Conv::kinds(&paced));
+    // Nothing outstanding: new data after an idle time is just new data.
+    let mut c = Conv::new();
+    c.handshake();
+    c.send(20.0, From::Client, 1, 1, 1000, PA, 60000);
+    c.send(28.0, From::Server, 1, 1001, 0, A, 60000);
+    assert!(c.send(500.0, From::Client, 1001, 1, 1000, PA, 60000).is_empty());
 }

@@ -257,6 +257,9 @@ pub struct DirRare {
     /// tcpviz: data sent by timer retransmissions of the same head segment.
     pub timer_attempts: u32,
     pub timer_head_seq: u32,
+    /// tcpviz: the other side's ACK when this direction last sent a tail-loss probe (one
+    /// probe until that ACK moves, as a sender's probe timer is armed once per flight).
+    pub probe_at_ack: Option<u32>,
     /// tcpviz: RTT from timestamp echoes of this direction's segments (when it sends data
     /// with timestamps).
     pub ts_rtt: TsRtt,

@@ -41,6 +41,7 @@ pub fn kind_color(kind: EventKind) -> &'static str {
         EventKind::LossInfer => "#7f0000",
         EventKind::HandshakeAnomaly => "#393b79",
         EventKind::TeardownAnomaly => "#637939",
+        EventKind::TailLossProbe => "#e377c2",
         // What the kernel reported, in greens and olives (live sessions).
         EventKind::KernelRetransmit => "#2ca02c",
         EventKind::KernelRetransmitSynack => "#98df8a",
@@ -73,6 +74,7 @@ pub fn kind_symbol(kind: EventKind) -> MarkerSymbol {
         EventKind::LossInfer => MarkerSymbol::Star,
         EventKind::HandshakeAnomaly => MarkerSymbol::Hourglass,
         EventKind::TeardownAnomaly => MarkerSymbol::BowTie,
+        EventKind::TailLossProbe => MarkerSymbol::StarDiamond,
         // Filled shapes only: the line-only symbols (cross-thin, y-up, line-ns, …) are drawn
         // by the marker's outline alone, which the plots leave at width 0: invisible.
         EventKind::KernelRetransmit => MarkerSymbol::TriangleUp,
