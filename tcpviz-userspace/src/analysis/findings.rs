@@ -8,11 +8,11 @@
 //!     blocks (RFC 6675), so a receiver whose window grows while it waits still counts.
 //!   - `retransmission_timeout` (WARNING, CRITICAL from the second attempt): a retransmission
 //!     of the oldest unacknowledged data (it covers the receiver's last ACK) with no duplicate
-//!     ACKs before it and after a quiet time of at least max(2 x SRTT, 10 ms) since the
-//!     receiver's last packet, so the sender's retransmission timer fired rather
-//!     than a partial ACK of an ongoing recovery. One per timer expiry, not one per segment
-//!     resent after it.
-//!     A tail-loss probe is not a timeout: see `tail_loss_probe`.
+//!     ACKs before it (or, after them, of data resent already: a failed fast retransmission)
+//!     and after a quiet time of at least max(2 x SRTT, 10 ms) since the receiver's last
+//!     packet, so the sender's retransmission timer fired rather than a partial ACK of an
+//!     ongoing recovery. One per timer expiry, not one per segment resent after it. A
+//!     tail-loss probe is not a timeout: see `tail_loss_probe`.
 //!   - `ack_stall` (WARNING, CRITICAL from 3 s): data in flight and no ACK progress for
 //!     max(1 s, 4 x SRTT), with the receive window open and no timer retransmission in that
 //!     time (a stall explained by a timeout is reported as the timeout).
@@ -179,7 +179,9 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         && una != 0
         && seq_le(seg.seq, una)
         && seq_lt(una, seg.seq.wrapping_add(seglen))
-        && pa.rev_repeat_acks_before == 0
+        // Duplicate ACKs before it mean a fast retransmission, unless this repeats data
+        // already resent: then the fast retransmission failed and the timer fired.
+        && (pa.rev_repeat_acks_before == 0 || pa.resent_again)
         && pa.since_rev_packet.is_some_and(|quiet| quiet >= timer_floor(fwd.stats.rtt.srtt_ns))
         // The copy must also come that long after the original (a capture's duplicated
         // frames are "retransmissions" sent at once).

@@ -57,6 +57,8 @@ pub struct PacketAnalysis {
     pub nextseq_before: u32,
     pub since_new_data: Option<TimestampNs>,
     pub previous_flags: u32,
+    /// A retransmission of data that had been retransmitted already.
+    pub resent_again: bool,
 }
 
 /// Wireshark's conversation step before the sequence analysis: a SYN with a new initial
@@ -327,7 +329,7 @@ fn sequence_rules(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &
             nextseq = nextseq.wrapping_add(1);
         }
         if is_retransmission {
-            fwd.unacked.mark_retransmitted(seq, nextseq);
+            out.resent_again = fwd.unacked.mark_retransmitted(seq, nextseq);
         }
         fwd.unacked.insert(Unacked { seq, nextseq, ts, frame, retransmitted: is_retransmission });
     }

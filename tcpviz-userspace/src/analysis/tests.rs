@@ -595,3 +595,24 @@ fn no_tail_loss_probe_without_a_silent_tail() {
     c.send(28.0, From::Server, 1, 1001, 0, A, 60000);
     assert!(c.send(500.0, From::Client, 1001, 1, 1000, PA, 60000).is_empty());
 }
+
+#[test]
+fn a_timeout_after_a_failed_fast_retransmission_is_a_timeout() {
+    let mut c = Conv::new();
+    c.handshake();
+    for i in 0..6u32 {
+        c.send(20.0, From::Client, 1 + i * 1000, 1, 1000, PA, 60000);
+    }
+    // 1..1001 lost: three duplicate ACKs, a fast retransmission, which is lost too.
+    let mut sack = SackBlocks::default();
+    sack.len = 1;
+    for (t, right) in [(28.0, 2001), (28.1, 3001), (28.2, 4001)] {
+        sack.blocks[0] = (C + 1001, C + right);
+        c.send_opts(t, From::Server, 1, 1, 0, A, 60000, TcpOptions { sack, ..Default::default() });
+    }
+    let fast = c.send(28.3, From::Client, 1, 1, 1000, PA, 60000);
+    assert_eq!(Conv::kinds(&fast), vec![EventKind::FastRetransmission]);
+    let rto = c.send(300.0, From::Client, 1, 1, 1000, PA, 60000);
+    assert_eq!(Conv::kinds(&rto), vec![EventKind::Retransmission, EventKind::LossInfer]);
+    assert_eq!(rto[1].extra.reason, Some(Reason::RetransmissionTimeout));
+}

@@ -100,13 +100,17 @@ impl UnackedList {
         lo
     }
 
-    /// Marks the segments that overlap `[seq, end)` as retransmitted.
-    pub fn mark_retransmitted(&mut self, seq: u32, end: u32) {
+    /// Marks the segments that overlap `[seq, end)` as retransmitted; true if one of them
+    /// had been already.
+    pub fn mark_retransmitted(&mut self, seq: u32, end: u32) -> bool {
+        let mut again = false;
         for u in self.items.iter_mut() {
             if seq_lt(u.seq, end) && seq_lt(seq, u.nextseq) {
+                again |= u.retransmitted;
                 u.retransmitted = true;
             }
         }
+        again
     }
 
     /// The segment sent first (lowest frame number) of those still unacknowledged.
