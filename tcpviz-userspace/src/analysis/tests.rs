@@ -604,8 +604,7 @@ fn a_timeout_after_a_failed_fast_retransmission_is_a_timeout() {
         c.send(20.0, From::Client, 1 + i * 1000, 1, 1000, PA, 60000);
     }
     // 1..1001 lost: three duplicate ACKs, a fast retransmission, which is lost too.
-    let mut sack = SackBlocks::default();
-    sack.len = 1;
+    let mut sack = SackBlocks { len: 1, ..Default::default() };
     for (t, right) in [(28.0, 2001), (28.1, 3001), (28.2, 4001)] {
         sack.blocks[0] = (C + 1001, C + right);
         c.send_opts(t, From::Server, 1, 1, 0, A, 60000, TcpOptions { sack, ..Default::default() });
