@@ -231,11 +231,18 @@ fn prometheus_stores_what_the_agent_counts() {
         "tcpviz_flows_active ",
         "tcpviz_interface_packets_total{",
         "tcpviz_hooks{",
+        "tcpviz_kernel_tcp_ext_total{",
         "process_cpu_seconds_total ",
         "process_resident_memory_bytes ",
     ] {
         assert!(after.contains(&format!("\n{name}")), "{name} missing:\n{after}");
     }
+    // The namespace's own count of fast retransmissions grew under the loss.
+    let fast = after
+        .lines()
+        .find_map(|l| l.strip_prefix("tcpviz_kernel_tcp_ext_total{counter=\"TCPFastRetrans\"} "))
+        .expect("TCPFastRetrans among the TcpExt counters");
+    assert!(fast.parse::<f64>().unwrap() > 0.0, "{after}");
     let iface_line = format!("tcpviz_interface_packets_total{{iface=\"{}\"}} ", lab.veth_a);
     let iface_packets = after.lines().find_map(|l| l.strip_prefix(&iface_line)).expect("the interface's packets");
     assert!(iface_packets.parse::<f64>().unwrap() > 1000.0, "{after}");

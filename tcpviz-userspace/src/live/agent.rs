@@ -163,7 +163,15 @@ struct Tally {
     lost_reported: u64,
     /// Watch start records received.
     watch_starts: u64,
+    /// The growth of the namespace's TcpExt counters at the last reading for the metrics,
+    /// and when that was.
+    tcp_ext_growth: BTreeMap<String, u64>,
+    tcp_ext_read_at: Option<std::time::Instant>,
 }
+
+/// How often the metrics read the namespace's TcpExt counters (a read of
+/// /proc/net/netstat from a thread that enters the namespace).
+const TCP_EXT_EVERY: Duration = Duration::from_secs(2);
 
 /// The agent's state between two wake-ups.
 struct Agent<'a> {
@@ -433,6 +441,14 @@ impl<'a> Agent<'a> {
         use std::os::fd::AsFd;
         // Nobody scrapes without --metrics-addr: no reason to read /proc or map the rings.
         if self.inputs.opts.metrics_addr.is_some() {
+            if self.tally.tcp_ext_read_at.is_none_or(|at| at.elapsed() >= TCP_EXT_EVERY) {
+                self.tally.tcp_ext_read_at = Some(std::time::Instant::now());
+                let now = super::netns::in_netns(self.inputs.counters_ns.as_ref(), super::netstat::read_tcp_ext);
+                // A namespace that cannot be entered now keeps the last reading.
+                if let Ok(now) = now {
+                    self.tally.tcp_ext_growth = super::netstat::growth(&self.inputs.tcp_ext_before, &now);
+                }
+            }
             self.metrics.update(&metrics::Snapshot {
                 pipeline: &self.pipeline,
                 sink: &self.sink,
@@ -440,6 +456,7 @@ impl<'a> Agent<'a> {
                 counters: &counters,
                 tc: self.tc,
                 hooks: &self.inputs.hooks,
+                tcp_ext: &self.tally.tcp_ext_growth,
                 rings: [
                     ("packets", rings.packets.get_ref().as_fd()),
                     ("kernel_events", rings.traces.get_ref().as_fd()),

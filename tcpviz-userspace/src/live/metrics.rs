@@ -82,6 +82,11 @@ struct CauseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpExtLabel {
+    counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RingLabel {
     ring: &'static str,
 }
@@ -117,6 +122,7 @@ struct Handles {
     hooks: Family<HookLabels, Gauge>,
     watch_marks: Family<CauseLabel, Counter>,
     ring_fill: Family<RingLabel, FloatGauge>,
+    tcp_ext: Family<TcpExtLabel, Counter>,
     cpu: FloatCounter,
     rss: Gauge,
 }
@@ -140,6 +146,7 @@ impl Handles {
             hooks: Family::default(),
             watch_marks: Family::default(),
             ring_fill: Family::default(),
+            tcp_ext: Family::default(),
             cpu: FloatCounter::default(),
             rss: Gauge::default(),
         };
@@ -172,6 +179,12 @@ impl Handles {
             "tcpviz_interface_tcp_segments",
             "TCP segments among them (a GSO packet as its segments)",
             h.iface_segments.clone(),
+        );
+        r.register(
+            "tcpviz_kernel_tcp_ext",
+            "Growth since the agent started of the watched namespace's TcpExt counters (/proc/net/netstat) that \
+             explain retransmissions (TCPLossProbes, TCPTimeouts, TCPFastRetrans, ...), read every 2 s",
+            h.tcp_ext.clone(),
         );
         r.register("tcpviz_alerts", "Alert level changes raised", h.alerts.clone());
         r.register("tcpviz_alerts_active", "Flows and kinds at WARN or CRITICAL", h.alerts_active.clone());
@@ -247,6 +260,8 @@ pub struct Snapshot<'a> {
     pub hooks: &'a BTreeMap<String, String>,
     /// The ring buffers, by name, for their fill.
     pub rings: [(&'static str, BorrowedFd<'a>); 2],
+    /// Growth of the namespace's TcpExt counters since the start (the latest reading).
+    pub tcp_ext: &'a BTreeMap<String, u64>,
 }
 
 #[derive(Clone)]
@@ -315,6 +330,9 @@ impl Metrics {
             ("failed", COUNTER_MARKS_FAILED),
         ] {
             raise(&h.watch_marks.get_or_create(&CauseLabel { cause }), s.counters[i as usize]);
+        }
+        for (counter, grown) in s.tcp_ext {
+            raise(&h.tcp_ext.get_or_create(&TcpExtLabel { counter: counter.clone() }), *grown);
         }
         raise(&h.alerts, s.sink.engine.raised);
         for (service, (retx, alerts)) in &s.sink.services.by_service {
