@@ -83,7 +83,7 @@ impl AlertingSink {
         if let Some(view) = self.view.as_mut()
             && view.due()
         {
-            view.publish(pipeline, &self.engine, records_lost);
+            view.publish(pipeline, &self.engine, &self.owners, records_lost);
         }
     }
 

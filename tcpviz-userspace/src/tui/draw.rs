@@ -109,8 +109,9 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, state: &ViewState
     );
 }
 
-/// Column headers and the sort column each stands for (`None`: not sortable).
-fn columns(mode: ViewMode, compact: bool) -> Vec<(&'static str, Option<SortColumn>, Constraint)> {
+/// Column headers and the sort column each stands for (`None`: not sortable). The process
+/// column is there when a connection's owner is known (a live agent's hooks saw it open).
+fn columns(mode: ViewMode, compact: bool, with_process: bool) -> Vec<(&'static str, Option<SortColumn>, Constraint)> {
     use SortColumn::*;
     if compact {
         return vec![
@@ -121,16 +122,18 @@ fn columns(mode: ViewMode, compact: bool) -> Vec<(&'static str, Option<SortColum
             ("level", None, Constraint::Length(5)),
         ];
     }
-    let mut c = vec![
-        ("connection", Some(Connection), Constraint::Min(30)),
-        ("if", None, Constraint::Length(6)),
+    let mut c = vec![("connection", Some(Connection), Constraint::Min(30))];
+    if with_process {
+        c.push(("process", None, Constraint::Length(16)));
+    }
+    c.extend([
         ("pkt/s", Some(PacketsPerSecond), Constraint::Length(7)),
         ("throughput", Some(Throughput), Constraint::Length(10)),
         ("retx win/all", Some(RetxWindow), Constraint::Length(12)),
         ("ooo win/all", Some(OooWindow), Constraint::Length(11)),
         ("0win s", Some(ZeroWindow), Constraint::Length(6)),
         ("rtt ms", Some(Rtt), Constraint::Length(8)),
-    ];
+    ]);
     if mode == ViewMode::Live {
         c.push(("srtt ms", None, Constraint::Length(8)));
         c.push(("cwnd", None, Constraint::Length(6)));
@@ -145,22 +148,24 @@ fn rtt_text(ms: Option<f64>) -> String {
     ms.map_or("-".into(), |ms| if ms < 10.0 { format!("{ms:.2}") } else { format!("{ms:.1}") })
 }
 
-fn cells(r: &FlowRow, mode: ViewMode, compact: bool) -> Vec<String> {
+fn cells(r: &FlowRow, mode: ViewMode, compact: bool, with_process: bool) -> Vec<String> {
     let conn = format!("{} > {}", endpoint(r.a.0, r.a.1), endpoint(r.b.0, r.b.1));
     let level = r.level.as_str().to_string();
     if compact {
         return vec![conn, r.retx_window.to_string(), r.ooo_window.to_string(), rtt_text(r.rtt_ms), level];
     }
-    let mut c = vec![
-        conn,
-        r.interface.clone().unwrap_or_else(|| "-".into()),
+    let mut c = vec![conn];
+    if with_process {
+        c.push(r.process.clone().unwrap_or_else(|| "-".into()));
+    }
+    c.extend([
         format!("{:.0}", r.packets_per_s),
         human_rate(r.bytes_per_s),
         format!("{}/{}", r.retx_window, r.retx_total),
         format!("{}/{}", r.ooo_window, r.ooo_total),
         format!("{:.0}", r.zero_window_s),
         rtt_text(r.rtt_ms),
-    ];
+    ]);
     if mode == ViewMode::Live {
         match r.kernel {
             Some(k) => {
@@ -178,7 +183,8 @@ fn cells(r: &FlowRow, mode: ViewMode, compact: bool) -> Vec<String> {
 }
 
 fn draw_table(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, rows: &[&FlowRow], state: &ViewState, compact: bool) {
-    let cols = columns(snap.mode, compact);
+    let with_process = snap.rows.iter().any(|r| r.process.is_some());
+    let cols = columns(snap.mode, compact, with_process);
     let arrow = if state.reversed { "^" } else { "v" };
     let header = Row::new(cols.iter().map(|(name, col, _)| {
         if *col == Some(state.sort) {
@@ -189,7 +195,7 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, rows: &[&FlowRow],
     }))
     .style(Style::default().add_modifier(Modifier::BOLD));
     let body: Vec<Row<'_>> =
-        rows.iter().map(|r| Row::new(cells(r, snap.mode, compact)).style(level_style(r.level))).collect();
+        rows.iter().map(|r| Row::new(cells(r, snap.mode, compact, with_process)).style(level_style(r.level))).collect();
     let title = format!(
         " connections: {} shown of {} (sort {}{}{}) ",
         rows.len(),

@@ -137,7 +137,13 @@ impl ViewFeed {
     }
 
     /// Builds and publishes a snapshot. `records_lost`: what the source lost so far.
-    pub fn publish(&mut self, pipeline: &Pipeline, engine: &AlertEngine, records_lost: u64) {
+    pub fn publish(
+        &mut self,
+        pipeline: &Pipeline,
+        engine: &AlertEngine,
+        owners: &crate::attribution::Owners,
+        records_lost: u64,
+    ) {
         let now = Instant::now();
         let wall_s = self.last_publish.map_or(1.0, |t| now.duration_since(t).as_secs_f64().max(1e-3));
         self.last_publish = Some(now);
@@ -178,6 +184,10 @@ impl ViewFeed {
         self.previous = previous;
         rows.sort_by(|a, b| super::snapshot::compare(a, b, super::snapshot::SortColumn::Score));
         rows.truncate(MAX_ROWS);
+        // Owners of the rows shown only: two lookups per row, not per connection.
+        for row in rows.iter_mut() {
+            row.process = owners.either(row.a, row.b).map(|p| format!("{}[{}]", p.service(), p.pid));
+        }
 
         self.record_histories(pipeline, &mut rows);
         let active: FxHashSet<u64> = self.previous.keys().copied().collect();
@@ -232,7 +242,7 @@ impl ViewFeed {
             flow_id: flow.id,
             a: flow.endpoints[0],
             b: flow.endpoints[1],
-            interface: None,
+            process: None,
             packets_per_s: rate(packets, before.packets),
             bytes_per_s: rate(bytes, before.bytes),
             retx_window,

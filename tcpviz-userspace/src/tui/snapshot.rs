@@ -93,8 +93,9 @@ pub struct FlowRow {
     /// `a` sent the first packet seen.
     pub a: (IpAddr, u16),
     pub b: (IpAddr, u16),
-    /// Interface, or process, when the source knows it.
-    pub interface: Option<String>,
+    /// The process owning either end (`service[pid]`, the service being the cgroup below the
+    /// root, else the command), when a live agent's hooks saw the socket open.
+    pub process: Option<String>,
     pub packets_per_s: f64,
     /// Payload bytes per second, both directions.
     pub bytes_per_s: f64,
@@ -239,7 +240,7 @@ pub fn compare(a: &FlowRow, b: &FlowRow, column: SortColumn) -> std::cmp::Orderi
 
 /// A filter typed after `/`: every word must match. A word that is a number matches a
 /// port exactly; any other word is looked for in the addresses (`10.0.0.1:80` form), the
-/// interface or process, and the state.
+/// process, and the state.
 pub fn matches(row: &FlowRow, filter: &str) -> bool {
     filter.split_whitespace().all(|word| {
         if let Ok(port) = word.parse::<u16>() {
@@ -250,7 +251,7 @@ pub fn matches(row: &FlowRow, filter: &str) -> bool {
             "{} {} {} {}",
             crate::output::summary::endpoint(row.a.0, row.a.1),
             crate::output::summary::endpoint(row.b.0, row.b.1),
-            row.interface.as_deref().unwrap_or(""),
+            row.process.as_deref().unwrap_or(""),
             row.state
         )
         .to_ascii_lowercase();
@@ -272,7 +273,7 @@ pub(crate) fn tests_row(id: u64, port: u16) -> FlowRow {
         flow_id: id,
         a: ("10.0.0.1".parse().unwrap(), 40000 + id as u16),
         b: ("10.0.0.2".parse().unwrap(), port),
-        interface: None,
+        process: None,
         packets_per_s: 0.0,
         bytes_per_s: 0.0,
         retx_window: 0,
@@ -356,8 +357,9 @@ mod tests {
     }
 
     #[test]
-    fn filter_by_port_exactly_address_or_state() {
-        let rows = vec![row(1, 80), row(2, 8080), row(3, 443)];
+    fn filter_by_port_exactly_address_process_or_state() {
+        let mut rows = vec![row(1, 80), row(2, 8080), row(3, 443)];
+        rows[1].process = Some("system.slice/nginx.service[77]".into());
         let ids = |f: &str| -> Vec<u64> {
             visible_rows(&rows, f, SortColumn::Connection, false).iter().map(|r| r.flow_id).collect()
         };
@@ -367,6 +369,7 @@ mod tests {
         assert_eq!(ids("10.0.0.1"), vec![1, 2, 3]);
         assert_eq!(ids("estab 443"), vec![3], "all words must match");
         assert_eq!(ids("192.168"), Vec::<u64>::new());
+        assert_eq!(ids("nginx"), vec![2], "the owning service");
         assert_eq!(ids(""), vec![1, 2, 3]);
         // An empty table stays empty whatever the filter and order.
         assert!(visible_rows(&[], "80", SortColumn::Rtt, true).is_empty());

@@ -64,7 +64,18 @@ fn the_retransmitting_connection_comes_first_with_its_counts_and_rates() {
     });
     assert!(feed.due());
     feed_packets(&mut pipeline, &mut engine, &mut feed, &packets);
-    feed.publish(&pipeline, &engine, 0);
+    // The hooks saw the troubled client's socket open.
+    let mut owners = crate::attribution::Owners::default();
+    let curl = crate::attribution::Process {
+        pid: 4242,
+        comm: "curl".into(),
+        cgroup: Some("system.slice/backup.service".into()),
+        cgroup_id: 7,
+        hook: "sock:inet_sock_set_state".into(),
+    };
+    let (c, s) = (([10, 0, 0, 1].into(), 40000), ([10, 0, 0, 2].into(), 80));
+    owners.insert((c.0, c.1, s.0, s.1), std::sync::Arc::new(curl));
+    feed.publish(&pipeline, &engine, &owners, 0);
     assert!(!feed.due(), "the next snapshot waits a second");
     let snap = slot.load();
     assert_eq!((snap.sequence, snap.flows_active, snap.rows.len()), (1, 2, 2));
@@ -72,6 +83,8 @@ fn the_retransmitting_connection_comes_first_with_its_counts_and_rates() {
     assert_eq!(worst.a, ("10.0.0.1".parse().unwrap(), 40000));
     assert_eq!((worst.retx_window, worst.retx_total), (5, 5));
     assert_eq!(worst.level, Level::Warn);
+    assert_eq!(worst.process.as_deref(), Some("system.slice/backup.service[4242]"));
+    assert_eq!(snap.rows[1].process, None);
     assert!(snap.retransmissions >= 5);
     assert_eq!(snap.rows[1].retx_total, 0);
     assert_eq!(snap.alerts.len(), 1, "{:?}", snap.alerts);
@@ -82,7 +95,7 @@ fn the_retransmitting_connection_comes_first_with_its_counts_and_rates() {
     let more: Vec<_> = (20..30u32).map(|i| packet(1200 + i as i64, other, server, 1 + i * 1000, 1, 1000)).collect();
     feed_packets(&mut pipeline, &mut engine, &mut feed, &more);
     feed.last_publish = None;
-    feed.publish(&pipeline, &engine, 7);
+    feed.publish(&pipeline, &engine, &owners, 7);
     let snap = slot.load();
     assert_eq!((snap.sequence, snap.records_lost), (2, 7));
     let clean = snap.rows.iter().find(|r| r.a.1 == 40001).unwrap();
@@ -98,7 +111,8 @@ fn the_retransmitting_connection_comes_first_with_its_counts_and_rates() {
 fn an_empty_pipeline_publishes_an_empty_snapshot() {
     let slot = SnapshotSlot::default();
     let mut feed = ViewFeed::new(slot.clone(), ViewMode::Live, "eth0".into());
-    feed.publish(&Pipeline::new(FlowLimits::default()), &AlertEngine::new(AlertConfig::default()), 0);
+    let nobody = crate::attribution::Owners::default();
+    feed.publish(&Pipeline::new(FlowLimits::default()), &AlertEngine::new(AlertConfig::default()), &nobody, 0);
     let snap = slot.load();
     assert_eq!((snap.sequence, snap.rows.len(), snap.retx_per_sec.as_slice()), (1, 0, &[0u64][..]));
 }
