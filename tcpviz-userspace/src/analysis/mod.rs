@@ -148,7 +148,7 @@ impl Analyzer {
     /// retransmissions that fill the hole follow at once: the segments they repeat passed
     /// before the view began, so Wireshark's rules take them for new data. A SACK seen before
     /// any data of the other direction tells how far that side has sent
-    /// ([`rules::seed_from_sack`]). Off for captures, so that they agree with tshark.
+    /// ([`rules::note_sack_before_data`]). Off for captures, so that they agree with tshark.
     pub fn set_partial_wire_view(&mut self, on: bool) {
         self.partial_wire_view = on;
     }
@@ -211,9 +211,12 @@ impl Analyzer {
         if seg.ts > flow.last_ts {
             flow.last_ts = seg.ts;
         }
+        if self.partial_wire_view {
+            rules::seed_from_sack(flow, dir, seg);
+        }
         rules::analyze(flow, dir, seg, at.frame, &mut pa);
         if self.partial_wire_view && seg.options.sack.len > 0 {
-            rules::seed_from_sack(flow, dir, seg, at.frame);
+            rules::note_sack_before_data(flow, dir, seg, at.frame);
         }
         if let Some((tsval, tsecr)) = seg.options.timestamp {
             pa.ts_rtt_sample = time_by_timestamps(flow, dir, seg, tsval, tsecr);

@@ -13,7 +13,7 @@
 
 use crate::capture::decode::{Segment, TcpFlags};
 use crate::flow::seq::{seq_gt, seq_le, seq_lt};
-use crate::flow::state::{DirState, Flow};
+use crate::flow::state::{DirState, Flow, SackedBeforeData};
 use crate::flow::unacked::{MAX_UNACKED_SEGMENTS, Unacked};
 use crate::time::TimestampNs;
 
@@ -145,11 +145,9 @@ pub fn analyze(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &mut
 
 /// Not a Wireshark rule; only for a wire view that begins in the middle of a connection
 /// (see [`super::Analyzer::set_partial_wire_view`]). A SACK block's right edge is data the
-/// other side has sent: when none of that side's data has been seen yet, its highest
-/// sequence number starts there, as if that data had been seen when the SACK was. A segment
-/// below it that comes later is a retransmission or a reordered original, which the rules
-/// then call out; one above it is new data past a gap, as it would have been anyway.
-pub fn seed_from_sack(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64) {
+/// other side has sent: when none of that side's data has been seen yet, the edge (and
+/// when the SACK was seen) is kept for [`seed_from_sack`].
+pub fn note_sack_before_data(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64) {
     let (_, rev) = flow.dirs_mut(dir);
     if rev.nextseq != 0 {
         return;
@@ -158,9 +156,28 @@ pub fn seed_from_sack(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64) {
     else {
         return;
     };
-    rev.nextseq = right;
-    rev.nextseqtime = seg.ts;
-    rev.nextseqframe = frame;
+    let r = rev.rare_mut();
+    if r.sacked_before_data.is_none_or(|s| seq_gt(right, s.edge)) {
+        r.sacked_before_data = Some(SackedBeforeData { edge: right, ts: seg.ts, frame });
+    }
+}
+
+/// The first data segment of a direction that a SACK showed sending before the view began:
+/// if it lies below the SACK's edge, it repeats data sent before, and the direction's
+/// highest sequence number starts at the edge, as if that data had been seen when the SACK
+/// was, so that the rules call it out. One above the edge is new data and starts the
+/// direction as usual (not a gap: the view simply began later).
+pub fn seed_from_sack(flow: &mut Flow, dir: usize, seg: &Segment) {
+    let fwd = &mut flow.dirs[dir];
+    if fwd.nextseq != 0 || seg.payload_len == 0 {
+        return;
+    }
+    let Some(sacked) = fwd.rare.as_mut().and_then(|r| r.sacked_before_data.take()) else { return };
+    if seq_lt(seg.seq, sacked.edge) {
+        fwd.nextseq = sacked.edge;
+        fwd.nextseqtime = sacked.ts;
+        fwd.nextseqframe = sacked.frame;
+    }
 }
 
 /// `verify_tcp_window_scaling()`: scaling is used only if both SYN and SYN-ACK offer it.

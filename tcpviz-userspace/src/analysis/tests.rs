@@ -526,6 +526,16 @@ fn a_partial_view_that_begins_with_a_sack_knows_the_hole_fills_are_not_new() {
     assert_eq!(view(true), vec![EventKind::OutOfOrder, EventKind::Retransmission]);
     // A capture keeps Wireshark's rules, which know nothing before the first data segment.
     assert_eq!(view(false), vec![EventKind::LostSegment]);
+    // On the sender, new data past the edge comes first: the view began later, no gap.
+    let mut c = Conv::new();
+    c.an.set_partial_wire_view(true);
+    let mut sack = SackBlocks::default();
+    sack.blocks[0] = (C + 20_001, C + 30_001);
+    sack.len = 1;
+    let mut events = c.send_opts(10.0, From::Server, 1, 10_001, 0, A, 60000, TcpOptions { sack, ..Default::default() });
+    events.extend(c.send(10.1, From::Client, 40_001, 1, 1000, PA, 60000));
+    events.extend(c.send(10.2, From::Client, 41_001, 1, 1000, PA, 60000));
+    assert!(events.is_empty(), "{:?}", Conv::kinds(&events));
 }
 
 /// A flight of four segments of which the server acknowledges two (RTT 8 ms), then silence.

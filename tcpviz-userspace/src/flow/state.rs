@@ -260,9 +260,20 @@ pub struct DirRare {
     /// tcpviz: the other side's ACK when this direction last sent a tail-loss probe (one
     /// probe until that ACK moves, as a sender's probe timer is armed once per flight).
     pub probe_at_ack: Option<u32>,
+    /// tcpviz, partial wire views only: the highest SACK edge the other side reported before
+    /// any data of this direction was seen (see `analysis::rules::seed_from_sack`).
+    pub sacked_before_data: Option<SackedBeforeData>,
     /// tcpviz: RTT from timestamp echoes of this direction's segments (when it sends data
     /// with timestamps).
     pub ts_rtt: TsRtt,
+}
+
+/// A SACK edge seen before any data of the direction it acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SackedBeforeData {
+    pub edge: u32,
+    pub ts: TimestampNs,
+    pub frame: u64,
 }
 
 static NO_SACK: SackBlocks = SackBlocks { len: 0, blocks: [(0, 0); 4] };
