@@ -19,7 +19,8 @@
 //! - `tail_loss_probe` (INFO): the sender's probe timer (RFC 8985, Linux's TLP) fired on a
 //!   tail that no ACK answered. A data segment that either carries the next new data
 //!   (`probe_new_data`) or repeats the highest segment sent (`probe_last_segment`), when
-//!   - data was outstanding and the other side had acknowledged some of it;
+//!   - data was outstanding and the other side had acknowledged some of it; the segment is
+//!     no zero-window probe or keep-alive (other timers);
 //!   - nothing hinted at loss before: no duplicate ACK of the current ACK, no SACK block on
 //!     the other side's last packet, and this direction's previous packet was no
 //!     retransmission (a sender in recovery does not probe);
@@ -240,7 +241,9 @@ fn tail_loss_probe(
         return None;
     }
     let resent = A::RETRANSMISSION | A::FAST_RETRANSMISSION | A::SPURIOUS_RETRANSMISSION;
-    if pa.rev_repeat_acks_before != 0 || pa.previous_flags & resent != 0 || probe_at_ack == Some(una) {
+    // A zero-window probe or a keep-alive is another timer's segment.
+    let other_timer = pa.flags.has(A::ZERO_WINDOW_PROBE | A::KEEP_ALIVE);
+    if pa.rev_repeat_acks_before != 0 || pa.previous_flags & resent != 0 || probe_at_ack == Some(una) || other_timer {
         return None;
     }
     let quiet = pa.since_new_data?.min(pa.since_rev_packet?);
