@@ -259,11 +259,23 @@ impl Lab {
     /// Sends `bytes` from namespace `ns` to the server and closes. A server still starting on
     /// a loaded machine refuses the first tries: they are repeated for up to 10 s.
     pub fn send_from(&self, ns: &str, addr: &str, port: u16, bytes: usize) {
+        self.exec(ns, &Self::send_command(addr, port, bytes));
+    }
+
+    /// Sends `bytes` from A to the server with the sender kept on CPU 0. A veth delivers on
+    /// the sending CPU's backlog, so a sender that moves between CPUs mid-transfer (as on a
+    /// busy machine) reorders its own segments: trouble a test of a healthy connection must
+    /// not make itself.
+    pub fn send_on_one_cpu(&self, addr: &str, port: u16, bytes: usize) {
+        self.exec(&self.a, &format!("taskset -c 0 {}", Self::send_command(addr, port, bytes)));
+    }
+
+    fn send_command(addr: &str, port: u16, bytes: usize) -> String {
         let script = format!(
             "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('{addr}',{port}),timeout=60);break\n    except ConnectionRefusedError:\n        time.sleep(0.1)\n\
              s.sendall(b'x'*{bytes})\ns.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\n"
         );
-        self.exec(ns, &format!("python3 -c \"{script}\""));
+        format!("python3 -c \"{script}\"")
     }
 
     /// Sends `bursts` writes of `bytes` from A to the server, `gap_ms` apart, and closes: an

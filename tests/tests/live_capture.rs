@@ -86,7 +86,7 @@ fn run_side(ns_of: impl Fn(&Lab) -> (String, String)) -> Side {
     // between the CPUs' backlogs (trouble, rightly watched), more so on a busy machine.
     for _ in 0..5 {
         let server = lab.server(SERVER_V4, HEALTHY_PORT);
-        lab.send(SERVER_V4, HEALTHY_PORT, 1_000_000);
+        lab.send_on_one_cpu(SERVER_V4, HEALTHY_PORT, 1_000_000);
         let _ = server.wait_with_output();
     }
     let server = lab.server(SERVER_V4, LOSSY_PORT);
