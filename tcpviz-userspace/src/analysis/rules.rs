@@ -9,7 +9,9 @@
 //!
 //! tcpviz additions that do not change any flag: Karn-safe RTT samples, bytes in flight
 //! computed from sequence numbers (Wireshark's `tcp_bif_seq_based` method, O(1) per packet),
-//! and the bookkeeping the findings of `findings.rs` need.
+//! and the bookkeeping the findings of `findings.rs` need. One addition does change flags,
+//! and only in a live view that begins mid-connection (capture policy `troubled`, never for
+//! a capture): [`note_sack_before_data`] and [`seed_from_sack`].
 
 use crate::capture::decode::{Segment, TcpFlags};
 use crate::flow::seq::{seq_gt, seq_le, seq_lt};
