@@ -1,0 +1,121 @@
+//! What only live sessions do: kernel reports joined to the wire, watch starts, and the
+//! partial view of capture policy `troubled`.
+
+use super::*;
+
+/// A wire read from a file a capture tool is writing runs behind the kernel hooks: a kernel
+/// retransmission must wait for its wire copy until the wire has moved past it, however
+/// far the kernel's own reports have gone on meanwhile.
+#[test]
+fn kernel_retransmissions_wait_for_a_wire_that_runs_behind() {
+    use crate::analysis::kernel::{KernelEvent, KernelKind};
+    let mut c = Conv::new();
+    c.an.set_kernel_mode(true);
+    c.handshake();
+    c.send(20.0, From::Client, 1, 1, 1000, TcpFlags::ACK, 60000);
+    let base = 1_700_000_000_000_000_000i64;
+    let kernel = |t_ms: i64, kind: KernelKind, seq_range: Option<(u32, u32)>| KernelEvent {
+        ts: base + t_ms * MS,
+        kind,
+        src: "10.0.0.1".parse().unwrap(),
+        sport: 40000,
+        dst: "10.0.0.2".parse().unwrap(),
+        dport: 80,
+        seq_range,
+    };
+    let mut out = Vec::new();
+    // The kernel resends the segment at 250 ms, then goes on reporting for another second
+    // before the wire side has caught up.
+    c.an.process_kernel(&kernel(250, KernelKind::Retransmit { state: 1, err: 0 }, Some((C + 1, C + 1001))), &mut out);
+    for t in (300..1300).step_by(100) {
+        c.an.process_kernel(&kernel(t, KernelKind::CongState(4), None), &mut out);
+    }
+    assert!(out.iter().all(|e| e.event != EventKind::KernelRetransmit), "released before the wire caught up");
+    // The wire copy, at the time the kernel sent it.
+    out.extend(c.send(250.5, From::Client, 1, 1, 1000, TcpFlags::ACK, 60000));
+    c.send(400.0, From::Server, 1, 1001, 0, TcpFlags::ACK, 60000);
+    c.an.finish(&mut out);
+    let k = out.iter().find(|e| e.event == EventKind::KernelRetransmit).expect("the kernel retransmission");
+    assert_eq!(k.extra.wire_frame, Some(5), "{k:?}");
+}
+
+/// A watch of the live agent's kernel side names its flow: the start that came before the
+/// flow's first packet, later starts counted; a connection the wire never showed keeps the
+/// start on the flow of its kernel reports.
+#[test]
+fn watch_starts_go_to_their_flows() {
+    use crate::analysis::kernel::{KernelEvent, KernelKind};
+    use crate::flow::watch::{FlowWatch, WatchStart};
+    let base = 1_700_000_000_000_000_000i64;
+    let (client, server) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    let start = |t_ms: i64, cport: u16, reason| WatchStart {
+        ts: base + t_ms * MS,
+        // As the kernel names it: the server's side (an ACK with SACK blocks it sent).
+        src: (server, 80),
+        dst: (client, cport),
+        reason,
+        lasts: 30_000 * MS,
+    };
+    let mut c = Conv::new();
+    c.an.set_kernel_mode(true);
+    c.an.process_watch(&start(-1, 40000, "sack_sent"));
+    c.handshake();
+    c.an.process_watch(&start(40_000, 40000, "tcp_retransmit_skb"));
+    // Another connection: kernel reports only, no packet.
+    c.an.process_watch(&start(5, 40001, "zero_window_sent"));
+    let state = KernelEvent {
+        ts: base + 6 * MS,
+        kind: KernelKind::StateChange { old: 1, new: 4 },
+        src: client,
+        sport: 40001,
+        dst: server,
+        dport: 80,
+        seq_range: None,
+    };
+    let mut out = Vec::new();
+    c.an.process_kernel(&state, &mut out);
+    c.an.finish(&mut out);
+    let flows: Vec<_> = c.an.take_retired().map(|(f, _)| (f.endpoints[0].1, f.watch().copied())).collect();
+    assert_eq!(
+        flows,
+        [
+            (40000, Some(FlowWatch { since: base - MS, reason: "sack_sent", starts: 2 })),
+            (40001, Some(FlowWatch { since: base + 5 * MS, reason: "zero_window_sent", starts: 1 })),
+        ]
+    );
+}
+
+/// A receiver-side view that begins at the SACK the receiver sends (live, policy
+/// `troubled`): the retransmissions that fill the hole repeat data sent before the view
+/// began, and only the SACK tells so.
+#[test]
+fn a_partial_view_that_begins_with_a_sack_knows_the_hole_fills_are_not_new() {
+    let view = |partial: bool| {
+        let mut c = Conv::new();
+        c.an.set_partial_wire_view(partial);
+        let mut sack = SackBlocks::default();
+        sack.blocks[0] = (C + 20_001, C + 30_001);
+        sack.len = 1;
+        let mut events =
+            c.send_opts(10.0, From::Server, 1, 10_001, 0, A, 60000, TcpOptions { sack, ..Default::default() });
+        // Soon after the SACK (out of order to the rules), then later (a retransmission).
+        events.extend(c.send(10.1, From::Client, 10_001, 1, 1000, PA, 60000));
+        events.extend(c.send(15.0, From::Client, 11_001, 1, 1000, PA, 60000));
+        // New data just past the SACKed block is not a gap.
+        events.extend(c.send(16.0, From::Client, 30_001, 1, 1000, PA, 60000));
+        Conv::kinds(&events)
+    };
+    assert_eq!(view(true), vec![EventKind::OutOfOrder, EventKind::Retransmission]);
+    // A capture keeps Wireshark's rules, which know nothing before the first data segment.
+    assert_eq!(view(false), vec![EventKind::LostSegment]);
+    // On the sender, new data past the edge comes first: the view began later, no gap.
+    let mut c = Conv::new();
+    c.an.set_partial_wire_view(true);
+    let mut sack = SackBlocks::default();
+    sack.blocks[0] = (C + 20_001, C + 30_001);
+    sack.len = 1;
+    let mut events = c.send_opts(10.0, From::Server, 1, 10_001, 0, A, 60000, TcpOptions { sack, ..Default::default() });
+    events.extend(c.send(10.1, From::Client, 40_001, 1, 1000, PA, 60000));
+    events.extend(c.send(10.2, From::Client, 41_001, 1, 1000, PA, 60000));
+    assert!(events.is_empty(), "{:?}", Conv::kinds(&events));
+}
