@@ -271,9 +271,16 @@ impl Lab {
     }
 
     fn send_command(addr: &str, port: u16, bytes: usize) -> String {
+        Self::client_command(addr, port, &format!("s.sendall(b'x'*{bytes})\n"))
+    }
+
+    /// A python client that connects to the server (a server still starting on a loaded
+    /// machine refuses the first tries: they are repeated for up to 10 s), runs `body` with
+    /// the socket as `s`, then closes its side and waits for the server's end.
+    fn client_command(addr: &str, port: u16, body: &str) -> String {
         let script = format!(
             "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('{addr}',{port}),timeout=60);break\n    except ConnectionRefusedError:\n        time.sleep(0.1)\n\
-             s.sendall(b'x'*{bytes})\ns.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\n"
+             {body}s.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\n"
         );
         format!("python3 -c \"{script}\"")
     }
@@ -281,12 +288,8 @@ impl Lab {
     /// Sends `bursts` writes of `bytes` from A to the server, `gap_ms` apart, and closes: an
     /// application that writes in bursts, whose every burst ends in a tail.
     pub fn send_bursts(&self, addr: &str, port: u16, bursts: usize, bytes: usize, gap_ms: u64) {
-        let script = format!(
-            "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('{addr}',{port}),timeout=60);break\n    except ConnectionRefusedError:\n        time.sleep(0.1)\n\
-             for i in range({bursts}):\n    s.sendall(b'x'*{bytes})\n    time.sleep({gap_ms}/1000)\n\
-             s.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\n"
-        );
-        self.exec(&self.a, &format!("python3 -c \"{script}\""));
+        let body = format!("for i in range({bursts}):\n    s.sendall(b'x'*{bytes})\n    time.sleep({gap_ms}/1000)\n");
+        self.exec(&self.a, &Self::client_command(addr, port, &body));
     }
 }
 
