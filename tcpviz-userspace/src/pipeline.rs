@@ -207,7 +207,7 @@ impl Pipeline {
             skipped: c.skipped_map(),
             events: c.events_map().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             flows: self.analyzer.flows_created(),
-            extra: Default::default(),
+            extra: eviction_figures(self.analyzer.evictions()),
         }
     }
 
@@ -230,11 +230,30 @@ impl Pipeline {
             events: c.events_map(),
             flows_evicted_idle: ev.idle,
             flows_evicted_capacity: ev.capacity,
+            flows_evicted_closed: ev.closed,
+            flows_resumed: ev.resumed,
+            flows_evicted_forgotten: ev.forgotten,
             flows_folded: 0,
             folded: None,
         };
         self.summary.finish(totals, sources, errors)
     }
+}
+
+/// The benchmark log's eviction lines, when the flow table was ever full.
+fn eviction_figures(ev: crate::flow::table::EvictionCounts) -> BTreeMap<String, String> {
+    if ev.capacity + ev.closed == 0 {
+        return BTreeMap::new();
+    }
+    [
+        ("flows_evicted_capacity", ev.capacity),
+        ("flows_evicted_closed", ev.closed),
+        ("flows_resumed", ev.resumed),
+        ("flows_evicted_forgotten", ev.forgotten),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use tcpviz::capture::read_files;
 use tcpviz::cross_check::{FLAGS, FlaggedFrames, flags_of_events, parse_tshark_csv};
 use tcpviz::event::Event;
-use tcpviz::flow::table::FlowLimits;
+use tcpviz::flow::table::{EvictionCounts, FlowLimits};
 use tcpviz::pipeline::Pipeline;
 
 /// Cases where tcpviz is right and tshark is not, excluded with the reason.
@@ -69,14 +69,19 @@ fn truth(csv_path: &Path) -> FlaggedFrames {
 /// Runs tcpviz on a capture; returns its events (a damaged file yields what came before) and
 /// the number of TCP segments it decoded.
 fn analyse(path: &Path) -> (Vec<Event>, u64) {
-    let mut pipeline = Pipeline::new(FlowLimits::default());
+    let (events, segments, _) = analyse_with(path, FlowLimits::default());
+    (events, segments)
+}
+
+fn analyse_with(path: &Path, limits: FlowLimits) -> (Vec<Event>, u64, EvictionCounts) {
+    let mut pipeline = Pipeline::new(limits);
     let mut events: Vec<Event> = Vec::new();
     let read = read_files(&[path], |f, at| pipeline.process_frame(f, at.file_index, &mut events).map(drop)).unwrap();
     for e in &read.errors {
         eprintln!("  {e} (compared up to there)");
     }
     pipeline.finish(&mut events).unwrap();
-    (events, pipeline.counters.tcp_segments)
+    (events, pipeline.counters.tcp_segments, pipeline.analyzer().evictions())
 }
 
 #[derive(Default, Clone, Copy)]
@@ -155,4 +160,55 @@ fn per_packet_flags_agree_with_tshark() {
     }
     assert!(failed.is_empty(), "below F1 0.98: {failed:?}");
     assert!(segment_counts_differ.is_empty(), "TCP segments decoded: {segment_counts_differ:#?}");
+}
+
+/// A flow table too small for the capture evicts connections that are seen again: their
+/// analysis must go on from the kept state and raise nothing that a table with room would
+/// not. With room for two connections, every capture of more than two is analysed mostly
+/// through evictions; its events must be a subset of those with the default table (same
+/// frame, kind and reason), and lose few of them.
+#[test]
+fn evicted_connections_seen_again_raise_nothing_new() {
+    let Some(dirs) = corpus_dirs() else {
+        eprintln!("TCPVIZ_CORPUS is not set: skipped");
+        return;
+    };
+    type Key = (u64, String, String);
+    let keys = |events: &[Event]| -> BTreeSet<Key> {
+        events
+            .iter()
+            .filter_map(|e| {
+                Some((e.frame?, e.event.to_string(), e.extra.reason.map(|r| format!("{r:?}")).unwrap_or_default()))
+            })
+            .collect()
+    };
+    let tiny = FlowLimits { max_flows: 2, ..FlowLimits::default() };
+    let (mut full_total, mut tiny_total, mut extra_total, mut resumed) = (0usize, 0usize, 0usize, 0u64);
+    for capture in dirs.iter().flat_map(|d| captures(d)) {
+        let full = keys(&analyse(&capture).0);
+        let (limited, _, evictions) = analyse_with(&capture, tiny);
+        let limited = keys(&limited);
+        resumed += evictions.resumed;
+        let extra: Vec<&Key> = limited.difference(&full).collect();
+        if !extra.is_empty() {
+            eprintln!(
+                "{}: {} events only with evictions, e.g. {:?}",
+                capture.display(),
+                extra.len(),
+                &extra[..extra.len().min(5)]
+            );
+        }
+        full_total += full.len();
+        tiny_total += limited.len();
+        extra_total += extra.len();
+    }
+    eprintln!(
+        "events: {full_total} with room, {tiny_total} through evictions, {extra_total} only through evictions; {resumed} connections resumed"
+    );
+    assert!(resumed > 500, "the small table did not make connections resume: {resumed}");
+    assert_eq!(extra_total, 0, "evictions raised events a table with room does not");
+    assert!(
+        tiny_total * 10 >= full_total * 9,
+        "evictions lost over a tenth of the events: {tiny_total} of {full_total}"
+    );
 }

@@ -117,7 +117,7 @@ impl Analyzer {
     }
 
     pub fn evictions(&self) -> crate::flow::table::EvictionCounts {
-        self.table.evicted
+        self.table.evictions()
     }
 
     pub fn active_flows(&self) -> impl Iterator<Item = &Flow> {
@@ -246,6 +246,9 @@ impl Analyzer {
             emit_packet_events(flow, dir, seg, at.frame, file, &pa, &self.findings, events);
         }
         observe(flow, dir, &pa);
+        let closed = flow.is_closed();
+        self.table.set_closed(slot, closed);
+        let flow = self.table.at_mut(slot);
 
         if self.kernel_mode {
             // A retransmitted segment the wire rules called out-of-order is still one the

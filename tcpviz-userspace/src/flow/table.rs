@@ -1,7 +1,8 @@
 //! The flow table: connections by canonical key, with bounded memory.
 //!
-//! Bounds (all counted when they act): at most `max_flows` connections (the least recently
-//! active are evicted first), idle connections retired after `idle_timeout` of packet time
+//! Bounds (all counted when they act): at most `max_flows` connections (closed ones are
+//! evicted first, then the least recently active, into a smaller store from which a
+//! connection seen again comes back, see [`super::resume`]), idle connections retired after `idle_timeout` of packet time
 //! (`closed_timeout` once reset or closed by FINs both ways), and at most
 //! `MAX_UNACKED_SEGMENTS` tracked segments per direction. A quiet flow costs a few hundred
 //! bytes (the state a busy direction needs is allocated when it is first needed), plus 40
@@ -22,6 +23,7 @@ use crate::capture::decode::Segment;
 use crate::time::{NS_PER_SEC, TimestampNs};
 
 use super::key::FlowKey;
+use super::resume::EvictedFlows;
 use super::state::Flow;
 
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +50,8 @@ impl Default for FlowLimits {
 pub enum Retirement {
     /// Idle past its timeout.
     Idle,
-    /// Evicted because the table was full.
+    /// Evicted because the table was full, and let go from the store of evicted
+    /// connections (see [`super::resume`]).
     Capacity,
     /// A new connection reused its ports.
     Reused,
@@ -59,7 +62,15 @@ pub enum Retirement {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EvictionCounts {
     pub idle: u64,
+    /// Open connections evicted because the table was full.
     pub capacity: u64,
+    /// Closed (reset, or FINs both ways) connections evicted because the table was full,
+    /// before any open one.
+    pub closed: u64,
+    /// Evicted connections seen again, back in the table from the store of evicted ones.
+    pub resumed: u64,
+    /// Evicted connections let go from that store (it is bounded too), and retired.
+    pub forgotten: u64,
 }
 
 /// A flow in the table, with copies of what the sweeps read.
@@ -70,6 +81,9 @@ struct Slot {
     last_ts: TimestampNs,
     /// `flow.id`, to order evictions without reading the flow.
     id: u64,
+    /// A copy of `flow.is_closed()` as of its last packet ([`FlowTable::set_closed`]):
+    /// when the table is full, closed connections go first.
+    closed: bool,
     /// Boxed: retiring a flow hands the box on without moving the flow. `None`: a free slot.
     flow: Option<Box<Flow>>,
 }
@@ -91,7 +105,16 @@ pub struct FlowTable {
     limits: FlowLimits,
     last_sweep: TimestampNs,
     now: TimestampNs,
-    pub evicted: EvictionCounts,
+    evicted: EvictionCounts,
+    /// Evicted connections, to come back if they are seen again.
+    resume: EvictedFlows,
+}
+
+/// Evicted connections kept, per tracked connection: a sixty-fourth (at least 1,024). A
+/// connection evicted while alive is seldom quiet for long, and a late packet follows its
+/// connection's close closely.
+fn resume_capacity(max_flows: usize) -> usize {
+    (max_flows / 64).max(1_024)
 }
 
 fn hash(key: &FlowKey) -> u64 {
@@ -109,7 +132,17 @@ impl FlowTable {
             last_sweep: TimestampNs::MIN,
             now: TimestampNs::MIN,
             evicted: EvictionCounts::default(),
+            resume: EvictedFlows::new(resume_capacity(limits.max_flows)),
         }
+    }
+
+    pub fn evictions(&self) -> EvictionCounts {
+        EvictionCounts { resumed: self.resume.resumed, forgotten: self.resume.forgotten, ..self.evicted }
+    }
+
+    /// Records whether the connection in `at` is closed, after its latest packet.
+    pub fn set_closed(&mut self, at: SlotId, closed: bool) {
+        self.slots[at.0 as usize].closed = closed;
     }
 
     pub fn len(&self) -> usize {
@@ -134,6 +167,16 @@ impl FlowTable {
         }
         self.free.push(i);
         flow
+    }
+
+    /// Moves the flow in slot `i` out of a full table into the store of evicted
+    /// connections; the one the store lets go to make room is retired.
+    fn evict_slot(&mut self, i: u32, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
+        let key = self.slots[i as usize].key;
+        let flow = self.remove_slot(i);
+        if let Some(let_go) = self.resume.keep(key, flow) {
+            retire(let_go, Retirement::Capacity);
+        }
     }
 
     /// Advances packet time and retires idle flows (at most once per second of packet
@@ -172,14 +215,33 @@ impl FlowTable {
             retire(flow, Retirement::Idle);
         }
         if self.index.len() >= limits.max_flows {
-            // Evict the least recently active tenth, so this scan stays rare.
+            // Evict a tenth, so this scan stays rare.
             let target = limits.max_flows - limits.max_flows / 10 - 1;
+            let mut excess = self.index.len() - target;
+            // Closed connections first, the least recently active first (ties to the
+            // eldest): they are over, and a late packet of theirs finds them in the store.
+            let mut closed: Vec<(TimestampNs, u64, u32)> = (self.slots.iter().enumerate())
+                .filter(|(_, s)| s.closed && s.flow.is_some())
+                .map(|(i, s)| (s.last_ts, s.id, i as u32))
+                .collect();
+            if closed.len() > excess {
+                closed.select_nth_unstable(excess - 1);
+                closed.truncate(excess);
+            }
+            closed.sort_unstable_by_key(|&(_, id, _)| id);
+            excess -= closed.len();
+            for (_, _, i) in closed {
+                self.evicted.closed += 1;
+                self.evict_slot(i, retire);
+            }
+            if excess == 0 {
+                return;
+            }
             let occupied = || self.slots.iter().enumerate().filter(|(_, s)| s.flow.is_some());
-            // The `excess` least recently active, ties to the eldest: the time of the last
-            // to go (a selection on 8-byte times), every flow before it, and the eldest of
-            // those at it.
+            // The `excess` least recently active open ones, ties to the eldest: the time of
+            // the last to go (a selection on 8-byte times), every flow before it, and the
+            // eldest of those at it.
             let mut times: Vec<TimestampNs> = occupied().map(|(_, s)| s.last_ts).collect();
-            let excess = times.len() - target;
             let (_, &mut last, _) = times.select_nth_unstable(excess - 1);
             drop(times);
             let mut oldest: Vec<(u64, u32)> = Vec::with_capacity(excess);
@@ -196,9 +258,8 @@ impl FlowTable {
             oldest.append(&mut at_last);
             oldest.sort_unstable();
             for (_, i) in oldest {
-                let flow = self.remove_slot(i);
                 self.evicted.capacity += 1;
-                retire(flow, Retirement::Capacity);
+                self.evict_slot(i, retire);
             }
         }
     }
@@ -207,18 +268,26 @@ impl FlowTable {
     pub fn find_or_create(&mut self, seg: &Segment) -> SlotId {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
         let h = hash(&key);
-        let FlowTable { index, slots, free, next_id, .. } = self;
+        let FlowTable { index, slots, free, next_id, resume, .. } = self;
         let i = match index.find(h, |&j| slots[j as usize].key == key) {
             Some(&i) => i,
             None => {
                 let id = *next_id;
                 *next_id += 1;
-                let slot = Slot {
-                    key,
-                    last_ts: seg.ts,
-                    id,
-                    flow: Some(Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts))),
+                let evicted = match resume.is_empty() {
+                    true => None,
+                    false => resume.take(&key),
                 };
+                let flow = match evicted {
+                    // An evicted connection seen again goes on where it stopped.
+                    Some(flow) => {
+                        *next_id -= 1;
+                        flow
+                    }
+                    None => Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)),
+                };
+                let (id, closed) = (flow.id, flow.is_closed());
+                let slot = Slot { key, last_ts: seg.ts, id, closed, flow: Some(flow) };
                 let i = match free.pop() {
                     Some(i) => {
                         slots[i as usize] = slot;
@@ -268,6 +337,7 @@ impl FlowTable {
         let s = &mut self.slots[at.0 as usize];
         s.last_ts = seg.ts;
         s.id = id;
+        s.closed = false;
         s.flow.replace(flow).expect("occupied slot")
     }
 
@@ -280,9 +350,11 @@ impl FlowTable {
         old
     }
 
-    /// Every flow still in the table, in creation order, for the end of input.
+    /// Every flow still in the table or in the store of evicted ones, in creation order, for
+    /// the end of input.
     pub fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
         let mut flows: Vec<Box<Flow>> = self.slots.drain(..).filter_map(|s| s.flow).collect();
+        flows.extend(self.resume.drain());
         flows.sort_unstable_by_key(|f| f.id);
         self.index.clear();
         self.free.clear();

@@ -257,12 +257,38 @@ pub struct Totals {
     pub duration_s: f64,
     pub events: BTreeMap<EventKind, u64>,
     pub flows_evicted_idle: u64,
+    /// Open connections evicted because more were alive than `--max-flows`.
     pub flows_evicted_capacity: u64,
+    /// Closed connections evicted (before any open one) because the table was full.
+    #[serde(default)]
+    pub flows_evicted_closed: u64,
+    /// Evicted connections seen again, whose analysis went on where it stopped.
+    #[serde(default)]
+    pub flows_resumed: u64,
+    /// Evicted connections let go (the store of evicted connections is bounded too): their
+    /// summary entry is written then, and seen again they start a new flow, as in a capture
+    /// that begins in their middle.
+    #[serde(default)]
+    pub flows_evicted_forgotten: u64,
     /// Flows not listed individually (folded because there were too many).
     pub flows_folded: u64,
     /// What the folded flows add up to (absent when every flow is listed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub folded: Option<FoldedTotals>,
+}
+
+impl Totals {
+    /// What a full flow table did, in words (None if it never was full).
+    pub fn eviction_line(&self) -> Option<String> {
+        if self.flows_evicted_capacity + self.flows_evicted_closed == 0 {
+            return None;
+        }
+        Some(format!(
+            "flow table full (--max-flows): {} open and {} closed connections evicted, {} of them seen again and \
+             analysed on from where they stopped, {} let go (seen again after that, a connection starts a new flow)",
+            self.flows_evicted_capacity, self.flows_evicted_closed, self.flows_resumed, self.flows_evicted_forgotten
+        ))
+    }
 }
 
 /// The sums of the flows folded out of the listing: a capture of millions of flows keeps
@@ -464,6 +490,9 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
     if skipped > 0 {
         let r: Vec<String> = t.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(s, "skipped frames: {skipped} ({})", r.join(", "));
+    }
+    if let Some(line) = t.eviction_line() {
+        let _ = writeln!(s, "{line}");
     }
     for e in &summary.errors {
         let _ = writeln!(s, "error: {e}");

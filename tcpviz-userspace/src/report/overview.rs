@@ -44,13 +44,11 @@ pub(super) fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> S
     let bytes_label = if summary.sections.live.is_some() { "bytes seen on the wire" } else { "capture bytes read" };
     row(bytes_label, escape_html(&fmt_bytes(t.bytes)));
     let mut flows = fmt_count(t.flows);
-    if t.flows_evicted_idle + t.flows_evicted_capacity > 0 {
-        let _ = write!(
-            flows,
-            " ({} retired idle, {} evicted because the flow table was full)",
-            fmt_count(t.flows_evicted_idle),
-            fmt_count(t.flows_evicted_capacity)
-        );
+    if t.flows_evicted_idle > 0 {
+        let _ = write!(flows, " ({} retired idle)", fmt_count(t.flows_evicted_idle));
+    }
+    if let Some(line) = t.eviction_line() {
+        let _ = write!(flows, "; {}", escape_html(&line));
     }
     if t.flows_folded > 0 {
         let _ = write!(flows, "; {} least troubled not listed in summary.json", fmt_count(t.flows_folded));

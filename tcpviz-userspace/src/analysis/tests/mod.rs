@@ -286,6 +286,42 @@ fn flow_table_memory_is_bounded() {
 }
 
 #[test]
+fn an_evicted_connection_seen_again_goes_on_where_it_stopped() {
+    // Room for 20: the 21st connection evicts a tenth and one (3).
+    let limits = FlowLimits { max_flows: 20, ..FlowLimits::default() };
+    let mut c = Conv::with(limits, C, S);
+    // The eldest connection, open, with data in flight (window scale 0 from the handshake).
+    c.handshake();
+    c.send(20.0, From::Client, 1, 1, 1000, PA, 60000);
+    // A closed one, more recent.
+    c.cport = 50_000;
+    c.handshake();
+    c.send(30.0, From::Client, 1, 1, 0, TcpFlags::RST | A, 60000);
+    // Busy newer connections fill the table.
+    for i in 0..19u16 {
+        c.cport = 41_000 + i;
+        c.send(40.0 + i as f64, From::Client, 0, 0, 0, TcpFlags::SYN, 60000);
+    }
+    let ev = c.an.evictions();
+    assert_eq!((ev.closed, ev.capacity), (1, 2), "the closed connection went first, then the eldest open ones");
+    assert!(c.an.flow_id_of("10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 80).is_none());
+    // The eldest is seen again: its next segment and the ACK of both are no gap, no ACK of
+    // unseen data, and its RTT is measured from a segment sent before the eviction.
+    let created = c.an.flows_created();
+    c.cport = 40000;
+    let next = c.send(100.0, From::Client, 1001, 1, 1000, PA, 60000);
+    let acked = c.send(110.0, From::Server, 1, 2001, 0, A, 60000);
+    assert!(next.is_empty() && acked.is_empty(), "{next:?} {acked:?}");
+    assert_eq!(c.an.flows_created(), created, "the same flow, not a new one");
+    assert_eq!(c.an.evictions().resumed, 1);
+    let retired = c.finish();
+    let eldest = retired.iter().find(|(f, _)| f.id == 0).expect("flow 0 retired once");
+    assert_eq!(retired.iter().filter(|(f, _)| f.id == 0).count(), 1);
+    assert_eq!((eldest.0.dirs[0].stats.packets, eldest.1), (4, Retirement::End));
+    assert_eq!(eldest.0.dirs[0].stats.payload_bytes, 2000);
+}
+
+#[test]
 fn unacked_list_is_capped() {
     let mut c = Conv::new();
     c.handshake();
