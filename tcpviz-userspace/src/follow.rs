@@ -68,9 +68,14 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
 
     let started = Instant::now();
     let mut last_packet_wall = Instant::now();
+    // Time spent reading and analysing, without the waits for the capture to grow: the
+    // speed a follow kept up with, which the wall time of a follow cannot tell.
+    let mut busy = Duration::ZERO;
     crate::errln!("following {} (Ctrl-C to stop)", opts.pcap_path);
     loop {
+        let pass_started = Instant::now();
         let progressed = follower.pass(session, &mut pipeline, &mut sink)?;
+        busy += pass_started.elapsed();
         if progressed {
             last_packet_wall = Instant::now();
         } else if let Some(last) = pipeline.counters.last_ts {
@@ -105,13 +110,15 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
         // Coalesce a burst of notifications into one pass.
         while let Ok(w) = rx.try_recv() {
             if let Wake::Stop = w {
-                return finish(opts, pipeline, sink, follower, started);
+                return finish(opts, pipeline, sink, follower, started, busy);
             }
         }
     }
     // Read what arrived since the last pass before stopping.
+    let pass_started = Instant::now();
     follower.pass(session, &mut pipeline, &mut sink)?;
-    finish(opts, pipeline, sink, follower, started)
+    busy += pass_started.elapsed();
+    finish(opts, pipeline, sink, follower, started, busy)
 }
 
 /// What the view calls records lost in a follow: files missed, unreadable or cut short.
@@ -126,23 +133,28 @@ fn finish(
     mut sink: AlertingSink,
     follower: Follower,
     started: Instant,
+    busy: Duration,
 ) -> Result<(Summary, Vec<PathBuf>), FollowError> {
     let session = &opts.session;
     pipeline.finish(&mut sink).map_err(session.write_error(EVENTS_FILE))?;
     sink.flush().map_err(session.write_error(EVENTS_FILE))?;
     let follow_section = follower.section();
+    let bytes = follower.bytes_read();
     let (sources, errors) = follower.into_sources_and_errors();
     let source_names = if sources.is_empty() { vec![opts.pcap_path.clone()] } else { sources.clone() };
-    let mut figures = pipeline.figures(source_names, 0, started.elapsed().as_secs_f64());
+    let mut figures = pipeline.figures(source_names, bytes, started.elapsed().as_secs_f64());
     let alerts_raised = sink.engine.raised;
     let active = sink.engine.snapshot();
-    let mut summary = pipeline.summary(sources, errors, 0);
+    let mut summary = pipeline.summary(sources, errors, bytes);
     summary.sections.alerts = Some(AlertsSection {
         active_at_end: Some(active),
         raised: alerts_raised,
         window_s: Some(opts.alerts.window as f64 / 1e9),
     });
     figures.extra.insert("alerts_raised".into(), alerts_raised.to_string());
+    let busy = busy.as_secs_f64();
+    figures.extra.insert("busy_seconds".into(), format!("{busy:.6}"));
+    figures.extra.insert("packets_per_busy_second".into(), format!("{:.0}", figures.packets as f64 / busy.max(1e-9)));
     // One list of what the follower read and lost, for the summary and the benchmark log.
     figures.extra.extend(follow_section.figures());
     summary.sections.follow = Some(follow_section);

@@ -170,6 +170,19 @@ fn ring_files_are_followed_in_order_without_duplicates() {
     let want = parse_pcap(&ring, &dir.path().join("p"));
     assert_same_events(&got, &want);
     assert!(stderr.contains("finished; following"), "{stderr}");
+    // The benchmark log counts every byte of the ring, and the time spent reading it
+    // apart from the waits.
+    let bench = std::fs::read_to_string(dir.path().join("m/benchmark.log")).unwrap();
+    let ring_bytes: u64 = ring.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(bench.contains(&format!("\nbytes: {ring_bytes}\n")), "{ring_bytes} bytes written: {bench}");
+    let figure = |name: &str| -> f64 {
+        let line =
+            bench.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_else(|| panic!("{bench}"));
+        line.parse().unwrap()
+    };
+    let (busy, wall) = (figure("busy_seconds"), figure("wall_seconds"));
+    assert!(busy > 0.0 && busy < wall / 2.0, "busy {busy} s of {wall} s");
+    assert!(figure("packets_per_busy_second") > figure("packets_per_second"));
 }
 
 #[test]

@@ -25,12 +25,20 @@ pub struct Follower {
     errors: Vec<String>,
     /// "waiting for the capture to appear" was said.
     waiting_notice: bool,
+    /// Bytes read of each file (decompressed, for a compressed one), by file number.
+    read: Vec<u64>,
 }
 
 impl Follower {
     /// `path`: a file, a symlink, or a glob of ring files.
     pub fn new(path: &str) -> Result<Follower, TailError> {
-        Ok(Follower { tailer: Tailer::new(path)?, sources: Vec::new(), errors: Vec::new(), waiting_notice: false })
+        Ok(Follower {
+            tailer: Tailer::new(path)?,
+            sources: Vec::new(),
+            errors: Vec::new(),
+            waiting_notice: false,
+            read: Vec::new(),
+        })
     }
 
     pub fn tailer(&self) -> &Tailer {
@@ -40,6 +48,11 @@ impl Follower {
     /// Files opened so far, in order.
     pub fn sources(&self) -> &[String] {
         &self.sources
+    }
+
+    /// Capture bytes read so far, over every file (the `bytes` of the benchmark log).
+    pub fn bytes_read(&self) -> u64 {
+        self.read.iter().sum()
     }
 
     /// The files opened and the errors met, for the summary.
@@ -97,6 +110,11 @@ impl Follower {
             let pending = match cur.reader.next_frame() {
                 Ok(Next::Frame(frame)) => {
                     pipeline.process_frame(&frame, file_index, sink).map_err(session.write_error(EVENTS_FILE))?;
+                    let i = file_index as usize;
+                    if self.read.len() <= i {
+                        self.read.resize(i + 1, 0);
+                    }
+                    self.read[i] = cur.reader.offset();
                     progressed = true;
                     continue;
                 }
