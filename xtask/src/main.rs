@@ -21,6 +21,7 @@
 
 mod bench;
 mod bench_live;
+mod bench_tui;
 mod fuzz;
 mod gen_captures;
 mod package;
@@ -94,6 +95,12 @@ enum Task {
     },
     /// Dashboards of a million events: sizes and render times.
     ReportScale,
+    /// Speed of the follow mode with and without the terminal view (tmux).
+    BenchTui {
+        /// A capture to follow, e.g. target/captures/interleaved.pcap from gen-captures.
+        #[arg(long, value_name = "FILE")]
+        capture: PathBuf,
+    },
     /// Synthetic captures for the scale benchmarks.
     GenCaptures {
         #[arg(long, value_name = "DIR", default_value = "target/captures")]
@@ -123,6 +130,7 @@ fn main() -> Result<()> {
         Task::BenchLive { offloads_off, pace } => bench_live::run(offloads_off, pace),
         Task::GenCaptures { out, scale } => gen_captures::run(&out, scale),
         Task::ReportScale => report_scale(),
+        Task::BenchTui { capture } => bench_tui::run(&capture),
     }
 }
 
