@@ -116,3 +116,37 @@ fn an_empty_pipeline_publishes_an_empty_snapshot() {
     let snap = slot.load();
     assert_eq!((snap.sequence, snap.rows.len(), snap.retx_per_sec.as_slice()), (1, 0, &[0u64][..]));
 }
+
+#[test]
+fn of_thousands_of_connections_the_worst_rows_are_kept_in_order() {
+    // 2,500 quiet connections, and a retransmitting one among them (in the middle of the
+    // table, so that it must survive the cuts made while the rows are gathered).
+    let server = ([10, 0, 0, 2], 80);
+    let mut packets = Vec::new();
+    for i in 0..2500u32 {
+        let client = ([10, 1, (i / 250) as u8, (i % 250) as u8 + 1], 40000);
+        packets.push(packet(i as i64, client, server, 1, 1, 100));
+        if i == 1234 {
+            for r in 0..3 {
+                packets.push(packet(i as i64 + 300 * (r + 1), client, server, 1, 1, 100));
+            }
+        }
+    }
+    packets.sort_by_key(|p| p.0);
+    let slot = SnapshotSlot::default();
+    let mut feed = ViewFeed::new(slot.clone(), ViewMode::Monitor, "test".into());
+    let mut pipeline = Pipeline::new(FlowLimits::default());
+    let mut engine = AlertEngine::new(AlertConfig::default());
+    feed_packets(&mut pipeline, &mut engine, &mut feed, &packets);
+    feed.publish(&pipeline, &engine, &crate::attribution::Owners::default(), 0);
+    let snap = slot.load();
+    assert_eq!((snap.flows_active, snap.rows.len()), (2500, MAX_ROWS));
+    assert_eq!(snap.rows[0].a.0, "10.1.4.235".parse::<std::net::IpAddr>().unwrap());
+    assert!(snap.rows[0].retx_total >= 3);
+    let by_score =
+        |a: &FlowRow, b: &FlowRow| crate::tui::snapshot::compare(a, b, crate::tui::snapshot::SortColumn::Score);
+    assert!(snap.rows.windows(2).all(|w| by_score(&w[0], &w[1]).is_le()), "rows in score order");
+    // The quiet ones shown are the eldest connections (ties go to the lower flow id).
+    assert_eq!(snap.rows[1].flow_id, 0);
+    assert_eq!(snap.rows[MAX_ROWS - 1].flow_id, MAX_ROWS as u64 - 2);
+}
