@@ -223,6 +223,37 @@ fn sigterm_finishes_the_session_and_restores_the_terminal() {
     assert!(out.join("summary.json").exists());
 }
 
+#[test]
+fn a_terminal_that_hangs_up_finishes_the_session_and_the_process_ends() {
+    let capture = need_tmux_and_corpus!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (pcap, out) = fed_folder(tmp.path(), &capture);
+    let pane = Pane::start("hangup", &monitor_command(&pcap, &out, ""));
+    pane.wait_for("the table", |s| row_ports(s).len() == 3);
+    let shell = pane.tmux(&["display-message", "-p", "#{pane_pid}"]).trim().to_string();
+    let children = Command::new("ps").args(["-o", "pid=,comm=", "--ppid", &shell]).output().unwrap();
+    let children = String::from_utf8_lossy(&children.stdout).into_owned();
+    let pid: i32 = children
+        .lines()
+        .find(|l| l.contains("tcpviz"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no tcpviz under the pane's shell {shell}: {children}"));
+    // The window closes: the terminal hangs up and SIGHUP comes.
+    pane.tmux(&["kill-server"]);
+    let gone = |pid: i32| !Path::new(&format!("/proc/{pid}")).exists();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gone(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !gone(pid) {
+        let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // SAFETY: kill(2) on the tcpviz this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("tcpviz still runs 20 s after its terminal hung up: {cpu}");
+    }
+    assert!(out.join("summary.json").exists(), "the session was finished");
+}
+
 #[cfg(feature = "test-hooks")]
 #[test]
 fn a_panic_in_the_drawing_code_restores_the_terminal_and_finishes_the_session() {

@@ -18,6 +18,9 @@ use super::snapshot::{SnapshotSlot, visible_rows};
 /// Frames per second: a snapshot comes once a second, so this is for keys and resizes.
 const FRAME: Duration = Duration::from_millis(100);
 
+/// How long the end of a session waits for the drawing thread.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
 /// The terminal is in raw mode on the alternate screen (restored at most once).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
@@ -118,10 +121,22 @@ impl Tui {
 
     fn stop(&mut self) -> Result<(), TuiError> {
         self.done.store(true, Ordering::SeqCst);
-        let r = match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Err(e))) => Err(TuiError::Failed(e)),
-            Some(Err(_)) => Err(TuiError::Failed("it panicked".into())),
-            _ => Ok(()),
+        // The drawing thread stops within a frame. Should it hang in the terminal all the
+        // same, the session (already finished) must still end: it is left behind.
+        let deadline = Instant::now() + STOP_WAIT;
+        let r = match self.thread.take() {
+            Some(t) => {
+                while !t.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                match t.is_finished().then(|| t.join()) {
+                    Some(Ok(Err(e))) => Err(TuiError::Failed(e)),
+                    Some(Err(_)) => Err(TuiError::Failed("it panicked".into())),
+                    Some(Ok(Ok(()))) => Ok(()),
+                    None => Err(TuiError::Failed(format!("it did not stop within {STOP_WAIT:?}"))),
+                }
+            }
+            None => Ok(()),
         };
         restore();
         crate::output::stdio::release_output();
@@ -135,6 +150,25 @@ impl Drop for Tui {
             let _ = self.stop();
         }
     }
+}
+
+/// Waits up to `timeout` for input on the terminal (standard input: `start` checked it is
+/// one). An error once the terminal hung up (its window closed, its ssh connection
+/// dropped): crossterm 0.28 then reads the terminal's end of file over and over inside its
+/// own poll, a core spinning and the view never stopping, so it must not be asked.
+fn terminal_input(timeout: Duration) -> io::Result<bool> {
+    let mut fd = libc::pollfd { fd: libc::STDIN_FILENO, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, alive for the call.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    }
+    if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the terminal hung up"));
+    }
+    Ok(n > 0)
 }
 
 fn run(slot: &SnapshotSlot, done: &AtomicBool) -> io::Result<()> {
@@ -158,12 +192,20 @@ fn run(slot: &SnapshotSlot, done: &AtomicBool) -> io::Result<()> {
             }
         }
         term.draw(|f| super::draw::draw(f, &snap, &rows, &state))?;
-        // Keys until the next frame; a resize is drawn at once.
+        // Keys until the next frame; a resize is drawn at once. A hung-up terminal is seen
+        // before crossterm is asked (see `terminal_input`).
         let next = Instant::now() + FRAME;
         loop {
             let left = next.saturating_duration_since(Instant::now());
-            if left.is_zero() || !event::poll(left)? {
-                break;
+            terminal_input(Duration::ZERO)?;
+            if !event::poll(Duration::ZERO)? {
+                if left.is_zero() || !terminal_input(left)? {
+                    break;
+                }
+                // Part of a key sequence, or nothing crossterm reports.
+                if !event::poll(Duration::ZERO)? {
+                    continue;
+                }
             }
             match event::read()? {
                 Event::Key(k) => {
