@@ -2,7 +2,8 @@
 //! packets as they arrive, raises sliding-window alerts, and writes the session as it goes.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::alert::AlertConfig;
@@ -57,7 +58,11 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
 
     let (tx, rx) = mpsc::channel::<Wake>();
     let stop_tx = tx.clone();
+    // Seen inside a pass too: the first pass over a large file may take minutes.
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let stop_seen = Arc::clone(&stop_flag);
     if let Err(e) = ctrlc::set_handler(move || {
+        stop_seen.store(true, Ordering::SeqCst);
         let _ = stop_tx.send(Wake::Stop);
     }) {
         tracing::warn!("cannot catch Ctrl-C ({e}); stop with --duration");
@@ -67,6 +72,7 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
     let _watcher = watch(follower.tailer(), tx.clone());
 
     let started = Instant::now();
+    follower.stop_when(stop_flag, opts.duration.map(|d| started + d));
     let mut last_packet_wall = Instant::now();
     // Time spent reading and analysing, without the waits for the capture to grow: the
     // speed a follow kept up with, which the wall time of a follow cannot tell.

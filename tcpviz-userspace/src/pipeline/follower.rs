@@ -2,6 +2,10 @@
 //! [`Pipeline`] as they grow. The follow mode and the live agent's `--pcap-path` both drive
 //! one [`Follower`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
 use crate::capture::reader::{CaptureError, Next};
 use crate::capture::tail::{AfterEnd, TailError, TailLosses, Tailer};
 use crate::output::sections::FollowSection;
@@ -27,7 +31,13 @@ pub struct Follower {
     waiting_notice: bool,
     /// Bytes read of each file (decompressed, for a compressed one), by file number.
     read: Vec<u64>,
+    /// Set when the run must end (Ctrl-C), and when it must end by (`--duration`): a pass
+    /// over a large file ends early for them instead of reading the file to its end.
+    stop: Option<(Arc<AtomicBool>, Option<Instant>)>,
 }
+
+/// Frames between two looks at the stop flag and the clock.
+const STOP_CHECK_EVERY: u32 = 4096;
 
 impl Follower {
     /// `path`: a file, a symlink, or a glob of ring files.
@@ -38,6 +48,7 @@ impl Follower {
             errors: Vec::new(),
             waiting_notice: false,
             read: Vec::new(),
+            stop: None,
         })
     }
 
@@ -48,6 +59,17 @@ impl Follower {
     /// Files opened so far, in order.
     pub fn sources(&self) -> &[String] {
         &self.sources
+    }
+
+    /// Ends a pass early once `flag` is set or `until` has passed.
+    pub fn stop_when(&mut self, flag: Arc<AtomicBool>, until: Option<Instant>) {
+        self.stop = Some((flag, until));
+    }
+
+    fn must_stop(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|(flag, until)| flag.load(Ordering::SeqCst) || until.is_some_and(|t| Instant::now() >= t))
     }
 
     /// Capture bytes read so far, over every file (the `bytes` of the benchmark log).
@@ -91,7 +113,12 @@ impl Follower {
         sink: &mut dyn EventSink,
     ) -> Result<bool, FollowError> {
         let mut progressed = false;
+        let mut frames = 0u32;
         loop {
+            frames = frames.wrapping_add(1);
+            if frames.is_multiple_of(STOP_CHECK_EVERY) && self.must_stop() {
+                break;
+            }
             // Said as it happens, in order with the errors below.
             for n in self.tailer.take_notices() {
                 crate::errln!("{n}");
