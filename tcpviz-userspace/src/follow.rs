@@ -77,11 +77,14 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
     // Time spent reading and analysing, without the waits for the capture to grow: the
     // speed a follow kept up with, which the wall time of a follow cannot tell.
     let mut busy = Duration::ZERO;
+    // Passes over the capture: one per change notified or poll interval, not per read.
+    let mut passes: u64 = 0;
     crate::errln!("following {} (Ctrl-C to stop)", opts.pcap_path);
     loop {
         let pass_started = Instant::now();
         let progressed = follower.pass(session, &mut pipeline, &mut sink)?;
         busy += pass_started.elapsed();
+        passes += 1;
         if progressed {
             last_packet_wall = Instant::now();
         } else if let Some(last) = pipeline.counters.last_ts {
@@ -116,7 +119,7 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
         // Coalesce a burst of notifications into one pass.
         while let Ok(w) = rx.try_recv() {
             if let Wake::Stop = w {
-                return finish(opts, pipeline, sink, follower, started, busy);
+                return finish(opts, pipeline, sink, follower, started, (busy, passes));
             }
         }
     }
@@ -124,7 +127,7 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
     let pass_started = Instant::now();
     follower.pass(session, &mut pipeline, &mut sink)?;
     busy += pass_started.elapsed();
-    finish(opts, pipeline, sink, follower, started, busy)
+    finish(opts, pipeline, sink, follower, started, (busy, passes + 1))
 }
 
 /// What the view calls records lost in a follow: files missed, unreadable or cut short.
@@ -139,7 +142,7 @@ fn finish(
     mut sink: AlertingSink,
     follower: Follower,
     started: Instant,
-    busy: Duration,
+    (busy, passes): (Duration, u64),
 ) -> Result<(Summary, Vec<PathBuf>), FollowError> {
     let session = &opts.session;
     pipeline.finish(&mut sink).map_err(session.write_error(EVENTS_FILE))?;
@@ -160,6 +163,7 @@ fn finish(
     figures.extra.insert("alerts_raised".into(), alerts_raised.to_string());
     let busy = busy.as_secs_f64();
     figures.extra.insert("busy_seconds".into(), format!("{busy:.6}"));
+    figures.extra.insert("passes".into(), passes.to_string());
     figures.extra.insert("packets_per_busy_second".into(), format!("{:.0}", figures.packets as f64 / busy.max(1e-9)));
     // One list of what the follower read and lost, for the summary and the benchmark log.
     figures.extra.extend(follow_section.figures());
@@ -174,10 +178,22 @@ fn finish(
     Ok((summary, written))
 }
 
+/// A notification that the capture may have changed. Not an open or a read: the follower's
+/// own opens and reads of the ring's files are notified too, and each woke another pass,
+/// which opened the files again (a loop that kept a core busy while following a ring).
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 fn watch(tailer: &Tailer, tx: mpsc::Sender<Wake>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        if res.is_ok_and(|e| is_change(&e.kind)) {
             let _ = tx.send(Wake::Changed);
         }
     })
