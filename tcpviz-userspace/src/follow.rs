@@ -93,7 +93,7 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
             sink.tick(last + quiet).map_err(session.write_error(ALERTS_FILE))?;
         }
         sink.flush().map_err(session.write_error(EVENTS_FILE))?;
-        sink.publish_view(&pipeline, files_lost(&follower));
+        sink.publish_view(&pipeline, &crate::tui::feed::no_interface, files_lost(&follower));
         if crate::output::stdio::stdout_closed() {
             // Nobody reads the alerts any more (`tcpviz follow | head`): end as on Ctrl-C.
             break;

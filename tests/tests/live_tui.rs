@@ -79,10 +79,11 @@ fn live_view_names_the_owner_and_q_finishes_the_session() {
         let after = s.split("retransmissions ").nth(1).unwrap_or("");
         after.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
     };
-    let screen = pane.wait_for("the connection with its owner and retransmissions", |s| {
-        s.lines().any(|l| l.contains(&row) && l.contains("python3[")) && retransmissions(s) > 0
+    let screen = pane.wait_for("the connection with its owner, interface and retransmissions", |s| {
+        s.lines().any(|l| l.contains(&row) && l.contains("python3[") && l.contains(&format!(" {} ", lab.veth_a)))
+            && retransmissions(s) > 0
     });
-    assert!(screen.contains("process"), "{screen}");
+    assert!(screen.contains("process") && screen.contains("iface"), "{screen}");
     pane.tmux(&["send-keys", "q"]);
     let end = pane.wait_for("the end", |s| s.contains("DONE"));
     assert!(end.contains("EXIT=0"), "q ends the session: {end}");

@@ -437,7 +437,16 @@ impl<'a> Agent<'a> {
             crate::errln!("warning: {} so far; the agent goes on", losses.describe());
             self.tally.lost_reported = losses.total();
         }
-        self.sink.publish_view(&self.pipeline, losses.total());
+        let (tc, vantage) = (&self.tc, &self.vantage);
+        let interface_of = |a: (std::net::IpAddr, u16), b: (std::net::IpAddr, u16)| -> Option<String> {
+            let ifindex = match vantage {
+                Some(v) => v.interface_of(a, b)?,
+                // One interface seen once: every connection is on the interface watched.
+                None => tc.single_index()?,
+            };
+            tc.get(ifindex).map(|w| w.name.clone())
+        };
+        self.sink.publish_view(&self.pipeline, &interface_of, losses.total());
         use std::os::fd::AsFd;
         // Nobody scrapes without --metrics-addr: no reason to read /proc or map the rings.
         if self.inputs.opts.metrics_addr.is_some() {

@@ -28,6 +28,13 @@ impl VantagePoints {
         VantagePoints { first_seen: FxHashMap::default(), capacity: capacity.max(1), seen_again: 0 }
     }
 
+    /// The interface a connection was first seen on: that of its direction from `a`, else
+    /// from `b`.
+    pub fn interface_of(&self, a: (IpAddr, u16), b: (IpAddr, u16)) -> Option<u32> {
+        let point = self.first_seen.get(&(a.0, a.1, b.0, b.1)).or_else(|| self.first_seen.get(&(b.0, b.1, a.0, a.1)));
+        point.map(|&(ifindex, _)| ifindex)
+    }
+
     /// Is this packet, seen on interface `ifindex` in TC direction `direction`, at its
     /// direction's vantage point? The first packet of a direction sets it.
     pub fn at_vantage(&mut self, seg: &Segment, ifindex: u32, direction: u8) -> bool {
@@ -86,6 +93,11 @@ mod tests {
         assert!(!v.at_vantage(&back, 3, EGRESS));
         assert!(v.at_vantage(&out, 3, INGRESS));
         assert_eq!(v.seen_again, 2);
+        // A connection is shown where the direction of the end named first came in.
+        let (container, remote) = ((out.src, out.sport), (out.dst, out.dport));
+        assert_eq!((v.interface_of(container, remote), v.interface_of(remote, container)), (Some(3), Some(2)));
+        let unknown = (IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 1);
+        assert_eq!(v.interface_of(unknown, remote), None);
     }
 
     #[test]

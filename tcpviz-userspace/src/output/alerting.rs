@@ -79,11 +79,16 @@ impl AlertingSink {
     }
 
     /// Publishes a snapshot to the terminal view when one is due (about once a second).
-    pub fn publish_view(&mut self, pipeline: &crate::pipeline::Pipeline, records_lost: u64) {
+    pub fn publish_view(
+        &mut self,
+        pipeline: &crate::pipeline::Pipeline,
+        interface_of: &crate::tui::feed::InterfaceOf<'_>,
+        records_lost: u64,
+    ) {
         if let Some(view) = self.view.as_mut()
             && view.due()
         {
-            view.publish(pipeline, &self.engine, &self.owners, records_lost);
+            view.publish(pipeline, &self.engine, &self.owners, interface_of, records_lost);
         }
     }
 

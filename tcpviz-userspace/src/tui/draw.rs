@@ -111,7 +111,11 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, state: &ViewState
 
 /// Column headers and the sort column each stands for (`None`: not sortable). The process
 /// column is there when a connection's owner is known (a live agent's hooks saw it open).
-fn columns(mode: ViewMode, compact: bool, with_process: bool) -> Vec<(&'static str, Option<SortColumn>, Constraint)> {
+fn columns(
+    mode: ViewMode,
+    compact: bool,
+    (with_process, with_interface): (bool, bool),
+) -> Vec<(&'static str, Option<SortColumn>, Constraint)> {
     use SortColumn::*;
     if compact {
         return vec![
@@ -125,6 +129,9 @@ fn columns(mode: ViewMode, compact: bool, with_process: bool) -> Vec<(&'static s
     let mut c = vec![("connection", Some(Connection), Constraint::Min(30))];
     if with_process {
         c.push(("process", None, Constraint::Length(16)));
+    }
+    if with_interface {
+        c.push(("iface", None, Constraint::Length(10)));
     }
     c.extend([
         ("pkt/s", Some(PacketsPerSecond), Constraint::Length(7)),
@@ -148,7 +155,7 @@ fn rtt_text(ms: Option<f64>) -> String {
     ms.map_or("-".into(), |ms| if ms < 10.0 { format!("{ms:.2}") } else { format!("{ms:.1}") })
 }
 
-fn cells(r: &FlowRow, mode: ViewMode, compact: bool, with_process: bool) -> Vec<String> {
+fn cells(r: &FlowRow, mode: ViewMode, compact: bool, (with_process, with_interface): (bool, bool)) -> Vec<String> {
     let conn = format!("{} > {}", endpoint(r.a.0, r.a.1), endpoint(r.b.0, r.b.1));
     let level = r.level.as_str().to_string();
     if compact {
@@ -157,6 +164,9 @@ fn cells(r: &FlowRow, mode: ViewMode, compact: bool, with_process: bool) -> Vec<
     let mut c = vec![conn];
     if with_process {
         c.push(r.process.clone().unwrap_or_else(|| "-".into()));
+    }
+    if with_interface {
+        c.push(r.interface.clone().unwrap_or_else(|| "-".into()));
     }
     c.extend([
         format!("{:.0}", r.packets_per_s),
@@ -183,8 +193,9 @@ fn cells(r: &FlowRow, mode: ViewMode, compact: bool, with_process: bool) -> Vec<
 }
 
 fn draw_table(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, rows: &[&FlowRow], state: &ViewState, compact: bool) {
-    let with_process = snap.rows.iter().any(|r| r.process.is_some());
-    let cols = columns(snap.mode, compact, with_process);
+    // The process and interface columns only where some connection has them.
+    let optional = (snap.rows.iter().any(|r| r.process.is_some()), snap.rows.iter().any(|r| r.interface.is_some()));
+    let cols = columns(snap.mode, compact, optional);
     let arrow = if state.reversed { "^" } else { "v" };
     let header = Row::new(cols.iter().map(|(name, col, _)| {
         if *col == Some(state.sort) {
@@ -195,7 +206,7 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, rows: &[&FlowRow],
     }))
     .style(Style::default().add_modifier(Modifier::BOLD));
     let body: Vec<Row<'_>> =
-        rows.iter().map(|r| Row::new(cells(r, snap.mode, compact, with_process)).style(level_style(r.level))).collect();
+        rows.iter().map(|r| Row::new(cells(r, snap.mode, compact, optional)).style(level_style(r.level))).collect();
     let title = format!(
         " connections: {} shown of {} (sort {}{}{}) ",
         rows.len(),
@@ -364,6 +375,16 @@ mod tests {
         };
         let wide = screen(160, &snap, &state);
         assert!(wide.contains("cwnd") && wide.contains("0win s"), "{wide}");
+        assert!(!wide.contains("iface") && !wide.contains("process"), "no column without values: {wide}");
+        // The interface column once a connection's interface is known; `/` finds it.
+        let mut on_veth = snap.clone();
+        on_veth.rows[1].interface = Some("veth-srv".into());
+        let with_iface = screen(180, &on_veth, &state);
+        assert!(with_iface.contains("iface"), "{with_iface}");
+        let row = with_iface.lines().find(|l| l.contains("10.0.0.1:") && l.contains(":80 ")).unwrap();
+        assert!(row.contains("veth-srv"), "{with_iface}");
+        let filtered = ViewState { filter: "veth-srv".into(), ..Default::default() };
+        assert_eq!(visible_rows(&on_veth.rows, &filtered.filter, filtered.sort, false).len(), 1);
         let first_row = wide.lines().find(|l| l.contains("10.0.0.1:")).unwrap();
         assert!(first_row.contains(":80 ") && first_row.contains("CRITICAL"), "{wide}");
         let narrow = screen(60, &snap, &state);

@@ -29,6 +29,14 @@ const MAX_ALERTS: usize = 50;
 const KERNEL_SAMPLES: usize = 65_536;
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
+/// The interface a connection (its endpoints, first sender first) is watched on, if known.
+pub type InterfaceOf<'a> = dyn Fn((std::net::IpAddr, u16), (std::net::IpAddr, u16)) -> Option<String> + 'a;
+
+/// For sources that know no interface (captures, follow).
+pub fn no_interface(_: (std::net::IpAddr, u16), _: (std::net::IpAddr, u16)) -> Option<String> {
+    None
+}
+
 #[derive(Default)]
 struct History {
     bytes_per_s: VecDeque<u64>,
@@ -142,6 +150,7 @@ impl ViewFeed {
         pipeline: &Pipeline,
         engine: &AlertEngine,
         owners: &crate::attribution::Owners,
+        interface_of: &InterfaceOf<'_>,
         records_lost: u64,
     ) {
         let now = Instant::now();
@@ -194,6 +203,7 @@ impl ViewFeed {
         // Owners of the rows shown only: two lookups per row, not per connection.
         for row in rows.iter_mut() {
             row.process = owners.either(row.a, row.b).map(|p| format!("{}[{}]", p.service(), p.pid));
+            row.interface = interface_of(row.a, row.b);
         }
 
         self.record_histories(pipeline, &mut rows);
@@ -250,6 +260,7 @@ impl ViewFeed {
             a: flow.endpoints[0],
             b: flow.endpoints[1],
             process: None,
+            interface: None,
             packets_per_s: rate(packets, before.packets),
             bytes_per_s: rate(bytes, before.bytes),
             retx_window,

@@ -96,6 +96,9 @@ pub struct FlowRow {
     /// The process owning either end (`service[pid]`, the service being the cgroup below the
     /// root, else the command), when a live agent's hooks saw the socket open.
     pub process: Option<String>,
+    /// The interface the connection is watched on (live sessions: where its first
+    /// direction was first seen, when several interfaces are watched).
+    pub interface: Option<String>,
     pub packets_per_s: f64,
     /// Payload bytes per second, both directions.
     pub bytes_per_s: f64,
@@ -248,10 +251,11 @@ pub fn matches(row: &FlowRow, filter: &str) -> bool {
         }
         let word = word.to_ascii_lowercase();
         let text = format!(
-            "{} {} {} {}",
+            "{} {} {} {} {}",
             crate::output::summary::endpoint(row.a.0, row.a.1),
             crate::output::summary::endpoint(row.b.0, row.b.1),
             row.process.as_deref().unwrap_or(""),
+            row.interface.as_deref().unwrap_or(""),
             row.state
         )
         .to_ascii_lowercase();
@@ -274,6 +278,7 @@ pub(crate) fn tests_row(id: u64, port: u16) -> FlowRow {
         a: ("10.0.0.1".parse().unwrap(), 40000 + id as u16),
         b: ("10.0.0.2".parse().unwrap(), port),
         process: None,
+        interface: None,
         packets_per_s: 0.0,
         bytes_per_s: 0.0,
         retx_window: 0,

@@ -75,7 +75,7 @@ fn the_retransmitting_connection_comes_first_with_its_counts_and_rates() {
     };
     let (c, s) = (([10, 0, 0, 1].into(), 40000), ([10, 0, 0, 2].into(), 80));
     owners.insert((c.0, c.1, s.0, s.1), std::sync::Arc::new(curl));
-    feed.publish(&pipeline, &engine, &owners, 0);
+    feed.publish(&pipeline, &engine, &owners, &no_interface, 0);
     assert!(!feed.due(), "the next snapshot waits a second");
     let snap = slot.load();
     assert_eq!((snap.sequence, snap.flows_active, snap.rows.len()), (1, 2, 2));
@@ -95,7 +95,7 @@ fn the_retransmitting_connection_comes_first_with_its_counts_and_rates() {
     let more: Vec<_> = (20..30u32).map(|i| packet(1200 + i as i64, other, server, 1 + i * 1000, 1, 1000)).collect();
     feed_packets(&mut pipeline, &mut engine, &mut feed, &more);
     feed.last_publish = None;
-    feed.publish(&pipeline, &engine, &owners, 7);
+    feed.publish(&pipeline, &engine, &owners, &no_interface, 7);
     let snap = slot.load();
     assert_eq!((snap.sequence, snap.records_lost), (2, 7));
     let clean = snap.rows.iter().find(|r| r.a.1 == 40001).unwrap();
@@ -112,7 +112,13 @@ fn an_empty_pipeline_publishes_an_empty_snapshot() {
     let slot = SnapshotSlot::default();
     let mut feed = ViewFeed::new(slot.clone(), ViewMode::Live, "eth0".into());
     let nobody = crate::attribution::Owners::default();
-    feed.publish(&Pipeline::new(FlowLimits::default()), &AlertEngine::new(AlertConfig::default()), &nobody, 0);
+    feed.publish(
+        &Pipeline::new(FlowLimits::default()),
+        &AlertEngine::new(AlertConfig::default()),
+        &nobody,
+        &no_interface,
+        0,
+    );
     let snap = slot.load();
     assert_eq!((snap.sequence, snap.rows.len(), snap.retx_per_sec.as_slice()), (1, 0, &[0u64][..]));
 }
@@ -138,7 +144,7 @@ fn of_thousands_of_connections_the_worst_rows_are_kept_in_order() {
     let mut pipeline = Pipeline::new(FlowLimits::default());
     let mut engine = AlertEngine::new(AlertConfig::default());
     feed_packets(&mut pipeline, &mut engine, &mut feed, &packets);
-    feed.publish(&pipeline, &engine, &crate::attribution::Owners::default(), 0);
+    feed.publish(&pipeline, &engine, &crate::attribution::Owners::default(), &no_interface, 0);
     let snap = slot.load();
     assert_eq!((snap.flows_active, snap.rows.len()), (2500, MAX_ROWS));
     assert_eq!(snap.rows[0].a.0, "10.1.4.235".parse::<std::net::IpAddr>().unwrap());
