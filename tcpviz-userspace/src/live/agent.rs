@@ -437,13 +437,11 @@ impl<'a> Agent<'a> {
             crate::errln!("warning: {} so far; the agent goes on", losses.describe());
             self.tally.lost_reported = losses.total();
         }
+        // With one interface watched, the header names it, and a column would only take
+        // the connection's width.
         let (tc, vantage) = (&self.tc, &self.vantage);
         let interface_of = |a: (std::net::IpAddr, u16), b: (std::net::IpAddr, u16)| -> Option<String> {
-            let ifindex = match vantage {
-                Some(v) => v.interface_of(a, b)?,
-                // One interface seen once: every connection is on the interface watched.
-                None => tc.single_index()?,
-            };
+            let ifindex = vantage.as_ref()?.interface_of(a, b)?;
             tc.get(ifindex).map(|w| w.name.clone())
         };
         self.sink.publish_view(&self.pipeline, &interface_of, losses.total());

@@ -297,15 +297,6 @@ impl TcInterfaces {
         self.by_index.get(&ifindex)
     }
 
-    /// The index of the one interface watched, if there is only one.
-    pub fn single_index(&self) -> Option<u32> {
-        let mut present = self.by_index.iter().filter(|(_, w)| w.gone_at.is_none());
-        match (present.next(), present.next()) {
-            (Some((&index, _)), None) => Some(index),
-            _ => None,
-        }
-    }
-
     /// Every interface of the session, those that went away included.
     pub fn iter(&self) -> impl Iterator<Item = &WatchedInterface> {
         self.replaced.iter().chain(self.by_index.values())
