@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 
 use super::key::FlowKey;
 use super::state::Flow;
+use crate::time::TimestampNs;
 
 /// Evicted flows, at most `capacity`, the eldest let go first.
 pub struct EvictedFlows {
@@ -85,6 +86,19 @@ impl EvictedFlows {
         Some(flow)
     }
 
+    /// The kept flows quiet for longer than `timeout` gives for them at `now` (they are
+    /// retired as idle, as from a table with room), in no particular order.
+    pub fn take_idle(&mut self, now: TimestampNs, timeout: impl Fn(&Flow) -> TimestampNs) -> Vec<Box<Flow>> {
+        if self.kept.is_empty() {
+            return Vec::new();
+        }
+        let idle: Vec<FlowKey> = (self.kept.iter())
+            .filter(|(_, (_, f))| now.saturating_sub(f.last_ts) > timeout(f))
+            .map(|(k, _)| *k)
+            .collect();
+        idle.iter().filter_map(|k| self.kept.remove(k)).map(|(_, f)| f).collect()
+    }
+
     /// Every kept flow (at the end of input), in no particular order.
     pub fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
         self.order.clear();
@@ -137,6 +151,21 @@ mod tests {
         let (k3, f3) = flow(3);
         assert_eq!(m.keep(k3, f3).map(|f| f.id), Some(2));
         assert!(m.take(&k1).is_some());
+    }
+
+    #[test]
+    fn quiet_kept_flows_are_given_back_as_idle() {
+        let mut m = EvictedFlows::new(8);
+        for port in [1, 2, 3] {
+            let (k, mut f) = flow(port);
+            f.last_ts = port as i64 * 100;
+            m.keep(k, f);
+        }
+        let mut idle: Vec<u64> = m.take_idle(350, |_| 150).iter().map(|f| f.id).collect();
+        idle.sort_unstable();
+        assert_eq!(idle, [1]);
+        assert_eq!(m.len(), 2);
+        assert!(m.take(&flow(1).0).is_none() && m.take(&flow(2).0).is_some());
     }
 
     #[test]

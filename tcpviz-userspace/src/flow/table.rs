@@ -207,10 +207,15 @@ impl FlowTable {
                 idle.push((f.id, i as u32));
             }
         }
+        let mut gone: Vec<Box<Flow>> = idle.into_iter().map(|(_, i)| self.remove_slot(i)).collect();
+        // Evicted ones too: a table with room would have retired them now, and a packet
+        // after that starts a new connection, not the old one resumed.
+        gone.extend(
+            self.resume.take_idle(now, |f| if f.is_closed() { limits.closed_timeout } else { limits.idle_timeout }),
+        );
         // In creation order, so the events of a sweep come out the same on every run.
-        idle.sort_unstable();
-        for (_, i) in idle {
-            let flow = self.remove_slot(i);
+        gone.sort_unstable_by_key(|f| f.id);
+        for flow in gone {
             self.evicted.idle += 1;
             retire(flow, Retirement::Idle);
         }

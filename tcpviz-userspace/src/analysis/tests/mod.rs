@@ -322,6 +322,28 @@ fn an_evicted_connection_seen_again_goes_on_where_it_stopped() {
 }
 
 #[test]
+fn an_evicted_connection_quiet_past_its_timeout_is_retired_not_resumed() {
+    let limits = FlowLimits { max_flows: 20, idle_timeout: 60 * crate::time::NS_PER_SEC, ..FlowLimits::default() };
+    let mut c = Conv::with(limits, C, S);
+    c.handshake();
+    c.send(20.0, From::Client, 1, 1, 1000, PA, 60000);
+    for i in 0..20u16 {
+        c.cport = 41_000 + i;
+        c.send(40.0 + i as f64, From::Client, 0, 0, 0, TcpFlags::SYN, 60000);
+    }
+    assert_eq!(c.an.evictions().capacity, 3);
+    // 100 s later: the sweep retires it from the store, as a table with room would.
+    c.cport = 40000;
+    let created = c.an.flows_created();
+    c.send(100_000.0, From::Client, 1001, 1, 1000, PA, 60000);
+    assert_eq!(c.an.flows_created(), created + 1, "a new flow");
+    let ev = c.an.evictions();
+    assert_eq!((ev.resumed, ev.idle >= 1), (0, true), "{ev:?}");
+    let retired: Vec<_> = c.an.take_retired().collect();
+    assert!(retired.iter().any(|(f, why)| f.id == 0 && *why == Retirement::Idle));
+}
+
+#[test]
 fn unacked_list_is_capped() {
     let mut c = Conv::new();
     c.handshake();
