@@ -83,8 +83,12 @@ fn live_view_names_the_owner_and_q_finishes_the_session() {
         s.lines().any(|l| l.contains(&row) && l.contains("python3[")) && retransmissions(s) > 0
     });
     assert!(screen.contains("process"), "{screen}");
-    // One interface watched: the header names it, and no column repeats it on every row.
-    assert!(screen.lines().next().is_some_and(|l| l.contains(&lab.veth_a)) && !screen.contains("iface"), "{screen}");
+    // One interface watched: the header names it and the hooks attached, and no column
+    // repeats it on every row.
+    let header = screen.lines().next().unwrap_or("");
+    assert!(header.contains(&lab.veth_a) && header.contains("TC ") && header.contains(" tracepoints"), "{screen}");
+    assert!(!header.contains(" 0 of "), "tracepoints attached: {screen}");
+    assert!(!screen.contains("iface"), "{screen}");
     pane.tmux(&["send-keys", "q"]);
     let end = pane.wait_for("the end", |s| s.contains("DONE"));
     assert!(end.contains("EXIT=0"), "q ends the session: {end}");

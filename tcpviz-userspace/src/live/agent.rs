@@ -278,7 +278,26 @@ impl<'a> Agent<'a> {
         &self.inputs.opts.session
     }
 
-    fn announce(&self) {
+    /// The view's header, once the hooks are attached: what is watched and how.
+    fn view_source(&self) -> String {
+        let opts = self.inputs.opts;
+        let attached = self.inputs.hooks.values().filter(|state| *state == "attached").count();
+        let mut parts = Vec::new();
+        if let Some(i) = opts.ifaces.label() {
+            parts.push(format!("{i}: TC {}, capture {}", self.tc.mode(), opts.capture.name()));
+        }
+        parts.push(format!("{attached} of {} tracepoints", self.inputs.hooks.len()));
+        if let Some(p) = &opts.pcap_path {
+            parts.push(format!("wire from {p}"));
+        }
+        parts.join("  ·  ")
+    }
+
+    fn announce(&mut self) {
+        let source = self.view_source();
+        if let Some(view) = self.sink.view.as_mut() {
+            view.set_source(source);
+        }
         let opts = self.inputs.opts;
         if self.inputs.stop.requested() {
             crate::errln!("tcpviz live: a stop signal arrived during start-up; ending");

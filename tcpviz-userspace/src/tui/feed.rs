@@ -117,6 +117,11 @@ impl ViewFeed {
         }
     }
 
+    /// What the header names as the source (the live agent's hooks, once attached).
+    pub fn set_source(&mut self, source: String) {
+        self.source = source;
+    }
+
     /// Keeps the WARN and CRITICAL changes for the alerts pane.
     pub fn note_alerts(&mut self, alerts: &[Alert]) {
         for a in alerts.iter().filter(|a| a.level != Level::Ok) {
