@@ -280,13 +280,17 @@ pub struct Totals {
 impl Totals {
     /// What a full flow table did, in words (None if it never was full).
     pub fn eviction_line(&self) -> Option<String> {
+        use crate::report::page::fmt_count;
         if self.flows_evicted_capacity + self.flows_evicted_closed == 0 {
             return None;
         }
         Some(format!(
             "flow table full (--max-flows): {} open and {} closed connections evicted, {} of them seen again and \
              analysed on from where they stopped, {} let go (seen again after that, a connection starts a new flow)",
-            self.flows_evicted_capacity, self.flows_evicted_closed, self.flows_resumed, self.flows_evicted_forgotten
+            fmt_count(self.flows_evicted_capacity),
+            fmt_count(self.flows_evicted_closed),
+            fmt_count(self.flows_resumed),
+            fmt_count(self.flows_evicted_forgotten)
         ))
     }
 }
@@ -557,4 +561,18 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
         let _ = writeln!(s, "… {} more flows (see summary.json)", summary.flows.len() - top);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_flow_table_is_said_in_words_and_a_table_with_room_is_not() {
+        assert_eq!(Totals::default().eviction_line(), None);
+        let t = Totals { flows_evicted_closed: 40_040, flows_evicted_forgotten: 39_016, ..Default::default() };
+        let line = t.eviction_line().unwrap();
+        assert!(line.contains("0 open and 40,040 closed connections evicted"), "{line}");
+        assert!(line.contains("39,016 let go"), "{line}");
+    }
 }
