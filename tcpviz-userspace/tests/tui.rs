@@ -41,6 +41,18 @@ impl Pane {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// The tcpviz the pane runs: the pane runs `sh -c SCRIPT`, and tcpviz is its child.
+    fn tcpviz_pid(&self) -> i32 {
+        let shell = self.tmux(&["display-message", "-p", "#{pane_pid}"]).trim().to_string();
+        let children = Command::new("ps").args(["-o", "pid=,comm=", "--ppid", &shell]).output().unwrap();
+        let children = String::from_utf8_lossy(&children.stdout).into_owned();
+        children
+            .lines()
+            .find(|l| l.contains("tcpviz"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no tcpviz under the pane's shell {shell}: {children}"))
+    }
+
     fn screen(&self) -> String {
         self.tmux(&["capture-pane", "-p"])
     }
@@ -206,16 +218,8 @@ fn sigterm_finishes_the_session_and_restores_the_terminal() {
     let (pcap, out) = fed_folder(tmp.path(), &capture);
     let pane = Pane::start("term", &monitor_command(&pcap, &out, ""));
     pane.wait_for("the table", |s| row_ports(s).len() == 3);
-    // The pane runs `sh -c SCRIPT`; tcpviz is its child.
-    let shell = pane.tmux(&["display-message", "-p", "#{pane_pid}"]).trim().to_string();
-    let children = Command::new("ps").args(["-o", "pid=,comm=", "--ppid", &shell]).output().unwrap();
-    let children = String::from_utf8_lossy(&children.stdout).into_owned();
-    let pid = children
-        .lines()
-        .find(|l| l.contains("tcpviz"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no tcpviz under the pane's shell {shell}: {children}"));
-    assert!(Command::new("kill").args(["-TERM", pid]).status().unwrap().success());
+    let pid = pane.tcpviz_pid();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     let s = pane.wait_for("the end", |s| s.contains("DONE"));
     assert!(s.contains("EXIT=0"), "{s}");
     assert!(s.contains("icanon") && !s.contains("-icanon") && !s.contains("-echo"), "{s}");
@@ -230,14 +234,7 @@ fn a_terminal_that_hangs_up_finishes_the_session_and_the_process_ends() {
     let (pcap, out) = fed_folder(tmp.path(), &capture);
     let pane = Pane::start("hangup", &monitor_command(&pcap, &out, ""));
     pane.wait_for("the table", |s| row_ports(s).len() == 3);
-    let shell = pane.tmux(&["display-message", "-p", "#{pane_pid}"]).trim().to_string();
-    let children = Command::new("ps").args(["-o", "pid=,comm=", "--ppid", &shell]).output().unwrap();
-    let children = String::from_utf8_lossy(&children.stdout).into_owned();
-    let pid: i32 = children
-        .lines()
-        .find(|l| l.contains("tcpviz"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no tcpviz under the pane's shell {shell}: {children}"));
+    let pid = pane.tcpviz_pid();
     // The window closes: the terminal hangs up and SIGHUP comes.
     pane.tmux(&["kill-server"]);
     let gone = |pid: i32| !Path::new(&format!("/proc/{pid}")).exists();

@@ -28,6 +28,20 @@ impl Pane {
         Pane { socket }
     }
 
+    /// `tcpviz live --tui` on `ifaces` in the lab's namespace `a`, once its view is up.
+    fn live_view(tag: &str, lab: &Lab, ifaces: &[&str], session: &std::path::Path) -> Pane {
+        let ifaces: String = ifaces.iter().map(|i| format!(" --iface {i}")).collect();
+        let command = format!(
+            "{} live --tui --capture all{ifaces} --netns {} --out {}",
+            tcpviz_bin().display(),
+            lab.a,
+            session.display()
+        );
+        let pane = Pane::start(tag, &command);
+        pane.wait_for("the live view", |s| s.contains("tcpviz live") && s.contains("connections:"));
+        pane
+    }
+
     fn tmux(&self, args: &[&str]) -> String {
         let o = Command::new("tmux").args(["-L", &self.socket]).args(args).output().expect("tmux runs");
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -62,15 +76,7 @@ fn live_view_names_the_owner_and_q_finishes_the_session() {
     let lab = Lab::new();
     lab.offloads_off();
     lab.loss(0.03, PORT);
-    let command = format!(
-        "{} live --tui --capture all --iface {} --netns {} --out {}",
-        tcpviz_bin().display(),
-        lab.veth_a,
-        lab.a,
-        session.display()
-    );
-    let pane = Pane::start("owner", &command);
-    pane.wait_for("the live view", |s| s.contains("tcpviz live") && s.contains("connections:"));
+    let pane = Pane::live_view("owner", &lab, &[&lab.veth_a], &session);
     let server = lab.server(SERVER_V4, PORT);
     lab.send(SERVER_V4, PORT, 4_000_000);
     let _ = server.wait_with_output();
@@ -110,15 +116,7 @@ fn live_view_with_two_interfaces_names_the_connections_interface() {
     let work = tempfile::tempdir().unwrap();
     let session = work.path().join("tui");
     let lab = Lab::new();
-    let command = format!(
-        "{} live --tui --capture all --iface {} --iface lo --netns {} --out {}",
-        tcpviz_bin().display(),
-        lab.veth_a,
-        lab.a,
-        session.display()
-    );
-    let pane = Pane::start("iface", &command);
-    pane.wait_for("the live view", |s| s.contains("tcpviz live") && s.contains("connections:"));
+    let pane = Pane::live_view("iface", &lab, &[&lab.veth_a, "lo"], &session);
     let server = lab.server(SERVER_V4, PORT + 1);
     lab.send(SERVER_V4, PORT + 1, 1_000_000);
     let _ = server.wait_with_output();
