@@ -222,51 +222,49 @@ impl FlowTable {
         if self.index.len() >= limits.max_flows {
             // Evict a tenth, so this scan stays rare.
             let target = limits.max_flows - limits.max_flows / 10 - 1;
-            let mut excess = self.index.len() - target;
-            // Closed connections first, the least recently active first (ties to the
-            // eldest): they are over, and a late packet of theirs finds them in the store.
-            let mut closed: Vec<(TimestampNs, u64, u32)> = (self.slots.iter().enumerate())
-                .filter(|(_, s)| s.closed && s.flow.is_some())
-                .map(|(i, s)| (s.last_ts, s.id, i as u32))
-                .collect();
-            if closed.len() > excess {
-                closed.select_nth_unstable(excess - 1);
-                closed.truncate(excess);
-            }
-            closed.sort_unstable_by_key(|&(_, id, _)| id);
-            excess -= closed.len();
-            for (_, _, i) in closed {
+            let excess = self.index.len() - target;
+            // Closed connections first: they are over, and a late packet of theirs finds
+            // them in the store. Then the least recently active open ones.
+            let closed = self.least_recent(excess, true);
+            let open = self.least_recent(excess - closed.len(), false);
+            for (_, i) in closed {
                 self.evicted.closed += 1;
                 self.evict_slot(i, retire);
             }
-            if excess == 0 {
-                return;
-            }
-            let occupied = || self.slots.iter().enumerate().filter(|(_, s)| s.flow.is_some());
-            // The `excess` least recently active open ones, ties to the eldest: the time of
-            // the last to go (a selection on 8-byte times), every flow before it, and the
-            // eldest of those at it.
-            let mut times: Vec<TimestampNs> = occupied().map(|(_, s)| s.last_ts).collect();
-            let (_, &mut last, _) = times.select_nth_unstable(excess - 1);
-            drop(times);
-            let mut oldest: Vec<(u64, u32)> = Vec::with_capacity(excess);
-            let mut at_last: Vec<(u64, u32)> = Vec::new();
-            for (i, s) in occupied() {
-                if s.last_ts < last {
-                    oldest.push((s.id, i as u32));
-                } else if s.last_ts == last {
-                    at_last.push((s.id, i as u32));
-                }
-            }
-            at_last.sort_unstable();
-            at_last.truncate(excess - oldest.len());
-            oldest.append(&mut at_last);
-            oldest.sort_unstable();
-            for (_, i) in oldest {
+            for (_, i) in open {
                 self.evicted.capacity += 1;
                 self.evict_slot(i, retire);
             }
         }
+    }
+
+    /// Up to `count` flows, closed or open as asked, the least recently active, ties to the
+    /// eldest, as (id, slot) in creation order: the time of the last to go (a selection on
+    /// 8-byte times), every flow before it, and the eldest of those at it.
+    fn least_recent(&self, count: usize, closed: bool) -> Vec<(u64, u32)> {
+        let candidates =
+            || (self.slots.iter().enumerate()).filter(move |(_, s)| s.flow.is_some() && s.closed == closed);
+        let mut times: Vec<TimestampNs> = candidates().map(|(_, s)| s.last_ts).collect();
+        let count = count.min(times.len());
+        if count == 0 {
+            return Vec::new();
+        }
+        let (_, &mut last, _) = times.select_nth_unstable(count - 1);
+        drop(times);
+        let mut oldest: Vec<(u64, u32)> = Vec::with_capacity(count);
+        let mut at_last: Vec<(u64, u32)> = Vec::new();
+        for (i, s) in candidates() {
+            if s.last_ts < last {
+                oldest.push((s.id, i as u32));
+            } else if s.last_ts == last {
+                at_last.push((s.id, i as u32));
+            }
+        }
+        at_last.sort_unstable();
+        at_last.truncate(count - oldest.len());
+        oldest.append(&mut at_last);
+        oldest.sort_unstable();
+        oldest
     }
 
     /// The slot of `seg`'s flow, created if new (hashing the key once).
