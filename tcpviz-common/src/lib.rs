@@ -158,6 +158,12 @@ pub struct TraceRecord {
     /// `TCP_SKB_CB(skb)->seq` and `end_seq` of a retransmitted skb (0 otherwise).
     pub skb_seq: u32,
     pub skb_end_seq: u32,
+    /// `TCP_SKB_CB(skb)->tcp_gso_segs` and `tcp_gso_size` of a retransmitted skb: the
+    /// segments it holds (what the kernel adds to `TcpRetransSegs`) and their size (0 when
+    /// unknown).
+    pub skb_gso_segs: u16,
+    pub skb_gso_size: u16,
+    pub _pad: u32,
     /// The task running when the hook fired: filled only by the hooks that run in the
     /// context of the process owning the socket (`inet_sock_set_state`, whose CLOSE ->
     /// SYN_SENT move is a connect(); the accept exits), zero otherwise.
@@ -165,7 +171,7 @@ pub struct TraceRecord {
     pub raw: [u8; TRACE_RAW_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<TraceRecord>() == 56 + TRACE_RAW_LEN);
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 64 + TRACE_RAW_LEN);
 
 /// The current task as the eBPF helpers give it.
 #[repr(C)]
@@ -288,6 +294,10 @@ pub struct AgentConfig {
     pub net_inum_off: u32,
     /// `offsetof(struct sk_buff, cb)`.
     pub skb_cb_off: u32,
+    /// `offsetof(struct tcp_skb_cb, tcp_gso_segs)`, followed by `tcp_gso_size`; 0 when the
+    /// kernel's BTF does not show them so.
+    pub skb_gso_off: u32,
+    pub _pad: u32,
     /// Wake the reader once this many bytes of records were queued (per CPU for packets); it
     /// also drains on a timer.
     pub wakeup_bytes: u32,
@@ -303,7 +313,7 @@ pub struct AgentConfig {
     pub watch_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 24 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 12);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 32 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 12);
 
 // SAFETY: plain integers and arrays of them, no padding bytes left undefined (explicit
 // padding fields), so any bit pattern is valid and the layout is stable.

@@ -366,6 +366,9 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     rec.ts_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
     rec.skb_seq = 0;
     rec.skb_end_seq = 0;
+    rec.skb_gso_segs = 0;
+    rec.skb_gso_size = 0;
+    rec._pad = 0;
     rec.owner = if accept || tp == TP_INET_SOCK_SET_STATE { current_owner() } else { TaskOwner::default() };
     if tcfg.skbaddr_off != NO_FIELD && cfg.skb_cb_off != 0 {
         // SAFETY: a probe read (bpf_probe_read_kernel), which fails with an error instead of
@@ -379,6 +382,15 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
                 unsafe { bpf_probe_read_kernel((skb + cfg.skb_cb_off as u64) as *const [u32; 2]) }.unwrap_or([0, 0]);
             rec.skb_seq = range[0];
             rec.skb_end_seq = range[1];
+            if cfg.skb_gso_off != 0 {
+                // SAFETY: as above; tcp_gso_segs and tcp_gso_size are two u16 side by side.
+                let gso: [u16; 2] = unsafe {
+                    bpf_probe_read_kernel((skb + cfg.skb_cb_off as u64 + cfg.skb_gso_off as u64) as *const [u16; 2])
+                }
+                .unwrap_or([0, 0]);
+                rec.skb_gso_segs = gso[0];
+                rec.skb_gso_size = gso[1];
+            }
         }
     }
     // SAFETY: the tracepoint record is at least `len` bytes (its size from tracefs).

@@ -241,6 +241,17 @@ pub struct Extra {
     /// Kernel retransmissions: the retransmitted sequence range's end (`seq` is its start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_seq: Option<u32>,
+    /// Kernel retransmissions: the segments of the skb (`tcp_skb_pcount`, what the kernel
+    /// adds to `TcpRetransSegs`) and their size (`tcp_skb_mss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mss: Option<u32>,
+    /// A wire retransmission the kernel confirmed (live sessions, `--kernel-events`): what
+    /// the wire rules alone had called the segment (`out_of_order`). The kernel's verdict
+    /// wins; this one is kept for comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire_verdict: Option<EventKind>,
     /// Live sessions: the process owning the socket that sends from `src`, and the one
     /// that receives at `dst`, when this host holds those sockets and a hook saw them open
     /// (`crate::attribution`). Absent for a connection opened before the agent started.

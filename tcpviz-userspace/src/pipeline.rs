@@ -235,6 +235,7 @@ impl Pipeline {
             flows_evicted_forgotten: ev.forgotten,
             flows_folded: 0,
             folded: None,
+            kernel: None,
         };
         self.summary.finish(totals, sources, errors)
     }

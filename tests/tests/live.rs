@@ -92,14 +92,9 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
     let kernel: Vec<&serde_json::Value> =
         events.iter().filter(|e| e["event"] == "kernel_retransmit" && e["extra"]["err"].is_null()).collect();
     assert!(!kernel.is_empty(), "no kernel_retransmit events; stderr: {stderr}");
-    let segments: u64 = kernel
-        .iter()
-        .map(|e| {
-            let mss = if e["src"].as_str().unwrap().contains(':') { 1428 } else { 1448 };
-            let len = e["len"].as_u64().unwrap().max(1);
-            len.div_ceil(mss)
-        })
-        .sum();
+    // The skb's own segment count (tcp_skb_pcount), as the kernel counts TcpRetransSegs.
+    let segs = |e: &serde_json::Value| e["extra"]["segments"].as_u64().expect("segments of a retransmitted skb");
+    let segments: u64 = kernel.iter().map(|e| segs(e)).sum();
     let delta = retrans_after - retrans_before;
     assert!(delta > 0);
     let tolerance = (delta / 10).max(2);
@@ -126,6 +121,46 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
     let flows = summary["flows"].as_array().unwrap();
     let per_flow_matched: u64 = flows.iter().filter_map(|f| f["kernel"]["matched"].as_u64()).sum();
     assert_eq!(per_flow_matched, matched as u64, "the summary's per-flow matched counts");
+
+    // The kernel's verdict wins: the wire copies of what it resent are retransmissions
+    // (Wireshark's rules call many of them out-of-order at this RTT), and the reconciled
+    // count is the kernel's own.
+    let wire_kind: std::collections::HashMap<u64, &str> = events
+        .iter()
+        .filter(|e| e["origin"] == "wire" && e["event"] != "lost_segment")
+        .filter_map(|e| Some((e["frame"].as_u64()?, e["event"].as_str()?)))
+        .filter(|(_, k)| *k != "duplicate_ack")
+        .collect();
+    let confirmed: u64 = kernel
+        .iter()
+        .filter(|e| {
+            e["extra"]["wire_frame"]
+                .as_u64()
+                .and_then(|f| wire_kind.get(&f))
+                .is_some_and(|k| k.ends_with("retransmission"))
+        })
+        .map(|e| segs(e))
+        .sum();
+    let relabelled = events.iter().filter(|e| e["extra"]["wire_verdict"] == "out_of_order").count();
+    assert!(
+        confirmed * 100 >= segments * 95,
+        "{confirmed} of {segments} kernel-retransmitted segments are retransmissions on the wire \
+         ({relabelled} relabelled from out_of_order)"
+    );
+    let reconciled = summary["totals"]["kernel"]["retransmitted_segments"].as_u64().unwrap();
+    assert!(
+        reconciled.abs_diff(delta) <= tolerance,
+        "reconciled {reconciled} retransmitted segments, TcpRetransSegs grew by {delta}; {}",
+        summary["totals"]["kernel"]
+    );
+    eprintln!(
+        "kernel: {segments} segments in {} reports, {confirmed} retransmissions on the wire ({relabelled} relabelled \
+         from out_of_order); reconciled {reconciled}; TcpRetransSegs +{delta}",
+        kernel.len()
+    );
+    let table = std::process::Command::new(tcpviz_bin()).arg("summary").arg("--in").arg(&session).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("ooo>rtx") && table.contains("retransmitted segments:"), "{table}");
     // IPv4 and IPv6 both.
     assert!(kernel.iter().any(|e| e["src"].as_str().unwrap().contains(':')));
     assert!(kernel.iter().any(|e| !e["src"].as_str().unwrap().contains(':')));
@@ -159,9 +194,10 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // Attribution (the owners of the sockets) is what only the live hooks know; the wire
-    // analysis itself must be the same.
-    let wire_live: Vec<String> = events
+    // Attribution (the owners of the sockets) and the kernel's verdict are what only the
+    // live hooks know; with the wire rules' own verdict put back, the wire analysis must be
+    // the same (in frame order: relabelled events left after the kernel's report).
+    let mut wire_live: Vec<(u64, String)> = events
         .iter()
         .filter(|e| e["origin"] == "wire")
         .map(|e| {
@@ -169,10 +205,19 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
             let extra = e["extra"].as_object_mut().unwrap();
             extra.remove("src_process");
             extra.remove("dst_process");
-            e.to_string()
+            if let Some(verdict) = extra.remove("wire_verdict") {
+                e["event"] = verdict;
+                e["severity"] = "WARNING".into();
+            }
+            (e["frame"].as_u64().unwrap_or(0), e.to_string())
         })
         .collect();
-    let wire_offline: Vec<String> = tcpviz_privileged_tests::events(&offline).iter().map(|e| e.to_string()).collect();
+    let mut wire_offline: Vec<(u64, String)> = tcpviz_privileged_tests::events(&offline)
+        .iter()
+        .map(|e| (e["frame"].as_u64().unwrap_or(0), e.to_string()))
+        .collect();
+    wire_live.sort();
+    wire_offline.sort();
     assert_eq!(wire_live.len(), wire_offline.len());
     for (a, b) in wire_live.iter().zip(&wire_offline) {
         assert_eq!(a, b);

@@ -51,6 +51,11 @@ impl AnalysisFlags {
         self.0 |= f;
     }
 
+    #[inline]
+    pub fn clear(&mut self, f: u32) {
+        self.0 &= !f;
+    }
+
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -30,9 +30,12 @@ pub struct KernelEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
     /// `err` is 0 for a retransmission sent (kernels since 6.17 also report failures).
+    /// `segs` and `mss` are the skb's `tcp_skb_pcount()` and `tcp_skb_mss()` (0: unknown).
     Retransmit {
         state: i64,
         err: i64,
+        segs: u16,
+        mss: u16,
     },
     RetransmitSynack,
     /// `tcp_cong_state_set`: 0 Open, 1 Disorder, 2 CWR, 3 Recovery, 4 Loss.
@@ -79,7 +82,12 @@ impl KernelEvent {
         let x = &e.extra;
         let state = || x.state.as_deref().map(tcp_state_number).unwrap_or(0);
         let kind = match e.event {
-            EventKind::KernelRetransmit => KernelKind::Retransmit { state: state(), err: x.err.unwrap_or(0) },
+            EventKind::KernelRetransmit => KernelKind::Retransmit {
+                state: state(),
+                err: x.err.unwrap_or(0),
+                segs: x.segments.unwrap_or(0).min(u16::MAX as u32) as u16,
+                mss: x.mss.unwrap_or(0).min(u16::MAX as u32) as u16,
+            },
             EventKind::KernelRetransmitSynack => KernelKind::RetransmitSynack,
             EventKind::KernelRto => KernelKind::CongState(4),
             EventKind::KernelRecovery => KernelKind::CongState(3),
@@ -106,9 +114,11 @@ impl KernelEvent {
 pub fn kernel_event(k: &KernelEvent, flow_id: u64) -> Event {
     let mut extra = Extra::default();
     let (kind, severity) = match k.kind {
-        KernelKind::Retransmit { state, err } => {
+        KernelKind::Retransmit { state, err, segs, mss } => {
             extra.state = Some(tcp_state_name(state));
             extra.err = (err != 0).then_some(err);
+            extra.segments = (segs > 0).then_some(segs as u32);
+            extra.mss = (mss > 0).then_some(mss as u32);
             let sev = if err != 0 { Severity::Warning } else { Severity::Info };
             (EventKind::KernelRetransmit, sev)
         }
@@ -157,6 +167,19 @@ pub fn kernel_event(k: &KernelEvent, flow_id: u64) -> Event {
     }
 }
 
+impl KernelEvent {
+    /// Segments of a retransmitted skb, as the kernel counts them in `TcpRetransSegs`: its
+    /// own count, else its sequence range over its segment size, else one.
+    pub fn segments(&self) -> u64 {
+        let KernelKind::Retransmit { segs, mss, .. } = self.kind else { return 0 };
+        if segs > 0 {
+            return segs as u64;
+        }
+        let len = self.seq_range.map_or(0, |(s, e)| e.wrapping_sub(s)) as u64;
+        if mss > 0 { len.div_ceil(mss as u64).max(1) } else { 1 }
+    }
+}
+
 /// Which kernel events the analyzer shows: only congestion states that matter (Recovery
 /// and Loss; Open, Disorder and CWR are routine).
 pub fn is_reported(k: &KernelEvent) -> bool {
@@ -170,8 +193,9 @@ mod tests {
     #[test]
     fn recorded_kernel_events_convert_back() {
         for k in [
-            KernelKind::Retransmit { state: 1, err: 0 },
-            KernelKind::Retransmit { state: 4, err: -11 },
+            KernelKind::Retransmit { state: 1, err: 0, segs: 0, mss: 0 },
+            KernelKind::Retransmit { state: 1, err: 0, segs: 3, mss: 1448 },
+            KernelKind::Retransmit { state: 4, err: -11, segs: 1, mss: 1448 },
             KernelKind::RetransmitSynack,
             KernelKind::CongState(4),
             KernelKind::CongState(3),

@@ -13,7 +13,7 @@ use crate::flow::state::Flow;
 use crate::flow::table::{FlowLimits, FlowTable, Retirement};
 use crate::time::TimestampNs;
 
-use crate::flow::kernel_join::{KernelFlowState, MATCH_WINDOW};
+use crate::flow::kernel_join::{KernelFlowState, MATCH_WINDOW, WireSegment};
 use crate::flow::watch::{FlowWatch, PendingWatches, WatchStart};
 use kernel::{KERNEL_ONLY_FLOW_BASE, KernelEvent};
 
@@ -222,7 +222,22 @@ impl Analyzer {
             pa.ts_rtt_sample = time_by_timestamps(flow, dir, seg, tsval, tsecr);
         }
 
-        let retransmitted = pa.flags.has(A::RETRANSMISSION | A::FAST_RETRANSMISSION | A::SPURIOUS_RETRANSMISSION);
+        const RETRANSMITTED: u32 = A::RETRANSMISSION | A::FAST_RETRANSMISSION | A::SPURIOUS_RETRANSMISSION;
+        // Live: the kernel's verdict on an out-of-order segment, if its report came first;
+        // else the segment's events wait for it (see `flow::kernel_join`).
+        let mut wait_for_kernel = false;
+        if self.kernel_mode && pa.flags.has(RETRANSMITTED | A::OUT_OF_ORDER) {
+            let flagged = pa.flags.has(RETRANSMITTED);
+            let k = flow.kernel.get_or_insert_with(Default::default);
+            let confirmed = k.on_wire_segment(wire_segment(seg, at.frame), flagged, events);
+            if !flagged && confirmed {
+                pa.flags.clear(A::OUT_OF_ORDER);
+                pa.flags.set(A::RETRANSMISSION);
+                pa.wire_verdict = Some(EventKind::OutOfOrder);
+            }
+            wait_for_kernel = !flagged && !confirmed;
+        }
+        let retransmitted = pa.flags.has(RETRANSMITTED);
         {
             let (fwd, rev) = flow.dirs_mut(dir);
             let st = &mut fwd.stats;
@@ -243,7 +258,13 @@ impl Analyzer {
         findings::packet_findings(flow, dir, seg, &pa, &mut self.findings);
         if !pa.flags.is_empty() || !self.findings.is_empty() {
             let file = name_file(&self.files, self.always_name_files, at.file_index);
+            let first = events.len();
             emit_packet_events(flow, dir, seg, at.frame, file, &pa, &self.findings, events);
+            if wait_for_kernel {
+                let mine = events.split_off(first);
+                let k = flow.kernel.get_or_insert_with(Default::default);
+                k.hold_wire(wire_segment(seg, at.frame), mine, events);
+            }
         }
         observe(flow, dir, &pa);
         let closed = flow.is_closed();
@@ -251,15 +272,8 @@ impl Analyzer {
         let flow = self.table.at_mut(slot);
 
         if self.kernel_mode {
-            // A retransmitted segment the wire rules called out-of-order is still one the
-            // kernel may report.
-            if retransmitted || pa.flags.has(A::OUT_OF_ORDER) {
-                let k = flow.kernel.get_or_insert_with(Default::default);
-                k.counts.wire_retransmissions += retransmitted as u64;
-                k.on_wire_retransmission(seg.ts, (seg.src, seg.sport), seg.seq, seg.payload_len, at.frame, events);
-            }
             if let Some(k) = flow.kernel.as_mut() {
-                k.expire(seg.ts, events);
+                k.expire(self.wire_now, self.now, events);
             }
             if new_flow && !self.orphans.is_empty() {
                 self.adopt_orphans(FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport), events);
@@ -341,7 +355,7 @@ impl Analyzer {
         }
         for flow in self.table.iter_mut().chain(self.kernel_only.values_mut().map(|f| &mut **f)) {
             if let Some(k) = flow.kernel.as_mut() {
-                k.expire(now, events);
+                k.expire(now, self.now, events);
             }
         }
     }
@@ -387,6 +401,10 @@ fn retire(
     retired.push((flow, why));
 }
 
+fn wire_segment(seg: &Segment, frame: u64) -> WireSegment {
+    WireSegment { ts: seg.ts, src: (seg.src, seg.sport), seq: seg.seq, len: seg.payload_len, frame }
+}
+
 fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
     use kernel::KernelKind;
     let state = flow.kernel.get_or_insert_with(|| Box::new(KernelFlowState::default()));
@@ -410,7 +428,14 @@ fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
     }
     let state = flow.kernel.as_mut().expect("created above");
     if matches!(k.kind, KernelKind::Retransmit { err: 0, .. }) {
-        state.on_kernel_retransmission(e, events);
+        let relabelled = state.on_kernel_retransmission(e, k.segments(), events);
+        // Wire segments counted as out-of-order are retransmissions after all.
+        let stats = &mut flow.dirs[dir].stats;
+        for _ in 0..relabelled.segments {
+            stats.events.remove(EventKind::OutOfOrder);
+            stats.events.add(EventKind::Retransmission);
+        }
+        stats.retransmitted_bytes += relabelled.bytes;
     } else {
         events.push(e);
     }
@@ -478,6 +503,7 @@ fn emit_packet_events(
                 x.dupack_frame = Some(pa.dupack_frame);
             }
             k if k.is_retransmission() => {
+                x.wire_verdict = pa.wire_verdict;
                 if let Some((rto, rto_frame)) = pa.rto {
                     x.rto_ms = Some(ms(rto));
                     x.rto_frame = Some(rto_frame);

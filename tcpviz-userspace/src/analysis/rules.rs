@@ -61,6 +61,9 @@ pub struct PacketAnalysis {
     pub previous_flags: u32,
     /// A retransmission of data that had been retransmitted already.
     pub resent_again: bool,
+    /// The kernel reported this segment as retransmitted where the wire rules said
+    /// otherwise (`out_of_order`): their verdict, kept for comparison.
+    pub wire_verdict: Option<crate::event::EventKind>,
 }
 
 /// Wireshark's conversation step before the sequence analysis: a SYN with a new initial

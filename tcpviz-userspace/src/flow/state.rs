@@ -145,6 +145,23 @@ impl EventCounts {
         }
     }
 
+    /// Takes back one `kind` counted by `add` (an event whose kind changed after it was
+    /// counted: a wire verdict the kernel's overruled).
+    pub fn remove(&mut self, kind: EventKind) {
+        if let Some(all) = self.all.as_mut() {
+            all[kind.index()] = all[kind.index()].saturating_sub(1);
+            return;
+        }
+        if let Some((k, n)) = &mut self.one
+            && *k == kind
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.one = None;
+            }
+        }
+    }
+
     pub fn get(&self, kind: EventKind) -> u32 {
         match (&self.all, self.one) {
             (Some(all), _) => all[kind.index()],

@@ -265,6 +265,9 @@ mod tests {
                 ts_boot_ns: 0,
                 skb_seq: 0,
                 skb_end_seq: 0,
+                skb_gso_segs: 0,
+                skb_gso_size: 0,
+                _pad: 0,
                 owner,
                 raw: [0; tcpviz_common::TRACE_RAW_LEN],
             };

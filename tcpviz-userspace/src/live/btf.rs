@@ -315,5 +315,8 @@ mod tests {
         for path in ["sock.__sk_common.skc_net.net", "net.ns.inum", "sk_buff.cb"] {
             assert!(btf.offset_of(path).is_ok(), "{path}");
         }
+        // The segments of a retransmitted skb: `tcp_skb_pcount()` and `tcp_skb_mss()`.
+        assert_eq!(btf.offset_of("tcp_skb_cb.tcp_gso_segs").unwrap(), 8);
+        assert_eq!(btf.offset_of("tcp_skb_cb.tcp_gso_size").unwrap(), 10);
     }
 }

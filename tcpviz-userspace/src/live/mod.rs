@@ -194,6 +194,11 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
         sk_net: btf.offset_of("sock.__sk_common.skc_net.net")?,
         net_inum: btf.offset_of("net.ns.inum")?,
         skb_cb: btf.offset_of("sk_buff.cb")?,
+        skb_gso: match (btf.offset_of("tcp_skb_cb.tcp_gso_segs"), btf.offset_of("tcp_skb_cb.tcp_gso_size")) {
+            // Read as two u16 side by side; any other layout leaves the segments unknown.
+            (Ok(segs), Ok(size)) if size == segs + 2 && segs > 0 => segs,
+            _ => 0,
+        },
     };
     let settings = AgentSettings {
         netns_inum: netns.as_ref().map(|n| n.inum).unwrap_or(0),

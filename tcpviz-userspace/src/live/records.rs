@@ -93,7 +93,8 @@ pub fn decode_trace(rec: &TraceRecord, formats: &[Option<Format>; TP_COUNT], ts:
             let state = f.int(raw, "state").unwrap_or(0);
             let err = f.int(raw, "err").unwrap_or(0);
             let range = (rec.skb_end_seq != 0 || rec.skb_seq != 0).then_some((rec.skb_seq, rec.skb_end_seq));
-            ev(KernelKind::Retransmit { state, err }, endpoints(f, raw), range)
+            let (segs, mss) = (rec.skb_gso_segs, rec.skb_gso_size);
+            ev(KernelKind::Retransmit { state, err, segs, mss }, endpoints(f, raw), range)
         }
         TP_RETRANSMIT_SYNACK => ev(KernelKind::RetransmitSynack, endpoints(f, raw), None),
         TP_CONG_STATE_SET => {
@@ -219,6 +220,9 @@ mod tests {
             ts_boot_ns: 0,
             skb_seq: 1000,
             skb_end_seq: 2448,
+            skb_gso_segs: 0,
+            skb_gso_size: 0,
+            _pad: 0,
             owner: Default::default(),
             raw: [0; 144],
         };
@@ -238,7 +242,7 @@ mod tests {
         });
         match decode_trace(&r, &formats(), 7) {
             Decoded::Event(e) => {
-                assert_eq!(e.kind, KernelKind::Retransmit { state: 1, err: 0 });
+                assert_eq!(e.kind, KernelKind::Retransmit { state: 1, err: 0, segs: 0, mss: 0 });
                 assert_eq!((e.src, e.sport, e.dport), ("10.0.0.1".parse().unwrap(), 40000, 5201));
                 assert_eq!(e.seq_range, Some((1000, 2448)));
             }

@@ -8,7 +8,8 @@ use crate::output::summary::{FlowSummary, Summary};
 
 const HEADER: &str = "flow_id,src,sport,dst,dport,state,packets,payload_bytes,duration_s,retransmitted_pct,\
 retransmissions,out_of_order,lost_segments,zero_windows,rtt_median_ms,handshake_rtt_ms,trouble_score,\
-kernel_retransmissions,kernel_matched";
+kernel_retransmissions,kernel_matched,kernel_retransmitted_segments,kernel_matched_segments,\
+out_of_order_resent_per_kernel";
 
 /// The header and the first `top` flows of the summary (flows are stored worst first).
 pub fn render_csv(summary: &Summary, top: usize) -> String {
@@ -25,13 +26,16 @@ fn row(s: &mut String, f: &FlowSummary) {
     let d = &f.directions[0];
     let retx = f.retransmissions();
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
-    let (kretx, matched) = match &f.kernel {
-        Some(k) => (k.kernel_retransmissions.to_string(), k.matched.to_string()),
-        None => (String::new(), String::new()),
+    let kernel: [String; 5] = match &f.kernel {
+        Some(k) => {
+            [k.kernel_retransmissions, k.matched, k.kernel_retransmitted_segments, k.matched_segments, k.reclassified]
+                .map(|n| n.to_string())
+        }
+        None => Default::default(),
     };
     let _ = writeln!(
         s,
-        "{},{},{},{},{},{},{},{},{:.6},{:.4},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{:.6},{:.4},{},{},{},{},{},{},{},{}",
         f.flow_id,
         d.src,
         d.sport,
@@ -49,8 +53,7 @@ fn row(s: &mut String, f: &FlowSummary) {
         opt(f.data_rtt().median_ms),
         opt(f.handshake_rtt_ms),
         f.trouble_score,
-        kretx,
-        matched
+        kernel.join(",")
     );
 }
 

@@ -275,6 +275,10 @@ pub struct Totals {
     /// What the folded flows add up to (absent when every flow is listed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub folded: Option<FoldedTotals>,
+    /// Live sessions (and `--kernel-events`): the kernel's retransmission counts of every
+    /// flow, listed or folded, and how they were reconciled with the wire's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernel: Option<crate::flow::kernel_join::KernelCounts>,
 }
 
 impl Totals {
@@ -291,6 +295,23 @@ impl Totals {
             fmt_count(self.flows_evicted_closed),
             fmt_count(self.flows_resumed),
             fmt_count(self.flows_evicted_forgotten)
+        ))
+    }
+
+    /// How the kernel's retransmissions and the wire's were reconciled, in words (None
+    /// without kernel reports).
+    pub fn kernel_line(&self) -> Option<String> {
+        use crate::report::page::fmt_count;
+        let k = self.kernel.as_ref()?;
+        Some(format!(
+            "retransmitted segments: {} (the kernel reported {} in {} tcp_retransmit_skb, {} of them found on the wire; \
+             {} segments the wire rules called out_of_order are counted as retransmissions because the kernel \
+             resent them, and every retransmission figure uses that verdict)",
+            fmt_count(k.retransmitted_segments),
+            fmt_count(k.kernel_retransmitted_segments),
+            fmt_count(k.kernel_retransmissions),
+            fmt_count(k.matched_segments),
+            fmt_count(k.reclassified),
         ))
     }
 }
@@ -397,6 +418,8 @@ pub struct SummaryBuilder {
     kept: std::collections::BinaryHeap<Listed>,
     folded: Folding,
     limit: usize,
+    /// Kernel counts of every flow added, listed or folded.
+    kernel: Option<crate::flow::kernel_join::KernelCounts>,
 }
 
 /// A listed flow, ordered so that the greatest is the least troubled (then the latest).
@@ -437,10 +460,18 @@ impl Default for SummaryBuilder {
 
 impl SummaryBuilder {
     pub fn with_limit(limit: usize) -> SummaryBuilder {
-        SummaryBuilder { kept: std::collections::BinaryHeap::new(), folded: Folding::default(), limit: limit.max(1) }
+        SummaryBuilder {
+            kept: std::collections::BinaryHeap::new(),
+            folded: Folding::default(),
+            limit: limit.max(1),
+            kernel: None,
+        }
     }
 
     pub fn add(&mut self, flow: &Flow, why: Retirement) {
+        if let Some(k) = &flow.kernel {
+            self.kernel.get_or_insert_with(Default::default).add(&k.counts);
+        }
         if self.kept.len() >= self.limit {
             let rank = (std::cmp::Reverse(flow.trouble_score()), flow.id);
             if self.kept.peek().is_some_and(|last| rank >= last.rank()) {
@@ -456,6 +487,7 @@ impl SummaryBuilder {
 
     pub fn finish(self, mut totals: Totals, sources: Vec<String>, errors: Vec<String>) -> Summary {
         totals.flows_folded = self.folded.flows;
+        totals.kernel = self.kernel;
         totals.folded = self.folded.finish();
         // Ascending rank: most troubled first, then by flow id.
         let flows = self.kept.into_sorted_vec().into_iter().map(|l| l.0).collect();
@@ -498,11 +530,16 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
     if let Some(line) = t.eviction_line() {
         let _ = writeln!(s, "{line}");
     }
+    if let Some(line) = t.kernel_line() {
+        let _ = writeln!(s, "{line}");
+    }
     for e in &summary.errors {
         let _ = writeln!(s, "error: {e}");
     }
     let _ = writeln!(s);
-    // Live sessions: the kernel's retransmissions beside the wire's, and how many matched.
+    // Live sessions: the kernel's retransmitted segments beside the wire's, how many were
+    // found on the wire, and how many of the wire's out-of-order ones they made
+    // retransmissions (`retx` and `retx%` already count those).
     let kernel = summary.flows.iter().any(|f| f.kernel.is_some());
     let _ = write!(
         s,
@@ -510,7 +547,7 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
         "flow", "connection", "packets", "bytes", "retx%", "retx", "ooo", "lost", "zwin", "rtt(ms)", "score"
     );
     if kernel {
-        let _ = write!(s, " {:>6} {:>7}", "k-retx", "matched");
+        let _ = write!(s, " {:>6} {:>7} {:>7}", "k-retx", "matched", "ooo>rtx");
     }
     // Live sessions: the processes owning the connection's sockets.
     let processes = summary.flows.iter().take(top).any(|f| f.processes_label().is_some());
@@ -541,10 +578,14 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
         if kernel {
             match &f.kernel {
                 Some(k) => {
-                    let _ = write!(s, " {:>6} {:>7}", k.kernel_retransmissions, k.matched);
+                    let _ = write!(
+                        s,
+                        " {:>6} {:>7} {:>7}",
+                        k.kernel_retransmitted_segments, k.matched_segments, k.reclassified
+                    );
                 }
                 None => {
-                    let _ = write!(s, " {:>6} {:>7}", "-", "-");
+                    let _ = write!(s, " {:>6} {:>7} {:>7}", "-", "-", "-");
                 }
             }
         }

@@ -61,6 +61,9 @@ pub(super) fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> S
         format!("{} ({})", fmt_count(t.events.values().sum()), escape_html(&by_kind.join(", ")))
     };
     row("events", events);
+    if let Some(line) = t.kernel_line() {
+        row("kernel and wire", escape_html(&line));
+    }
     row(
         "alerts",
         match alerts {

@@ -191,8 +191,11 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
     let kernel = flows.iter().any(|f| f.kernel.is_some());
     if kernel {
         h.push_str(
-            "<th class=\"num\" data-type=\"num\" title=\"retransmissions the kernel reported (tcp_retransmit_skb)\">kernel retx</th>\
-             <th class=\"num\" data-type=\"num\" title=\"of which matched a retransmission on the wire\">matched</th>",
+            "<th class=\"num\" data-type=\"num\" title=\"segments the kernel reported retransmitted (tcp_retransmit_skb, \
+             counted as TcpRetransSegs counts them)\">kernel retx segs</th>\
+             <th class=\"num\" data-type=\"num\" title=\"of which the wire copy was found\">matched</th>\
+             <th class=\"num\" data-type=\"num\" title=\"wire segments the rules called out_of_order that the kernel \
+             resent: counted as retransmissions in every figure here\">ooo → retx</th>",
         );
     }
     h.push_str("</tr></thead>\n<tbody>\n");
@@ -232,10 +235,11 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         if kernel {
             match &f.kernel {
                 Some(k) => {
-                    num(&mut h, k.kernel_retransmissions as f64, &fmt_count(k.kernel_retransmissions));
-                    num(&mut h, k.matched as f64, &fmt_count(k.matched));
+                    for n in [k.kernel_retransmitted_segments, k.matched_segments, k.reclassified] {
+                        num(&mut h, n as f64, &fmt_count(n));
+                    }
                 }
-                None => h.push_str("<td class=\"num\" data-v=\"-1\">–</td><td class=\"num\" data-v=\"-1\">–</td>"),
+                None => h.push_str(&"<td class=\"num\" data-v=\"-1\">–</td>".repeat(3)),
             }
         }
         h.push_str("</tr>\n");

@@ -26,7 +26,10 @@ fn kernel_retransmissions_wait_for_a_wire_that_runs_behind() {
     let mut out = Vec::new();
     // The kernel resends the segment at 250 ms, then goes on reporting for another second
     // before the wire side has caught up.
-    c.an.process_kernel(&kernel(250, KernelKind::Retransmit { state: 1, err: 0 }, Some((C + 1, C + 1001))), &mut out);
+    c.an.process_kernel(
+        &kernel(250, KernelKind::Retransmit { state: 1, err: 0, segs: 0, mss: 0 }, Some((C + 1, C + 1001))),
+        &mut out,
+    );
     for t in (300..1300).step_by(100) {
         c.an.process_kernel(&kernel(t, KernelKind::CongState(4), None), &mut out);
     }
@@ -118,4 +121,52 @@ fn a_partial_view_that_begins_with_a_sack_knows_the_hole_fills_are_not_new() {
     events.extend(c.send(10.1, From::Client, 40_001, 1, 1000, PA, 60000));
     events.extend(c.send(10.2, From::Client, 41_001, 1, 1000, PA, 60000));
     assert!(events.is_empty(), "{:?}", Conv::kinds(&events));
+}
+
+/// The kernel's verdict wins: a segment the wire rules call out-of-order (the missing one
+/// sent within an RTT of the highest) that the kernel reports as resent is a retransmission
+/// in the events, the flow's counts and its retransmitted bytes, whichever of the two
+/// arrives first; the rules' verdict stays in `extra.wire_verdict`.
+#[test]
+fn a_kernel_retransmission_overrules_the_wire_rules_out_of_order() {
+    use crate::analysis::kernel::{KernelEvent, KernelKind};
+    for kernel_first in [false, true] {
+        let mut c = Conv::new();
+        c.an.set_kernel_mode(true);
+        c.handshake();
+        let mut out = Vec::new();
+        out.extend(c.send(20.0, From::Client, 1, 1, 1000, TcpFlags::ACK, 60000));
+        out.extend(c.send(30.0, From::Client, 2001, 1, 1000, TcpFlags::ACK, 60000));
+        let base = 1_700_000_000_000_000_000i64;
+        let report = KernelEvent {
+            ts: base + 31 * MS + if kernel_first { -100_000 } else { 20_000 },
+            kind: KernelKind::Retransmit { state: 1, err: 0, segs: 1, mss: 1000 },
+            src: "10.0.0.1".parse().unwrap(),
+            sport: 40000,
+            dst: "10.0.0.2".parse().unwrap(),
+            dport: 80,
+            seq_range: Some((C + 1001, C + 2001)),
+        };
+        if kernel_first {
+            c.an.process_kernel(&report, &mut out);
+        }
+        out.extend(c.send(31.0, From::Client, 1001, 1, 1000, TcpFlags::ACK, 60000));
+        if !kernel_first {
+            c.an.process_kernel(&report, &mut out);
+        }
+        out.extend(c.send(40.0, From::Server, 1, 3001, 0, TcpFlags::ACK, 60000));
+        c.an.finish(&mut out);
+        let kinds: Vec<EventKind> = out.iter().map(|e| e.event).collect();
+        assert!(!kinds.contains(&EventKind::OutOfOrder), "kernel first: {kernel_first}: {kinds:?}");
+        let retx = out.iter().find(|e| e.event == EventKind::Retransmission).expect("relabelled");
+        assert_eq!((retx.frame, retx.extra.wire_verdict), (Some(6), Some(EventKind::OutOfOrder)));
+        let k = out.iter().find(|e| e.event == EventKind::KernelRetransmit).unwrap();
+        assert_eq!((k.extra.wire_frame, k.extra.segments), (Some(6), Some(1)));
+        let (flow, _) = c.an.take_retired().next().unwrap();
+        let stats = &flow.dirs[0].stats;
+        assert_eq!(stats.retransmitted_bytes, 1000);
+        assert_eq!((stats.events.get(EventKind::OutOfOrder), stats.events.get(EventKind::Retransmission)), (0, 1));
+        let counts = &flow.kernel.as_ref().unwrap().counts;
+        assert_eq!((counts.reclassified, counts.retransmitted_segments, counts.matched_segments), (1, 1, 1));
+    }
 }
