@@ -99,6 +99,7 @@ fn synthetic_session(dir: &Path, events: u64, flows: u64) {
         },
         rtt_timestamps: None,
         events: Default::default(),
+        limited_by: None,
         process: None,
     };
     let mut listed: Vec<FlowSummary> = (0..flows)

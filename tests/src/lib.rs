@@ -251,6 +251,20 @@ impl Lab {
         child
     }
 
+    /// A server in B that reads one connection slowly: `chunk` bytes every `gap_ms`, with a
+    /// receive buffer of `rcvbuf` bytes (a slow reader: the sender waits on its window).
+    pub fn slow_server(&self, addr: &str, port: u16, rcvbuf: usize, chunk: usize, gap_ms: u64) -> Child {
+        let script = format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET6 if ':' in '{addr}' else socket.AF_INET)\n\
+             s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,{rcvbuf})\ns.bind(('{addr}',{port}));s.listen(1)\n\
+             c,_=s.accept()\nwhile c.recv({chunk}):\n    time.sleep({gap_ms}/1000)\nc.close()\n"
+        );
+        let child = self.spawn(&self.b, &["python3", "-c", &script]);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        child
+    }
+
     /// Sends `bytes` from A to the server and closes.
     pub fn send(&self, addr: &str, port: u16, bytes: usize) {
         self.send_from(&self.a, addr, port, bytes)

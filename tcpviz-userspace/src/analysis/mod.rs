@@ -254,6 +254,8 @@ impl Analyzer {
             }
         }
 
+        track_limits(flow, dir, seg, &pa, retransmitted);
+
         self.findings.clear();
         findings::packet_findings(flow, dir, seg, &pa, &mut self.findings);
         if !pa.flags.is_empty() || !self.findings.is_empty() {
@@ -399,6 +401,51 @@ fn retire(
         k.flush(events);
     }
     retired.push((flow, why));
+}
+
+/// What held each direction's sending back (see `flow::limits`): time since the last
+/// packet to the limit that held, then what holds from this packet on.
+fn track_limits(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAnalysis, retransmitted: bool) {
+    use crate::flow::limits::{LimitClock, SenderView};
+    let view = |flow: &Flow, d: usize| SenderView {
+        nextseq: flow.dirs[d].nextseq,
+        acked: flow.dirs[1 - d].lastack,
+        window: flow.dirs[1 - d].scaled_window(),
+    };
+    let mut clocks = false;
+    for d in &mut flow.dirs {
+        if let Some(c) = d.limits_mut() {
+            c.advance(seg.ts);
+            clocks = true;
+        }
+    }
+    if seg.payload_len > 0 {
+        let v = view(flow, dir);
+        let fwd = &mut flow.dirs[dir];
+        // The second data segment starts the clock (`payload_bytes` counts this one).
+        if fwd.limits_mut().is_none() && fwd.stats.payload_bytes > seg.payload_len as u64 {
+            fwd.rare_mut().limits = Some(LimitClock::new(seg.ts));
+        }
+        if let Some(c) = fwd.limits_mut() {
+            c.on_data(seg.payload_len, retransmitted, v);
+            clocks = true;
+        }
+    }
+    if !clocks {
+        return;
+    }
+    if pa.flags.has(A::DUPLICATE_ACK) && pa.dupack_num >= 3 {
+        let v = view(flow, 1 - dir);
+        if let Some(c) = flow.dirs[1 - dir].limits_mut() {
+            c.on_duplicate_acks(v);
+        }
+    }
+    for d in 0..2 {
+        let v = view(flow, d);
+        if let Some(c) = flow.dirs[d].limits_mut() {
+            c.update(v);
+        }
+    }
 }
 
 fn wire_segment(seg: &Segment, frame: u64) -> WireSegment {

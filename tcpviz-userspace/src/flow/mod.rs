@@ -2,6 +2,7 @@
 //! table with bounded memory.
 pub mod kernel_join;
 pub mod key;
+pub mod limits;
 pub mod resume;
 pub mod seq;
 pub mod state;

@@ -283,6 +283,8 @@ pub struct DirRare {
     /// tcpviz: RTT from timestamp echoes of this direction's segments (when it sends data
     /// with timestamps).
     pub ts_rtt: TsRtt,
+    /// tcpviz: what limited this direction's sending (from its second data segment).
+    pub limits: Option<crate::flow::limits::LimitClock>,
 }
 
 /// A SACK edge seen before any data of the direction it acknowledges.
@@ -315,6 +317,14 @@ impl DirState {
     }
 
     /// The timestamp-echo RTT of this direction's data, when it sent any with timestamps.
+    pub fn limits_mut(&mut self) -> Option<&mut crate::flow::limits::LimitClock> {
+        self.rare.as_mut().and_then(|r| r.limits.as_mut())
+    }
+
+    pub fn limited_by(&self) -> Option<crate::flow::limits::LimitedBy> {
+        self.rare.as_ref().and_then(|r| r.limits.as_ref()).map(|l| l.limited_by())
+    }
+
     pub fn ts_rtt(&self) -> Option<&TsRtt> {
         self.rare.as_ref().map(|r| &r.ts_rtt).filter(|t| t.rtt.count > 0)
     }

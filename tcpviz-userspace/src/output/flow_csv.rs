@@ -9,7 +9,8 @@ use crate::output::summary::{FlowSummary, Summary};
 const HEADER: &str = "flow_id,src,sport,dst,dport,state,packets,payload_bytes,duration_s,retransmitted_pct,\
 retransmissions,out_of_order,lost_segments,zero_windows,rtt_median_ms,handshake_rtt_ms,trouble_score,\
 kernel_retransmissions,kernel_matched,kernel_retransmitted_segments,kernel_matched_segments,\
-out_of_order_resent_per_kernel";
+out_of_order_resent_per_kernel,limited_by,receiver_window_share,congestion_window_share,loss_recovery_share,\
+application_share";
 
 /// The header and the first `top` flows of the summary (flows are stored worst first).
 pub fn render_csv(summary: &Summary, top: usize) -> String {
@@ -20,6 +21,18 @@ pub fn render_csv(summary: &Summary, top: usize) -> String {
         row(&mut s, f);
     }
     s
+}
+
+/// The data direction's limits: the dominant one, then each share (empty when unknown).
+fn limits(f: &FlowSummary) -> String {
+    use crate::flow::limits::Limit;
+    match f.directions[f.data_direction()].limited_by {
+        Some(l) => {
+            let shares: Vec<String> = Limit::ALL.iter().map(|k| format!("{:.4}", l.share(*k))).collect();
+            format!("{},{}", l.dominant().short(), shares.join(","))
+        }
+        None => ",,,,".into(),
+    }
 }
 
 fn row(s: &mut String, f: &FlowSummary) {
@@ -35,7 +48,7 @@ fn row(s: &mut String, f: &FlowSummary) {
     };
     let _ = writeln!(
         s,
-        "{},{},{},{},{},{},{},{},{:.6},{:.4},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{:.6},{:.4},{},{},{},{},{},{},{},{},{}",
         f.flow_id,
         d.src,
         d.sport,
@@ -53,7 +66,8 @@ fn row(s: &mut String, f: &FlowSummary) {
         opt(f.data_rtt().median_ms),
         opt(f.handshake_rtt_ms),
         f.trouble_score,
-        kernel.join(",")
+        kernel.join(","),
+        limits(f)
     );
 }
 

@@ -73,6 +73,10 @@ pub struct DirectionSummary {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rtt_timestamps: Option<RttSummary>,
     pub events: BTreeMap<EventKind, u64>,
+    /// What limited this direction's sending, as fractions of its time from its second
+    /// data segment on (`flow::limits`). Absent for a direction that sent less.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limited_by: Option<crate::flow::limits::LimitedBy>,
     /// Live sessions: the process owning the socket that sends this direction, when this
     /// host holds it and a hook saw it open (`crate::attribution`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -146,6 +150,7 @@ impl FlowSummary {
                 rtt: RttSummary::from_stats(&d.stats.rtt),
                 rtt_timestamps: d.ts_rtt().map(|t| RttSummary::from_stats(&t.rtt)),
                 events: counts_map(&d.stats.events.to_array()),
+                limited_by: d.limited_by(),
                 process: None,
             }
         };
@@ -197,6 +202,11 @@ impl FlowSummary {
 
     pub fn count(&self, kind: EventKind) -> u64 {
         self.events.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// What limited the data direction (`rwnd 82%`), `-` when it sent too little to say.
+    pub fn limited_label(&self) -> String {
+        self.directions[self.data_direction()].limited_by.map_or_else(|| "-".into(), |l| l.label())
     }
 
     /// Retransmission events of every kind (plain, fast, spurious).
@@ -543,8 +553,8 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
     let kernel = summary.flows.iter().any(|f| f.kernel.is_some());
     let _ = write!(
         s,
-        "{:>6}  {:<47} {:>8} {:>10} {:>7} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}",
-        "flow", "connection", "packets", "bytes", "retx%", "retx", "ooo", "lost", "zwin", "rtt(ms)", "score"
+        "{:>6}  {:<47} {:>8} {:>10} {:>7} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8} {:>9}",
+        "flow", "connection", "packets", "bytes", "retx%", "retx", "ooo", "lost", "zwin", "rtt(ms)", "score", "limited"
     );
     if kernel {
         let _ = write!(s, " {:>6} {:>7} {:>7}", "k-retx", "matched", "ooo>rtx");
@@ -562,7 +572,7 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
         }
         let _ = write!(
             s,
-            "{:>6}  {:<47} {:>8} {:>10} {:>7.2} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}",
+            "{:>6}  {:<47} {:>8} {:>10} {:>7.2} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8} {:>9}",
             f.flow_id,
             label,
             f.packets,
@@ -574,6 +584,7 @@ pub fn render_table(summary: &Summary, top: usize) -> String {
             f.count(EventKind::ZeroWindow),
             rtt,
             f.trouble_score,
+            f.limited_label(),
         );
         if kernel {
             match &f.kernel {

@@ -162,6 +162,12 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         ("handshake RTT (ms)", "SYN to the ACK of the SYN-ACK", true),
         ("retx %", "retransmitted payload bytes over all payload bytes", true),
         ("score", "trouble score: weighted problem events", true),
+        (
+            "limited by",
+            "what held the data direction's sender back longest, and its share of the time: the receiver's \
+             window (rwnd), the congestion window (cwnd), loss recovery (loss) or the application (app)",
+            false,
+        ),
     ];
     // Live sessions: the processes owning the sockets (attribution).
     let processes = flows.iter().any(|f| f.processes_label().is_some());
@@ -228,6 +234,14 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
         opt(&mut h, f.handshake_rtt_ms);
         num(&mut h, f.retransmission_rate * 100.0, &format!("{:.2}", f.retransmission_rate * 100.0));
         num(&mut h, f.trouble_score as f64, &fmt_count(f.trouble_score));
+        let limited = f.directions[f.data_direction()].limited_by;
+        let _ = write!(
+            h,
+            "<td data-v=\"{}\" title=\"{}\">{}</td>",
+            escape_html(&f.limited_label()),
+            escape_html(&limited.map(|l| limits_title(&l)).unwrap_or_default()),
+            escape_html(&f.limited_label())
+        );
         for k in kinds {
             let c = f.count(*k);
             num(&mut h, c as f64, &if c == 0 { String::new() } else { fmt_count(c) });
@@ -246,6 +260,18 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
     }
     h.push_str("</tbody></table>\n");
     h
+}
+
+/// Every limit's share, for the tooltip of the "limited by" cell.
+fn limits_title(l: &crate::flow::limits::LimitedBy) -> String {
+    format!(
+        "over {:.3} s: receiver window {:.0}%, congestion window {:.0}%, loss recovery {:.0}%, application {:.0}%",
+        l.seconds,
+        l.receiver_window * 100.0,
+        l.congestion_window * 100.0,
+        l.loss_recovery * 100.0,
+        l.application * 100.0
+    )
 }
 
 /// The "watched since" cell: the time of day, the date and the reason in its tooltip.

@@ -395,3 +395,39 @@ fn observer_sees_every_packet_with_its_analysis_after_the_events() {
     }
     assert_eq!(&seen[3..], &[(0, false, Some(1000), 3), (0, true, Some(1000), 4), (1, false, None, 2)]);
 }
+
+/// Why is this connection slow, on crafted flows: a receiver that closes its window, and an
+/// application that sends a little now and then (`flow::limits`).
+#[test]
+fn limited_by_the_receiver_window_or_the_application() {
+    use crate::flow::limits::Limit;
+    let limits = |c: &mut Conv| {
+        let mut out = Vec::new();
+        c.an.finish(&mut out);
+        let (flow, _) = c.an.take_retired().next().unwrap();
+        flow.dirs[0].limited_by().expect("the client sent two segments")
+    };
+    // Two segments, then the server's window stays shut for 100 ms.
+    let mut c = Conv::new();
+    c.handshake();
+    c.send(20.0, From::Client, 1, 1, 1000, PA, 60000);
+    c.send(21.0, From::Client, 1001, 1, 1000, PA, 60000);
+    c.send(22.0, From::Server, 1, 2001, 0, A, 0);
+    c.send(122.0, From::Server, 1, 2001, 0, A, 60000);
+    c.send(123.0, From::Client, 2001, 1, 1000, PA, 60000);
+    c.send(124.0, From::Server, 1, 3001, 0, A, 60000);
+    let l = limits(&mut c);
+    assert_eq!(l.dominant(), Limit::ReceiverWindow, "{l:?}");
+    assert!(l.receiver_window > 0.9, "{l:?}");
+    // 100 bytes every 50 ms, each acknowledged within a millisecond.
+    let mut c = Conv::new();
+    c.handshake();
+    for i in 0..10u32 {
+        let t = 20.0 + 50.0 * i as f64;
+        c.send(t, From::Client, 1 + 100 * i, 1, 100, PA, 60000);
+        c.send(t + 1.0, From::Server, 1, 101 + 100 * i, 0, A, 60000);
+    }
+    let l = limits(&mut c);
+    assert_eq!(l.dominant(), Limit::Application, "{l:?}");
+    assert!(l.application > 0.95, "{l:?}");
+}

@@ -1,0 +1,235 @@
+//! Why is this connection slow: what limited each direction's sending, over time.
+//!
+//! From its second data segment on, a direction's time is cut at every packet of the
+//! connection, and each interval goes to what held the sender back at its start:
+//!
+//! 1. **loss recovery**: from a loss signal (a retransmission, or the third duplicate ACK
+//!    from the receiver) until the receiver's ACK passes the highest byte sent at that
+//!    signal (RFC 6582's recovery point);
+//! 2. **receiver window**: the receiver advertises zero, or what is in flight plus one
+//!    segment does not fit in its window;
+//! 3. **application**: nothing in flight with the window open, or the last segment sent was
+//!    short (the application wrote less than a segment);
+//! 4. **congestion window**: full-sized segments in flight, the receiver's window open and
+//!    no loss to repair: the sender waits for ACKs because its congestion window is full.
+//!    Offline that is the remainder; the kernel's own cwnd is in `kernel_samples.jsonl`.
+//!
+//! The clock starts at the second data segment so that the many connections that send one
+//! segment a side (requests, answers that fit a segment) pay nothing for it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::seq::seq_lt;
+use crate::time::TimestampNs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Limit {
+    ReceiverWindow,
+    CongestionWindow,
+    LossRecovery,
+    #[default]
+    Application,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] =
+        [Limit::ReceiverWindow, Limit::CongestionWindow, Limit::LossRecovery, Limit::Application];
+
+    /// Short name, as the table shows it.
+    pub fn short(self) -> &'static str {
+        match self {
+            Limit::ReceiverWindow => "rwnd",
+            Limit::CongestionWindow => "cwnd",
+            Limit::LossRecovery => "loss",
+            Limit::Application => "app",
+        }
+    }
+}
+
+/// The limit clock of one sending direction.
+#[derive(Debug, Clone, Default)]
+pub struct LimitClock {
+    since: TimestampNs,
+    current: Limit,
+    ns: [i64; 4],
+    /// In loss recovery until the receiver acknowledges this sequence number.
+    recovery_until: Option<u32>,
+    largest_segment: u32,
+    last_segment: u32,
+}
+
+/// What the sender's situation is after a packet, as the clock needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderView {
+    /// The sender's highest sequence number sent (its `nextseq`).
+    pub nextseq: u32,
+    /// The receiver's highest ACK (0: none yet).
+    pub acked: u32,
+    /// The receiver's advertised window, scaled, when known.
+    pub window: Option<u64>,
+}
+
+impl LimitClock {
+    pub fn new(ts: TimestampNs) -> LimitClock {
+        LimitClock { since: ts, ..Default::default() }
+    }
+
+    /// Gives the time since the last packet to the limit that held then.
+    pub fn advance(&mut self, ts: TimestampNs) {
+        if ts > self.since {
+            self.ns[self.current as usize] += ts - self.since;
+            self.since = ts;
+        }
+    }
+
+    /// A data segment of this direction of `len` bytes; `retransmission`: the rules flagged it.
+    pub fn on_data(&mut self, len: u32, retransmission: bool, view: SenderView) {
+        self.largest_segment = self.largest_segment.max(len);
+        if !retransmission {
+            self.last_segment = len;
+        }
+        if retransmission {
+            self.enter_recovery(view);
+        }
+    }
+
+    /// The receiver's third (or later) duplicate ACK: a loss signal.
+    pub fn on_duplicate_acks(&mut self, view: SenderView) {
+        self.enter_recovery(view);
+    }
+
+    fn enter_recovery(&mut self, view: SenderView) {
+        let point = match self.recovery_until {
+            Some(p) if seq_lt(view.nextseq, p) => p,
+            _ => view.nextseq,
+        };
+        self.recovery_until = Some(point);
+    }
+
+    /// Decides what holds the sender back from now on.
+    pub fn update(&mut self, view: SenderView) {
+        if let Some(p) = self.recovery_until
+            && view.acked != 0
+            && !seq_lt(view.acked, p)
+        {
+            self.recovery_until = None;
+        }
+        let in_flight = if view.acked == 0 || seq_lt(view.nextseq, view.acked) {
+            0
+        } else {
+            view.nextseq.wrapping_sub(view.acked) as u64
+        };
+        self.current = if self.recovery_until.is_some() {
+            Limit::LossRecovery
+        } else if view.window.is_some_and(|w| w == 0 || in_flight + self.largest_segment as u64 > w) {
+            Limit::ReceiverWindow
+        } else if in_flight == 0 || self.last_segment < self.largest_segment {
+            Limit::Application
+        } else {
+            Limit::CongestionWindow
+        };
+    }
+
+    pub fn limited_by(&self) -> LimitedBy {
+        let total: i64 = self.ns.iter().sum();
+        let share = |l: Limit| if total > 0 { self.ns[l as usize] as f64 / total as f64 } else { 0.0 };
+        LimitedBy {
+            seconds: total as f64 / 1e9,
+            receiver_window: share(Limit::ReceiverWindow),
+            congestion_window: share(Limit::CongestionWindow),
+            loss_recovery: share(Limit::LossRecovery),
+            application: share(Limit::Application),
+        }
+    }
+}
+
+/// What limited a direction's sending, as fractions of `seconds` (from its second data
+/// segment to the end of the flow).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LimitedBy {
+    pub seconds: f64,
+    pub receiver_window: f64,
+    pub congestion_window: f64,
+    pub loss_recovery: f64,
+    pub application: f64,
+}
+
+impl LimitedBy {
+    pub fn share(&self, l: Limit) -> f64 {
+        match l {
+            Limit::ReceiverWindow => self.receiver_window,
+            Limit::CongestionWindow => self.congestion_window,
+            Limit::LossRecovery => self.loss_recovery,
+            Limit::Application => self.application,
+        }
+    }
+
+    /// The limit that held longest.
+    pub fn dominant(&self) -> Limit {
+        Limit::ALL.into_iter().max_by(|a, b| self.share(*a).total_cmp(&self.share(*b))).unwrap_or_default()
+    }
+
+    /// `rwnd 82%`: the dominant limit and its share.
+    pub fn label(&self) -> String {
+        let d = self.dominant();
+        format!("{} {:.0}%", d.short(), self.share(d) * 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i64 = 1_000_000;
+
+    fn view(nextseq: u32, acked: u32, window: u64) -> SenderView {
+        SenderView { nextseq, acked, window: Some(window) }
+    }
+
+    /// Drives a clock through (time ms, event) steps and returns its fractions.
+    #[test]
+    fn each_limit_gets_the_time_it_held() {
+        let mut c = LimitClock::new(0);
+        // 0-10 ms: two full segments in flight, window open: congestion window.
+        c.on_data(1000, false, view(2000, 0, 65535));
+        c.update(view(2000, 1, 65535));
+        c.advance(10 * MS);
+        // 10-30 ms: the receiver's window is full.
+        c.update(view(2000, 1, 1500));
+        c.advance(30 * MS);
+        // 30-40 ms: a retransmission: loss recovery until 2000 is acknowledged.
+        c.on_data(1000, true, view(2000, 1, 65535));
+        c.update(view(2000, 1, 65535));
+        c.advance(40 * MS);
+        // 40-80 ms: all acknowledged, nothing to send: application.
+        c.update(view(2000, 2000, 65535));
+        c.advance(80 * MS);
+        let l = c.limited_by();
+        assert_eq!(l.seconds, 0.08);
+        assert_eq!((l.congestion_window, l.receiver_window, l.loss_recovery, l.application), (0.125, 0.25, 0.125, 0.5));
+        assert_eq!((l.dominant(), l.label()), (Limit::Application, "app 50%".to_string()));
+    }
+
+    #[test]
+    fn a_zero_window_and_duplicate_acks_and_short_writes() {
+        let mut c = LimitClock::new(0);
+        c.on_data(1448, false, view(1448, 0, 0));
+        c.update(view(1448, 1, 0));
+        assert_eq!(c.current, Limit::ReceiverWindow);
+        // Duplicate ACKs: recovery until the highest sent (5000) is acknowledged.
+        c.on_duplicate_acks(view(5000, 1, 65535));
+        c.update(view(5000, 1, 65535));
+        assert_eq!(c.current, Limit::LossRecovery);
+        c.update(view(5000, 4999, 65535));
+        assert_eq!(c.current, Limit::LossRecovery);
+        c.update(view(5000, 5000, 65535));
+        assert_eq!(c.current, Limit::Application);
+        // A short write in flight: the application, not the congestion window.
+        c.on_data(100, false, view(5100, 5000, 65535));
+        c.update(view(5100, 5000, 65535));
+        assert_eq!(c.current, Limit::Application);
+        c.on_data(1448, false, view(6548, 5000, 65535));
+        c.update(view(6548, 5000, 65535));
+        assert_eq!(c.current, Limit::CongestionWindow);
+    }
+}
