@@ -136,6 +136,9 @@ fn dashboards_of_a_real_session_render_offline_without_errors() {
     let ids = report_page::flow_plot_ids(worst[0].flow_id);
     let inflight = figure(&report_html, &ids[2]);
     assert!(inflight["data"].to_string().contains("kernel cwnd"), "cwnd beside bytes in flight");
+    // The band under the time–sequence graph: a lossy flow spends time in loss recovery.
+    let band = figure(&report_html, &ids[3]);
+    assert!(band["data"].to_string().contains("loss recovery"), "{}", band["data"]);
 
     if !have_chromium() {
         return;

@@ -35,6 +35,16 @@ impl Limit {
     pub const ALL: [Limit; 4] =
         [Limit::ReceiverWindow, Limit::CongestionWindow, Limit::LossRecovery, Limit::Application];
 
+    /// What it means, as the report's legend says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::ReceiverWindow => "receiver window",
+            Limit::CongestionWindow => "congestion window",
+            Limit::LossRecovery => "loss recovery",
+            Limit::Application => "application",
+        }
+    }
+
     /// Short name, as the table shows it.
     pub fn short(self) -> &'static str {
         match self {
@@ -72,6 +82,11 @@ pub struct SenderView {
 impl LimitClock {
     pub fn new(ts: TimestampNs) -> LimitClock {
         LimitClock { since: ts, ..Default::default() }
+    }
+
+    /// What holds the sender back now.
+    pub fn current(&self) -> Limit {
+        self.current
     }
 
     /// Gives the time since the last packet to the limit that held then.

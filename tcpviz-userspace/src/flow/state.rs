@@ -317,6 +317,10 @@ impl DirState {
     }
 
     /// The timestamp-echo RTT of this direction's data, when it sent any with timestamps.
+    pub fn limits(&self) -> Option<&crate::flow::limits::LimitClock> {
+        self.rare.as_ref().and_then(|r| r.limits.as_ref())
+    }
+
     pub fn limits_mut(&mut self) -> Option<&mut crate::flow::limits::LimitClock> {
         self.rare.as_mut().and_then(|r| r.limits.as_mut())
     }

@@ -10,7 +10,7 @@ use plotly::layout::{Annotation, Axis, Legend, Margin, RangeMode};
 use plotly::{Layout, Plot, Scatter};
 
 use super::page::{escape_plot_text, fmt_count};
-use super::series::{FlowSeries, FlowTarget, MAX_SERIES_POINTS, Mark, SeriesOrigin};
+use super::series::{FlowSeries, FlowTarget, Limit, MAX_SERIES_POINTS, Mark, SeriesOrigin};
 use super::style::{kind_color, kind_symbol, plot_config};
 use crate::event::EventKind;
 
@@ -259,6 +259,61 @@ fn y_scale_menu() -> plotly::layout::update_menu::UpdateMenu {
 
 /// Bytes in flight (sent, not yet acknowledged, as seen at the capture point), with the
 /// kernel's congestion window and slow-start threshold beside it for live sessions.
+/// The colour of each limit in the band under the time–sequence graph.
+fn limit_color(l: Limit) -> &'static str {
+    match l {
+        Limit::ReceiverWindow => "#c9a400",
+        Limit::CongestionWindow => "#1f77b4",
+        Limit::LossRecovery => "#d62728",
+        Limit::Application => "#9aa5b1",
+    }
+}
+
+/// The band under the time–sequence graph: what held the sender back, over time, one
+/// colour per limit (`flow::limits`).
+pub fn limits_plot(s: &FlowSeries) -> Plot {
+    let mut plot = Plot::new();
+    for limit in Limit::ALL {
+        let spans: Vec<_> = s.limits.iter().filter(|p| p.limit == limit).collect();
+        if spans.is_empty() {
+            continue;
+        }
+        // One filled rectangle per span, the spans of a limit in one trace.
+        let mut x = Vec::with_capacity(spans.len() * 6);
+        let mut y = Vec::with_capacity(spans.len() * 6);
+        for p in &spans {
+            x.extend([Some(p.start), Some(p.end), Some(p.end), Some(p.start), Some(p.start), None]);
+            y.extend([Some(0.0), Some(0.0), Some(1.0), Some(1.0), Some(0.0), None]);
+        }
+        let share: f64 = spans.iter().map(|p| p.end - p.start).sum();
+        plot.add_trace(
+            Scatter::new(x, y)
+                .name(format!("{} ({})", limit.name(), limit.short()))
+                .mode(Mode::Lines)
+                .fill(plotly::common::Fill::ToSelf)
+                .fill_color(limit_color(limit))
+                .line(Line::new().color(limit_color(limit)).width(0.5))
+                .hover_template(format!(
+                    "t = %{{x:.6f}} s<br>limited by the {}<br>{:.3} s of the flow<extra></extra>",
+                    limit.name(),
+                    share
+                )),
+        );
+    }
+    let empty = s.limits.is_empty();
+    let title = format!("What limited the sender, data {}", s.target.data_label());
+    let why_empty = match s.origin {
+        SeriesOrigin::Captures => "the data direction sent fewer than two segments",
+        SeriesOrigin::Events => "needs the packets (the capture), not only the events",
+    };
+    let layout = with_empty_note(layout(&escape_plot_text(&title), 170, empty), empty, why_empty)
+        .x_axis(axis_time(&s.target))
+        .y_axis(Axis::new().range(vec![0.0, 1.0]).show_tick_labels(false).show_grid(false).zero_line(false));
+    plot.set_layout(layout);
+    plot.set_configuration(plot_config());
+    plot
+}
+
 pub fn in_flight_plot(s: &FlowSeries) -> Plot {
     let mut plot = Plot::new();
     if !s.in_flight.is_empty() {
@@ -342,7 +397,7 @@ mod tests {
     use crate::event::KernelSample;
     use crate::report::LineCounts;
     use crate::report::series::tests::target;
-    use crate::report::series::{KernelSeries, kernel_series};
+    use crate::report::series::{KernelSeries, LimitSpan, kernel_series};
     use crate::time::NS_PER_SEC;
 
     #[test]
@@ -395,8 +450,19 @@ mod tests {
             marks: vec![],
             marks_total: 0,
             kernel: points.clone(),
+            limits: vec![
+                LimitSpan { start: 0.0, end: 0.5, limit: Limit::CongestionWindow },
+                LimitSpan { start: 0.5, end: 0.75, limit: Limit::LossRecovery },
+                LimitSpan { start: 0.75, end: 1.0, limit: Limit::CongestionWindow },
+            ],
             decimated: false,
         };
+        // The band: one trace per limit that held, a filled rectangle per span.
+        let band: serde_json::Value = serde_json::from_str(&limits_plot(&series).to_json()).unwrap();
+        let names: Vec<&str> = band["data"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["congestion window (cwnd)", "loss recovery (loss)"]);
+        assert_eq!(band["data"][0]["x"].as_array().unwrap().len(), 12, "two rectangles");
+        assert_eq!(band["data"][1]["fill"], "toself");
         let json: serde_json::Value = serde_json::from_str(&in_flight_plot(&series).to_json()).unwrap();
         let names: Vec<&str> = json["data"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["bytes in flight", "kernel cwnd (segments)", "kernel ssthresh (segments)"]);

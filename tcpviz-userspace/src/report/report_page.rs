@@ -7,7 +7,7 @@ use plotly::common::{HoverInfo, Marker, Title};
 use plotly::layout::{Axis, Margin};
 use plotly::{Bar, Layout, Plot};
 
-use super::flow_plots::{in_flight_plot, rtt_plot, series_note, time_sequence_plot};
+use super::flow_plots::{in_flight_plot, limits_plot, rtt_plot, series_note, time_sequence_plot};
 use super::overview::overview_table;
 use super::page::{
     Page, PageKind, escape_html, fmt_bytes, fmt_count, fmt_ms, fmt_seconds, fmt_utc, truncate_chars, watch_reason_words,
@@ -27,9 +27,14 @@ pub const EVENTS_BY_KIND_PLOT_ID: &str = "events-by-kind";
 /// Alerts listed in the overview at most.
 const MAX_ALERT_ROWS: usize = 20;
 
-/// Ids of a flow's three plots: time–sequence, RTT, bytes in flight.
-pub fn flow_plot_ids(flow_id: u64) -> [String; 3] {
-    [format!("flow-{flow_id}-tseq"), format!("flow-{flow_id}-rtt"), format!("flow-{flow_id}-inflight")]
+/// Ids of a flow's plots: time–sequence, RTT, bytes in flight, what limited the sender.
+pub fn flow_plot_ids(flow_id: u64) -> [String; 4] {
+    [
+        format!("flow-{flow_id}-tseq"),
+        format!("flow-{flow_id}-rtt"),
+        format!("flow-{flow_id}-inflight"),
+        format!("flow-{flow_id}-limits"),
+    ]
 }
 
 /// The flows drawn in detail: the worst by trouble score (then bytes); when no flow has
@@ -186,7 +191,9 @@ pub fn render(files: &SessionFiles, summary: &Summary, problems: &mut Vec<Proble
         "Time–sequence graph (as tcptrace and Wireshark's Stevens graph): each data segment is a vertical bar from its \
          first to its last byte; the green steps are what the receiver acknowledged, the yellow steps the limit its \
          window allows. Retransmissions and other flagged packets are marked (hover for details); routine kinds \
-         such as window updates start hidden (click the legend). Drag to zoom. RTTs are measured at the capture \
+         such as window updates start hidden (click the legend). The band under it shows what held the sender back \
+         over time: the receiver's window, the congestion window, loss recovery or the application (see \
+         limited_by in the summary). Drag to zoom. RTTs are measured at the capture \
          point: on the sender's side they are the path RTT, on the receiver's side the receiver's own delay.",
     );
     for (f, s) in worst.iter().zip(&series) {
@@ -202,6 +209,7 @@ pub fn render(files: &SessionFiles, summary: &Summary, problems: &mut Vec<Proble
             page.paragraph("note", "No kernel samples (kernel_samples.jsonl) for this flow.");
         }
         page.plot(&ids[0], &time_sequence_plot(s));
+        page.plot(&ids[3], &limits_plot(s));
         page.plot(&ids[1], &rtt_plot(s));
         page.plot(&ids[2], &in_flight_plot(s));
     }

@@ -79,6 +79,7 @@ pub fn series_from_events(
                 marks_total: p.marks.seen(),
                 marks: p.marks.into_points(),
                 kernel: k.points,
+                limits: Vec::new(),
                 decimated,
             }
         })
