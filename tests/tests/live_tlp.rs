@@ -61,4 +61,14 @@ fn tail_loss_probes_on_the_wire_agree_with_the_kernels_count() {
     );
     // A probe is information, not an alarm: no probe event is above INFO.
     assert!(probes.iter().all(|e| e["severity"] == "INFO"));
+    // The readings every 2 s during the 25 s run: spread over it, and adding up to the
+    // run's growth.
+    let during = live["tcp_ext_during"].as_array().expect("TcpExt readings during the run");
+    let during_probes: u64 = during.iter().filter_map(|r| r["grown"]["TCPLossProbes"].as_u64()).sum();
+    assert_eq!(during_probes, kernel, "{during:?}");
+    assert!(during.len() >= 5, "{} readings with growth in a 25 s run: {during:?}", during.len());
+    let report = std::process::Command::new(tcpviz_bin()).arg("report").arg("--in").arg(&session).output().unwrap();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let html = std::fs::read_to_string(session.join("report.html")).unwrap();
+    assert!(html.contains("tcp-ext-during") && html.contains("TCPLossProbes"), "the report draws them");
 }

@@ -167,6 +167,8 @@ struct Tally {
     /// and when that was.
     tcp_ext_growth: BTreeMap<String, u64>,
     tcp_ext_read_at: Option<std::time::Instant>,
+    /// The readings during the run that showed growth, for the summary and the report.
+    tcp_ext_timeline: super::netstat::TcpExtTimeline,
 }
 
 /// How often the metrics read the namespace's TcpExt counters (a read of
@@ -256,6 +258,7 @@ impl<'a> Agent<'a> {
         }
         #[cfg(feature = "test-hooks")]
         let panic_after = std::env::var("TCPVIZ_TEST_PANIC_AFTER_PACKETS").ok().and_then(|v| v.parse().ok());
+        let tcp_ext_timeline = super::netstat::TcpExtTimeline::new(&inputs.tcp_ext_before);
         Ok(Agent {
             inputs,
             clock,
@@ -268,7 +271,7 @@ impl<'a> Agent<'a> {
             samples,
             follower,
             attribution: Attribution::new(CgroupPaths::system()),
-            tally: Tally::default(),
+            tally: Tally { tcp_ext_timeline, ..Default::default() },
             #[cfg(feature = "test-hooks")]
             panic_after,
         })
@@ -465,16 +468,18 @@ impl<'a> Agent<'a> {
         };
         self.sink.publish_view(&self.pipeline, &interface_of, losses.total());
         use std::os::fd::AsFd;
-        // Nobody scrapes without --metrics-addr: no reason to read /proc or map the rings.
-        if self.inputs.opts.metrics_addr.is_some() {
-            if self.tally.tcp_ext_read_at.is_none_or(|at| at.elapsed() >= TCP_EXT_EVERY) {
-                self.tally.tcp_ext_read_at = Some(std::time::Instant::now());
-                let now = super::netns::in_netns(self.inputs.counters_ns.as_ref(), super::netstat::read_tcp_ext);
-                // A namespace that cannot be entered now keeps the last reading.
-                if let Ok(now) = now {
-                    self.tally.tcp_ext_growth = super::netstat::growth(&self.inputs.tcp_ext_before, &now);
-                }
+        if self.tally.tcp_ext_read_at.is_none_or(|at| at.elapsed() >= TCP_EXT_EVERY) {
+            self.tally.tcp_ext_read_at = Some(std::time::Instant::now());
+            let now = super::netns::in_netns(self.inputs.counters_ns.as_ref(), super::netstat::read_tcp_ext);
+            // A namespace that cannot be entered now keeps the last reading.
+            if let Ok(now) = now {
+                self.tally.tcp_ext_growth = super::netstat::growth(&self.inputs.tcp_ext_before, &now);
+                let ts = self.clock.to_wall(clock::boot_now());
+                self.tally.tcp_ext_timeline.read(crate::time::ts_to_secs(ts), now);
             }
+        }
+        // Nobody scrapes without --metrics-addr: no reason to map the rings.
+        if self.inputs.opts.metrics_addr.is_some() {
             self.metrics.update(&metrics::Snapshot {
                 pipeline: &self.pipeline,
                 sink: &self.sink,

@@ -188,6 +188,10 @@ pub struct LiveSection {
     /// summaries of earlier versions.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tcp_ext: BTreeMap<String, u64>,
+    /// The same counters read every 2 s during the run: each reading that showed growth,
+    /// with its time and the growth since the reading before (they add up to `tcp_ext`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub tcp_ext_during: Vec<crate::live::netstat::TcpExtReading>,
     pub tcp_segments_seen_by_tc: u64,
     /// Policy `troubled`: what started or renewed a watch, counted by the kernel side.
     #[serde(skip_serializing_if = "Option::is_none")]

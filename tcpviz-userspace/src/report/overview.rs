@@ -91,7 +91,11 @@ pub(super) fn overview_table(summary: &Summary, alerts: Option<(u64, u64)>) -> S
             summary.errors.iter().map(|e| escape_html(&truncate_chars(e, 600))).collect::<Vec<_>>().join("<br>")
         },
     );
-    let sections = summary.sections.to_json();
+    let mut sections = summary.sections.to_json();
+    // Drawn as a plot of its own below.
+    if let Some(live) = sections.get_mut("live").and_then(|l| l.as_object_mut()) {
+        live.remove("tcp_ext_during");
+    }
     if let Some(live) = sections.get("live") {
         row("lost in the kernel", escape_html(&live_losses(live)));
     }

@@ -24,6 +24,7 @@ use crate::output::session;
 use crate::output::summary::{FlowSummary, RttSummary, Summary};
 
 pub const EVENTS_BY_KIND_PLOT_ID: &str = "events-by-kind";
+pub const TCP_EXT_PLOT_ID: &str = "tcp-ext-during";
 /// Alerts listed in the overview at most.
 const MAX_ALERT_ROWS: usize = 20;
 
@@ -107,6 +108,15 @@ pub fn render(files: &SessionFiles, summary: &Summary, problems: &mut Vec<Proble
     if total_events > 0 {
         page.heading(2, "events-heading", "Events by kind");
         page.plot(EVENTS_BY_KIND_PLOT_ID, &events_by_kind_plot(summary));
+    }
+    if let Some(live) = summary.sections.live.as_ref().filter(|l| !l.tcp_ext_during.is_empty()) {
+        page.heading(2, "tcp-ext-heading", "The kernel's TCP counters during the run");
+        page.paragraph(
+            "note",
+            "What the namespace's TcpExt counters (/proc/net/netstat) grew by between readings every 2 s: tail \
+             loss probes, timeouts, fast retransmits, reordering. The kernel's own account, beside the wire's events.",
+        );
+        page.plot(TCP_EXT_PLOT_ID, &tcp_ext_plot(&live.tcp_ext_during, t.first_ts));
     }
 
     if !spans.is_empty() {
@@ -214,6 +224,37 @@ pub fn render(files: &SessionFiles, summary: &Summary, problems: &mut Vec<Proble
         page.plot(&ids[2], &in_flight_plot(s));
     }
     Ok(page.finish())
+}
+
+/// The TcpExt readings of a live run: one stacked bar series per counter that grew, at the
+/// time of each reading (seconds since the first packet).
+fn tcp_ext_plot(readings: &[crate::live::netstat::TcpExtReading], first_ts: Option<f64>) -> Plot {
+    let origin = first_ts.or(readings.first().map(|r| r.ts)).unwrap_or(0.0);
+    let counters: std::collections::BTreeSet<&String> = readings.iter().flat_map(|r| r.grown.keys()).collect();
+    let mut plot = Plot::new();
+    for name in counters {
+        let (x, y): (Vec<f64>, Vec<u64>) =
+            readings.iter().filter_map(|r| Some((r.ts - origin, *r.grown.get(name)?))).unzip();
+        plot.add_trace(
+            Bar::new(x, y)
+                .name(name.as_str())
+                .hover_template(format!("t = %{{x:.1f}} s<br>{name} +%{{y:,}}<extra></extra>")),
+        );
+    }
+    plot.set_layout(
+        Layout::new()
+            .height(340)
+            .margin(Margin::new().top(30).bottom(60).left(70).right(20))
+            .bar_mode(plotly::layout::BarMode::Stack)
+            .x_axis(Axis::new().title(Title::with_text("time since the first packet (s), at each reading")))
+            .y_axis(
+                Axis::new()
+                    .title(Title::with_text("growth since the reading before"))
+                    .range_mode(plotly::layout::RangeMode::ToZero),
+            ),
+    );
+    plot.set_configuration(plot_config());
+    plot
 }
 
 fn events_by_kind_plot(summary: &Summary) -> Plot {

@@ -29,7 +29,7 @@ pub(super) fn finish(
     let mut figures = agent.pipeline.figures(src_names.clone(), bytes, started.elapsed().as_secs_f64());
     let alerts_raised = agent.sink.engine.raised;
     let packets_seen = agent.tally.frames + losses.packets();
-    let live = live_section(&agent, &c, &losses, packets_seen);
+    let live = live_section(&mut agent, &c, &losses, packets_seen);
     let Agent { pipeline, sink, samples, capture, attribution, .. } = agent;
     let mut summary = pipeline.summary(src_names, follow_errors, bytes);
     for d in summary.flows.iter_mut().flat_map(|f| f.directions.iter_mut()) {
@@ -75,7 +75,7 @@ pub(super) fn finish(
 }
 
 /// The `live` section of summary.json.
-fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, packets_seen: u64) -> LiveSection {
+fn live_section(agent: &mut Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, packets_seen: u64) -> LiveSection {
     let opts = agent.inputs.opts;
     let kernel_events_by_tracepoint = TRACEPOINTS
         .iter()
@@ -94,6 +94,9 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
     let tcp_ext_after =
         crate::live::netns::in_netns(agent.inputs.counters_ns.as_ref(), crate::live::netstat::read_tcp_ext)
             .unwrap_or_default();
+    // The last reading closes the timeline: its readings add up to the run's growth.
+    let now = crate::time::ts_to_secs(agent.clock.to_wall(crate::live::clock::boot_now()));
+    agent.tally.tcp_ext_timeline.read(now, tcp_ext_after.clone());
     let mark = |i: u32| c[i as usize];
     LiveSection {
         bad_records: agent.tally.bad_records,
@@ -136,6 +139,7 @@ fn live_section(agent: &Agent<'_>, c: &[u64; COUNTERS], losses: &KernelLosses, p
         stopped_by_signal: agent.inputs.stop.requested(),
         tc_mode: agent.tc.mode(),
         tcp_ext: crate::live::netstat::growth(&agent.inputs.tcp_ext_before, &tcp_ext_after),
+        tcp_ext_during: agent.tally.tcp_ext_timeline.readings().to_vec(),
         tcp_segments_seen_by_tc: agent.tally.segments,
     }
 }
