@@ -163,7 +163,9 @@ pub struct TraceRecord {
     /// unknown).
     pub skb_gso_segs: u16,
     pub skb_gso_size: u16,
-    pub _pad: u32,
+    /// `tcp_probe`: the socket's `mss_cache` (0 otherwise or when unknown), which turns its
+    /// cwnd in segments into bytes.
+    pub sk_mss: u32,
     /// The task running when the hook fired: filled only by the hooks that run in the
     /// context of the process owning the socket (`inet_sock_set_state`, whose CLOSE ->
     /// SYN_SENT move is a connect(); the accept exits), zero otherwise.
@@ -297,7 +299,8 @@ pub struct AgentConfig {
     /// `offsetof(struct tcp_skb_cb, tcp_gso_segs)`, followed by `tcp_gso_size`; 0 when the
     /// kernel's BTF does not show them so.
     pub skb_gso_off: u32,
-    pub _pad: u32,
+    /// `offsetof(struct tcp_sock, mss_cache)`; 0 when the kernel's BTF does not show it.
+    pub mss_cache_off: u32,
     /// Wake the reader once this many bytes of records were queued (per CPU for packets); it
     /// also drains on a timer.
     pub wakeup_bytes: u32,

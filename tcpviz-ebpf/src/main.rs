@@ -368,7 +368,16 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     rec.skb_end_seq = 0;
     rec.skb_gso_segs = 0;
     rec.skb_gso_size = 0;
-    rec._pad = 0;
+    rec.sk_mss = 0;
+    if tp == TP_PROBE && cfg.mss_cache_off != 0 && tcfg.skaddr_off != NO_FIELD {
+        // SAFETY: probe reads, which fail with an error instead of faulting; the values are
+        // only numbers to userspace.
+        let sk: u64 = unsafe { ctx.read_at(tcfg.skaddr_off as usize) }.unwrap_or(0);
+        if sk != 0 {
+            // SAFETY: as above.
+            rec.sk_mss = unsafe { bpf_probe_read_kernel((sk + cfg.mss_cache_off as u64) as *const u32) }.unwrap_or(0);
+        }
+    }
     rec.owner = if accept || tp == TP_INET_SOCK_SET_STATE { current_owner() } else { TaskOwner::default() };
     if tcfg.skbaddr_off != NO_FIELD && cfg.skb_cb_off != 0 {
         // SAFETY: a probe read (bpf_probe_read_kernel), which fails with an error instead of

@@ -413,4 +413,7 @@ pub struct KernelSample {
     pub rcv_wnd: u32,
     pub snd_una: u32,
     pub snd_nxt: u32,
+    /// The socket's segment size (`mss_cache`): cwnd × mss is the congestion window in bytes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mss: Option<u32>,
 }

@@ -114,6 +114,10 @@ impl Pipeline {
         &self.analyzer
     }
 
+    pub fn analyzer_mut(&mut self) -> &mut Analyzer {
+        &mut self.analyzer
+    }
+
     /// Decodes and analyses one frame. A frame that is not TCP is counted by reason.
     pub fn process_frame(
         &mut self,

@@ -59,6 +59,7 @@ fn write_kernel_samples(session: &Path, flow: &FlowSummary) {
             rcv_wnd: 65535,
             snd_una: 0,
             snd_nxt: 0,
+            mss: Some(1448),
         };
         writeln!(f, "{}", serde_json::to_string(&sample).unwrap()).unwrap();
     }

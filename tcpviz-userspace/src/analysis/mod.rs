@@ -139,6 +139,19 @@ impl Analyzer {
         self.table.get(&FlowKey::new(src, sport, dst, dport)).map(|f| f.id)
     }
 
+    /// A `tcp_probe` sample of a socket: the kernel's congestion window of the direction it
+    /// sends, for what limits that direction (`flow::limits`). Returns the wire flow's id.
+    pub fn note_kernel_sample(&mut self, s: &crate::event::KernelSample) -> Option<u64> {
+        let flow = self.table.get_mut(&FlowKey::new(s.src, s.sport, s.dst, s.dport))?;
+        if let Some(mss) = s.mss {
+            let dir = flow.direction_of((s.src, s.sport));
+            if let Some(c) = flow.dirs[dir].limits_mut() {
+                c.set_kernel_cwnd(s.snd_cwnd, mss);
+            }
+        }
+        Some(flow.id)
+    }
+
     pub fn set_always_name_files(&mut self, on: bool) {
         self.always_name_files = on;
     }
@@ -407,10 +420,17 @@ fn retire(
 /// packet to the limit that held, then what holds from this packet on.
 fn track_limits(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAnalysis, retransmitted: bool) {
     use crate::flow::limits::{LimitClock, SenderView};
+    if seg.flags.syn()
+        && let Some(mss) = seg.options.mss
+    {
+        let lc = &mut flow.lifecycle;
+        lc.syn_mss = if lc.syn_mss == 0 { mss } else { lc.syn_mss.min(mss) };
+    }
     let view = |flow: &Flow, d: usize| SenderView {
         nextseq: flow.dirs[d].nextseq,
         acked: flow.dirs[1 - d].lastack,
         window: flow.dirs[1 - d].scaled_window(),
+        syn_mss: flow.lifecycle.syn_mss,
     };
     let mut clocks = false;
     for d in &mut flow.dirs {

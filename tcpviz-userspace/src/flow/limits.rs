@@ -10,9 +10,13 @@
 //!    segment does not fit in its window;
 //! 3. **application**: nothing in flight with the window open, or the last segment sent was
 //!    short (the application wrote less than a segment);
-//! 4. **congestion window**: full-sized segments in flight, the receiver's window open and
-//!    no loss to repair: the sender waits for ACKs because its congestion window is full.
-//!    Offline that is the remainder; the kernel's own cwnd is in `kernel_samples.jsonl`.
+//! 4. **congestion window**: data in flight, the receiver's window open and no loss to
+//!    repair, and the sender waits for ACKs because its congestion window is full: in flight
+//!    plus a segment does not fit in the kernel's own cwnd (live sessions: `tcp_probe`'s
+//!    `snd_cwnd` × the socket's `mss_cache`), or, the estimate where the kernel does not say
+//!    so, the last segment sent was full-sized (an application that stops short of a
+//!    segment is 3.). A sender with room in its cwnd that sends full segments is paced by
+//!    its host (TSQ, pacing, CPU): counted here too, as the network side of the sender.
 //!
 //! The clock starts at the second data segment so that the many connections that send one
 //! segment a side (requests, answers that fit a segment) pay nothing for it.
@@ -66,6 +70,10 @@ pub struct LimitClock {
     recovery_until: Option<u32>,
     largest_segment: u32,
     last_segment: u32,
+    /// The kernel's congestion window and segment size (live; 0 when unknown).
+    kernel_cwnd: u32,
+    kernel_mss: u32,
+    syn_mss: u16,
 }
 
 /// What the sender's situation is after a packet, as the clock needs it.
@@ -77,11 +85,19 @@ pub struct SenderView {
     pub acked: u32,
     /// The receiver's advertised window, scaled, when known.
     pub window: Option<u64>,
+    /// The smaller MSS option of the SYNs (0: unknown).
+    pub syn_mss: u16,
 }
 
 impl LimitClock {
     pub fn new(ts: TimestampNs) -> LimitClock {
         LimitClock { since: ts, ..Default::default() }
+    }
+
+    /// The kernel's congestion window, in segments of `mss` bytes (`tcp_probe`).
+    pub fn set_kernel_cwnd(&mut self, cwnd: u32, mss: u32) {
+        self.kernel_cwnd = cwnd;
+        self.kernel_mss = mss;
     }
 
     /// What holds the sender back now.
@@ -100,6 +116,7 @@ impl LimitClock {
     /// A data segment of this direction of `len` bytes; `retransmission`: the rules flagged it.
     pub fn on_data(&mut self, len: u32, retransmission: bool, view: SenderView) {
         self.largest_segment = self.largest_segment.max(len);
+        self.syn_mss = view.syn_mss;
         if !retransmission {
             self.last_segment = len;
         }
@@ -138,11 +155,34 @@ impl LimitClock {
             Limit::LossRecovery
         } else if view.window.is_some_and(|w| w == 0 || in_flight + self.largest_segment as u64 > w) {
             Limit::ReceiverWindow
-        } else if in_flight == 0 || self.last_segment < self.largest_segment {
+        } else if in_flight == 0 {
+            Limit::Application
+        } else if self.kernel_cwnd > 0
+            && self.kernel_mss > 0
+            && in_flight + self.kernel_mss as u64 > self.kernel_cwnd as u64 * self.kernel_mss as u64
+        {
+            // The kernel says its window is full, whatever the last write was.
+            Limit::CongestionWindow
+        } else if self.short_write() {
             Limit::Application
         } else {
             Limit::CongestionWindow
         };
+    }
+
+    /// The last segment sent was less than a full one: the application wrote less. A
+    /// capture shows GSO super-packets of several segments, so "full" is the socket's MSS
+    /// (the kernel's; else the SYNs' option less up to 40 bytes of TCP options), and only
+    /// without either the largest segment seen.
+    fn short_write(&self) -> bool {
+        let last = self.last_segment;
+        if self.kernel_mss > 0 {
+            last < self.kernel_mss
+        } else if self.syn_mss > 40 {
+            last + 40 < self.syn_mss as u32
+        } else {
+            last < self.largest_segment
+        }
     }
 
     pub fn limited_by(&self) -> LimitedBy {
@@ -198,7 +238,7 @@ mod tests {
     const MS: i64 = 1_000_000;
 
     fn view(nextseq: u32, acked: u32, window: u64) -> SenderView {
-        SenderView { nextseq, acked, window: Some(window) }
+        SenderView { nextseq, acked, window: Some(window), syn_mss: 0 }
     }
 
     /// Drives a clock through (time ms, event) steps and returns its fractions.
@@ -246,5 +286,28 @@ mod tests {
         c.on_data(1448, false, view(6548, 5000, 65535));
         c.update(view(6548, 5000, 65535));
         assert_eq!(c.current, Limit::CongestionWindow);
+        // With the kernel's cwnd (live): a short write while 1,548 bytes are in flight is
+        // the congestion window's doing when 2 x 1448 is all it allows.
+        c.on_data(100, false, view(6648, 5000, 65535));
+        c.update(view(6648, 5000, 65535));
+        assert_eq!(c.current, Limit::Application);
+        c.set_kernel_cwnd(2, 1448);
+        c.update(view(6648, 5000, 65535));
+        assert_eq!(c.current, Limit::CongestionWindow);
+    }
+
+    /// A capture of a GSO sender shows super-packets of several segments: a smaller one is
+    /// still full segments, not a short write, by the SYNs' MSS.
+    #[test]
+    fn gso_packets_of_full_segments_are_not_short_writes() {
+        let gso = |nextseq: u32| SenderView { nextseq, acked: 1, window: Some(1 << 20), syn_mss: 1460 };
+        let mut c = LimitClock::new(0);
+        c.on_data(20 * 1448, false, gso(20 * 1448));
+        c.on_data(3 * 1448, false, gso(23 * 1448));
+        c.update(gso(23 * 1448));
+        assert_eq!(c.current, Limit::CongestionWindow);
+        c.on_data(500, false, gso(23 * 1448 + 500));
+        c.update(gso(23 * 1448 + 500));
+        assert_eq!(c.current, Limit::Application);
     }
 }

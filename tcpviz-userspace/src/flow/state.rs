@@ -371,6 +371,10 @@ pub struct Lifecycle {
     pub established: bool,
     pub rst_seen: bool,
     pub refused: bool,
+    /// The smaller MSS option of the two SYNs (0: none seen): about the largest segment
+    /// either side sends, which tells a full segment from a short write through GSO
+    /// super-packets (`flow::limits`). One u16 for both sides: it fits in padding.
+    pub syn_mss: u16,
 }
 
 /// One TCP connection (one tshark `tcp.stream`).

@@ -359,7 +359,7 @@ impl<'a> Agent<'a> {
     }
 
     fn handle_sample(&mut self, mut s: KernelSample) -> Result<(), LiveError> {
-        s.flow_id = self.pipeline.analyzer().flow_id_of(s.src, s.sport, s.dst, s.dport);
+        s.flow_id = self.pipeline.analyzer_mut().note_kernel_sample(&s);
         if let Some(view) = self.sink.view.as_mut() {
             view.note_kernel_sample(&s);
         }

@@ -267,7 +267,7 @@ mod tests {
                 skb_end_seq: 0,
                 skb_gso_segs: 0,
                 skb_gso_size: 0,
-                _pad: 0,
+                sk_mss: 0,
                 owner,
                 raw: [0; tcpviz_common::TRACE_RAW_LEN],
             };

@@ -318,5 +318,7 @@ mod tests {
         // The segments of a retransmitted skb: `tcp_skb_pcount()` and `tcp_skb_mss()`.
         assert_eq!(btf.offset_of("tcp_skb_cb.tcp_gso_segs").unwrap(), 8);
         assert_eq!(btf.offset_of("tcp_skb_cb.tcp_gso_size").unwrap(), 10);
+        // The segment size that turns tcp_probe's cwnd into bytes.
+        assert!(btf.offset_of("tcp_sock.mss_cache").unwrap() > 0);
     }
 }

@@ -73,6 +73,8 @@ pub struct KernelOffsets {
     pub skb_cb: u32,
     /// `offsetof(struct tcp_skb_cb, tcp_gso_segs)` when `tcp_gso_size` follows it, else 0.
     pub skb_gso: u32,
+    /// `offsetof(struct tcp_sock, mss_cache)`, else 0.
+    pub mss_cache: u32,
 }
 
 /// Which packets the TC programs copy (`--capture`).
@@ -119,6 +121,7 @@ pub fn agent_config(s: &AgentSettings<'_>, offsets: KernelOffsets) -> AgentConfi
         net_inum_off: offsets.net_inum,
         skb_cb_off: offsets.skb_cb,
         skb_gso_off: offsets.skb_gso,
+        mss_cache_off: offsets.mss_cache,
         wakeup_bytes: s.wakeup_bytes,
         capture: if s.capture == CapturePolicy::Troubled { CAPTURE_TROUBLED } else { CAPTURE_ALL },
         watch_ns: s.watch_ns,
@@ -193,7 +196,7 @@ mod tests {
             addrs: &addrs,
             ..Default::default()
         };
-        let offsets = KernelOffsets { sk_net: 48, net_inum: 200, skb_cb: 40, skb_gso: 8 };
+        let offsets = KernelOffsets { sk_net: 48, net_inum: 200, skb_cb: 40, skb_gso: 8, mss_cache: 1500 };
         let cfg = agent_config(&s, offsets);
         assert_eq!(cfg.port_count, FILTER_SLOTS as u32);
         assert_eq!(cfg.ports, [1, 2, 3, 4, 5, 6, 7, 8]);

@@ -199,6 +199,7 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
             (Ok(segs), Ok(size)) if size == segs + 2 && segs > 0 => segs,
             _ => 0,
         },
+        mss_cache: btf.offset_of("tcp_sock.mss_cache").unwrap_or(0),
     };
     let settings = AgentSettings {
         netns_inum: netns.as_ref().map(|n| n.inum).unwrap_or(0),

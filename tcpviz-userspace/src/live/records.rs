@@ -138,6 +138,7 @@ pub fn decode_trace(rec: &TraceRecord, formats: &[Option<Format>; TP_COUNT], ts:
                 rcv_wnd: u("rcv_wnd"),
                 snd_una: u("snd_una"),
                 snd_nxt: u("snd_nxt"),
+                mss: (rec.sk_mss > 0 && rec.sk_mss < 65_536).then_some(rec.sk_mss),
             })
         }
         _ => Decoded::Skip,
@@ -222,7 +223,7 @@ mod tests {
             skb_end_seq: 2448,
             skb_gso_segs: 0,
             skb_gso_size: 0,
-            _pad: 0,
+            sk_mss: 0,
             owner: Default::default(),
             raw: [0; 144],
         };

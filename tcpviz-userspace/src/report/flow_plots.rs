@@ -420,6 +420,7 @@ mod tests {
                 rcv_wnd: 65535,
                 snd_una: 1,
                 snd_nxt: 1,
+                mss: None,
             };
             lines.push_str(&serde_json::to_string(&sample).unwrap());
             lines.push('\n');
