@@ -431,6 +431,7 @@ fn track_limits(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAnalysis,
         acked: flow.dirs[1 - d].lastack,
         window: flow.dirs[1 - d].scaled_window(),
         syn_mss: flow.lifecycle.syn_mss,
+        rtt: flow.first_rtt,
     };
     let mut clocks = false;
     for d in &mut flow.dirs {

@@ -9,7 +9,12 @@
 //! 2. **receiver window**: the receiver advertises zero, or what is in flight plus one
 //!    segment does not fit in its window;
 //! 3. **application**: nothing in flight with the window open, or the last segment sent was
-//!    short (the application wrote less than a segment);
+//!    short (the application wrote less than a segment). A time with nothing in flight is
+//!    the application's only when it lasts: at a receiver's capture point every ACK leaves
+//!    nothing in flight until the sender's next segment arrives, an RTT later. So such a
+//!    pause is decided when it ends: ended by a new segment within two handshake RTTs (at
+//!    least 1 ms), the sender was waiting for that ACK (congestion window); longer, or
+//!    ended otherwise, it was the application;
 //! 4. **congestion window**: data in flight, the receiver's window open and no loss to
 //!    repair, and the sender waits for ACKs because its congestion window is full: in flight
 //!    plus a segment does not fit in the kernel's own cwnd (live sessions: `tcp_probe`'s
@@ -74,7 +79,17 @@ pub struct LimitClock {
     kernel_cwnd: u32,
     kernel_mss: u32,
     syn_mss: u16,
+    /// Nothing in flight since the last packet: the time is held in `idle_ns` until the
+    /// pause ends (see above); `sent` marks a new segment in the current packet.
+    idle: bool,
+    idle_ns: i64,
+    sent: bool,
+    /// Two handshake RTTs, at least 1 ms: a longer pause is the application's.
+    ack_clock_ns: i64,
 }
+
+/// The shortest pause that is the application's, whatever the RTT.
+const MIN_APPLICATION_PAUSE: TimestampNs = 1_000_000;
 
 /// What the sender's situation is after a packet, as the clock needs it.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +102,8 @@ pub struct SenderView {
     pub window: Option<u64>,
     /// The smaller MSS option of the SYNs (0: unknown).
     pub syn_mss: u16,
+    /// The handshake RTT (0: unknown).
+    pub rtt: TimestampNs,
 }
 
 impl LimitClock {
@@ -108,7 +125,11 @@ impl LimitClock {
     /// Gives the time since the last packet to the limit that held then.
     pub fn advance(&mut self, ts: TimestampNs) {
         if ts > self.since {
-            self.ns[self.current as usize] += ts - self.since;
+            if self.idle {
+                self.idle_ns += ts - self.since;
+            } else {
+                self.ns[self.current as usize] += ts - self.since;
+            }
             self.since = ts;
         }
     }
@@ -117,8 +138,10 @@ impl LimitClock {
     pub fn on_data(&mut self, len: u32, retransmission: bool, view: SenderView) {
         self.largest_segment = self.largest_segment.max(len);
         self.syn_mss = view.syn_mss;
+        self.ack_clock_ns = (2 * view.rtt).max(MIN_APPLICATION_PAUSE);
         if !retransmission {
             self.last_segment = len;
+            self.sent = true;
         }
         if retransmission {
             self.enter_recovery(view);
@@ -151,9 +174,10 @@ impl LimitClock {
         } else {
             view.nextseq.wrapping_sub(view.acked) as u64
         };
+        let segment = self.segment_size() as u64;
         self.current = if self.recovery_until.is_some() {
             Limit::LossRecovery
-        } else if view.window.is_some_and(|w| w == 0 || in_flight + self.largest_segment as u64 > w) {
+        } else if view.window.is_some_and(|w| w == 0 || in_flight + segment > w) {
             Limit::ReceiverWindow
         } else if in_flight == 0 {
             Limit::Application
@@ -168,6 +192,31 @@ impl LimitClock {
         } else {
             Limit::CongestionWindow
         };
+        let idle = self.current == Limit::Application && in_flight == 0;
+        if self.idle && (!idle || self.sent) {
+            // The pause ended: by the sender's next segment soon enough, it waited for
+            // the ACK; else the application had nothing to send.
+            let to = if self.sent && self.idle_ns <= self.ack_clock_ns {
+                Limit::CongestionWindow
+            } else {
+                Limit::Application
+            };
+            self.ns[to as usize] += std::mem::take(&mut self.idle_ns);
+        }
+        self.idle = idle;
+        self.sent = false;
+    }
+
+    /// The size of a full segment: the kernel's MSS, else the SYNs' option, else the
+    /// largest segment seen.
+    fn segment_size(&self) -> u32 {
+        if self.kernel_mss > 0 {
+            self.kernel_mss
+        } else if self.syn_mss > 0 {
+            self.syn_mss as u32
+        } else {
+            self.largest_segment
+        }
     }
 
     /// The last segment sent was less than a full one: the application wrote less. A
@@ -186,8 +235,11 @@ impl LimitClock {
     }
 
     pub fn limited_by(&self) -> LimitedBy {
-        let total: i64 = self.ns.iter().sum();
-        let share = |l: Limit| if total > 0 { self.ns[l as usize] as f64 / total as f64 } else { 0.0 };
+        // A pause still going on at the end is the application's.
+        let mut ns = self.ns;
+        ns[Limit::Application as usize] += self.idle_ns;
+        let total: i64 = ns.iter().sum();
+        let share = |l: Limit| if total > 0 { ns[l as usize] as f64 / total as f64 } else { 0.0 };
         LimitedBy {
             seconds: total as f64 / 1e9,
             receiver_window: share(Limit::ReceiverWindow),
@@ -238,7 +290,7 @@ mod tests {
     const MS: i64 = 1_000_000;
 
     fn view(nextseq: u32, acked: u32, window: u64) -> SenderView {
-        SenderView { nextseq, acked, window: Some(window), syn_mss: 0 }
+        SenderView { nextseq, acked, window: Some(window), syn_mss: 0, rtt: 0 }
     }
 
     /// Drives a clock through (time ms, event) steps and returns its fractions.
@@ -296,11 +348,48 @@ mod tests {
         assert_eq!(c.current, Limit::CongestionWindow);
     }
 
+    /// At a receiver's capture point every ACK leaves nothing in flight until the sender's
+    /// next segment arrives: that wait is the ACK clock (congestion window) when it is short,
+    /// the application when it lasts.
+    #[test]
+    fn pauses_are_decided_when_they_end() {
+        const US: i64 = 1_000;
+        let v = |nextseq: u32, acked: u32| SenderView {
+            nextseq,
+            acked,
+            window: Some(1 << 20),
+            syn_mss: 1460,
+            rtt: 50 * US,
+        };
+        let mut c = LimitClock::new(0);
+        let mut t = 0;
+        let mut seq = 1;
+        // 100 segments, each acknowledged 10 us after it arrives, the next 40 us later.
+        for _ in 0..100 {
+            c.advance(t);
+            c.on_data(1448, false, v(seq + 1448, seq));
+            c.update(v(seq + 1448, seq));
+            seq += 1448;
+            t += 10 * US;
+            c.advance(t);
+            c.update(v(seq, seq));
+            t += 40 * US;
+        }
+        // Then the application pauses 50 ms and sends once more.
+        t += 50_000 * US;
+        c.advance(t);
+        c.on_data(1448, false, v(seq + 1448, seq));
+        c.update(v(seq + 1448, seq));
+        let l = c.limited_by();
+        assert!((l.congestion_window - 5.0 / 55.0).abs() < 0.01, "{l:?}");
+        assert!((l.application - 50.0 / 55.0).abs() < 0.01, "{l:?}");
+    }
+
     /// A capture of a GSO sender shows super-packets of several segments: a smaller one is
     /// still full segments, not a short write, by the SYNs' MSS.
     #[test]
     fn gso_packets_of_full_segments_are_not_short_writes() {
-        let gso = |nextseq: u32| SenderView { nextseq, acked: 1, window: Some(1 << 20), syn_mss: 1460 };
+        let gso = |nextseq: u32| SenderView { nextseq, acked: 1, window: Some(1 << 20), syn_mss: 1460, rtt: 0 };
         let mut c = LimitClock::new(0);
         c.on_data(20 * 1448, false, gso(20 * 1448));
         c.on_data(3 * 1448, false, gso(23 * 1448));
