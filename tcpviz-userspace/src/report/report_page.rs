@@ -397,6 +397,33 @@ fn flow_table(f: &FlowSummary) -> String {
     row("max bytes in flight", fmt_count(dir.max_bytes_in_flight as u64));
     let events: Vec<String> = f.events.iter().map(|(k, v)| format!("{k} {}", fmt_count(*v))).collect();
     row("events", if events.is_empty() { "none".into() } else { events.join(", ") });
+    if let Some(l) = &dir.limited_by {
+        row(
+            "limited by",
+            format!(
+                "{} of {}: receiver window {:.0} %, congestion window {:.0} %, loss recovery {:.0} %, application {:.0} %",
+                l.dominant().name(),
+                fmt_seconds(l.seconds),
+                l.receiver_window * 100.0,
+                l.congestion_window * 100.0,
+                l.loss_recovery * 100.0,
+                l.application * 100.0
+            ),
+        );
+    }
+    if let Some(k) = &f.kernel {
+        row(
+            "kernel retransmissions",
+            format!(
+                "{} segments in {} reports (tcp_retransmit_skb), {} found on the wire; {} segments the wire rules \
+                 called out_of_order are retransmissions by the kernel's word (counted so above)",
+                fmt_count(k.kernel_retransmitted_segments),
+                fmt_count(k.kernel_retransmissions),
+                fmt_count(k.matched_segments),
+                fmt_count(k.reclassified)
+            ),
+        );
+    }
     h.push_str("</table>\n");
     h
 }
@@ -441,5 +468,30 @@ mod tests {
             ),
             "{h}"
         );
+    }
+
+    #[test]
+    fn a_flow_says_what_limited_it_and_what_the_kernel_resent() {
+        let f = crate::flow::state::Flow::new(3, ("10.0.0.1".parse().unwrap(), 1), ("10.0.0.2".parse().unwrap(), 2), 0);
+        let mut f = FlowSummary::from_flow(&f, crate::flow::table::Retirement::End);
+        let h = flow_table(&f);
+        assert!(!h.contains("limited by") && !h.contains("kernel retransmissions"), "{h}");
+        f.directions[0].limited_by = Some(crate::flow::limits::LimitedBy {
+            seconds: 2.0,
+            receiver_window: 0.75,
+            congestion_window: 0.25,
+            loss_recovery: 0.0,
+            application: 0.0,
+        });
+        f.kernel = Some(crate::flow::kernel_join::KernelCounts {
+            kernel_retransmitted_segments: 12,
+            kernel_retransmissions: 10,
+            matched_segments: 11,
+            reclassified: 4,
+            ..Default::default()
+        });
+        let h = flow_table(&f);
+        assert!(h.contains("<th>limited by</th><td>receiver window of 2.00 s: receiver window 75 %"), "{h}");
+        assert!(h.contains("12 segments in 10 reports (tcp_retransmit_skb), 11 found on the wire; 4 segments"), "{h}");
     }
 }
