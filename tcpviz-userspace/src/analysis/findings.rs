@@ -98,7 +98,7 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         let lc = &mut flow.lifecycle;
         if lc.client_dir.is_none() {
             lc.client_dir = Some(dir as u8);
-            lc.first_syn_ts = Some(ts);
+            lc.first_syn_ts = crate::time::MaybeTs::some(ts);
         }
         lc.syns += 1;
         lc.last_syn_frame = pa.frame;
@@ -202,14 +202,14 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
     // Data sent with nothing outstanding starts the clock of an ack stall, unless the other
     // side had already acknowledged it (a late copy).
     let end = seg.seq.wrapping_add(seglen).wrapping_add((flags.syn() || flags.fin()) as u32);
-    let unacked = rev.highest_ack.is_none_or(|h| seq_gt(end, h));
+    let unacked = rev.highest_ack().is_none_or(|h| seq_gt(end, h));
     if (seglen > 0 || flags.syn() || flags.fin()) && unacked && fwd.outstanding_since.is_none() {
-        fwd.outstanding_since = Some(ts);
+        fwd.outstanding_since = crate::time::MaybeTs::some(ts);
     }
 
     // An ACK that moves forward ends a stall of the other direction's data.
     if pa.ack_advanced {
-        if let Some(since) = rev.outstanding_since {
+        if let Some(since) = rev.outstanding_since.get() {
             let stall = ts - since;
             let srtt = rev.stats.rtt.srtt_ns.unwrap_or(0);
             let threshold = MIN_STALL.max(4 * srtt);
@@ -224,7 +224,11 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
                 out.push(f);
             }
         }
-        rev.outstanding_since = if rev.nextseq != 0 && seq_lt(seg.ack, rev.nextseq) { Some(ts) } else { None };
+        rev.outstanding_since = if rev.nextseq != 0 && seq_lt(seg.ack, rev.nextseq) {
+            crate::time::MaybeTs::some(ts)
+        } else {
+            crate::time::MaybeTs::NONE
+        };
     }
 }
 
@@ -274,7 +278,7 @@ fn timer_floor(srtt: Option<TimestampNs>) -> TimestampNs {
 fn data_in_flight(flow: &Flow) -> bool {
     (0..2).any(|d| {
         let (snd, rcv) = (&flow.dirs[d], &flow.dirs[1 - d]);
-        snd.nextseq != 0 && rcv.highest_ack.is_some_and(|a| seq_gt(snd.nextseq, a))
+        snd.nextseq != 0 && rcv.highest_ack().is_some_and(|a| seq_gt(snd.nextseq, a))
     })
 }
 
@@ -282,7 +286,7 @@ fn data_in_flight(flow: &Flow) -> bool {
 /// `now` is the latest packet time seen anywhere.
 pub fn end_findings(flow: &Flow, now: TimestampNs) -> Option<Finding> {
     let lc = &flow.lifecycle;
-    let first_syn = lc.first_syn_ts?;
+    let first_syn = lc.first_syn_ts.get()?;
     if lc.rst_seen {
         return None;
     }

@@ -260,7 +260,7 @@ impl Analyzer {
                 st.retransmitted_bytes += seg.payload_len as u64;
             }
             if let Some(b) = pa.bytes_in_flight {
-                st.max_bytes_in_flight = st.max_bytes_in_flight.max(b);
+                fwd.max_bytes_in_flight = fwd.max_bytes_in_flight.max(b);
             }
             if let Some(rtt) = pa.rtt_sample {
                 rev.stats.rtt.add(rtt);

@@ -370,7 +370,7 @@ fn sequence_rules(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &
     // tcpviz's own ACK bookkeeping (Wireshark's lastack also takes the ack field of
     // packets without the ACK flag, such as a SYN's zero).
     if flags.ack() {
-        match fwd.highest_ack {
+        match fwd.highest_ack() {
             Some(h) if !seq_gt(ack, h) => {
                 // An ACK answering a keep-alive or a zero-window probe, or closing the
                 // window, says nothing about loss.
@@ -385,7 +385,7 @@ fn sequence_rules(flow: &mut Flow, dir: usize, seg: &Segment, frame: u64, out: &
             }
             _ => {
                 out.ack_advanced = true;
-                fwd.highest_ack = Some(ack);
+                fwd.set_highest_ack(ack);
                 fwd.repeat_acks = 0;
             }
         }

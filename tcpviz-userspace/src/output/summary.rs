@@ -146,7 +146,7 @@ impl FlowSummary {
                 packets: d.stats.packets,
                 bytes: d.stats.payload_bytes,
                 retransmitted_bytes: d.stats.retransmitted_bytes,
-                max_bytes_in_flight: d.stats.max_bytes_in_flight,
+                max_bytes_in_flight: d.max_bytes_in_flight,
                 rtt: RttSummary::from_stats(&d.stats.rtt),
                 rtt_timestamps: d.ts_rtt().map(|t| RttSummary::from_stats(&t.rtt)),
                 events: counts_map(&d.stats.events.to_array()),

@@ -262,7 +262,7 @@ fn sack_blocks_reduce_bytes_in_flight() {
     let ev = c.send_opts(40.0, From::Client, 4001, 1, 1000, PA, 60000, TcpOptions::default());
     assert!(ev.is_empty());
     let flow = c.an.active_flows().next().unwrap();
-    assert_eq!(flow.dirs[0].stats.max_bytes_in_flight, 4000);
+    assert_eq!(flow.dirs[0].max_bytes_in_flight, 4000);
     let ev = c.send(41.0, From::Client, 1, 1, 1000, PA, 60000);
     assert_eq!(ev[0].event, EventKind::SpuriousRetransmission);
     assert_eq!(ev[0].extra.bytes_in_flight, Some(2000));
