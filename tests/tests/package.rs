@@ -91,6 +91,14 @@ fn the_package_installs_works_and_purges_clean() {
         _tcpviz tcpviz parse-p tcpviz; printf '%s\n' "${COMPREPLY[@]}""#;
     let completed = stdout(&run(Command::new("bash").args(["--norc", "-c", script])));
     assert_eq!(completed.trim(), "parse-pcap", "bash completion: {completed}");
+    // fish finds the installed file on its own and completes the same; zsh parses it and
+    // compinit registers it for the command (from its vendor-completions folder).
+    let completed = stdout(&run(Command::new("fish").args(["-c", "complete -C 'tcpviz parse-p'"])));
+    assert!(completed.starts_with("parse-pcap	"), "fish completion: {completed}");
+    run(Command::new("zsh").args(["-n", "/usr/share/zsh/vendor-completions/_tcpviz"]));
+    let registered =
+        stdout(&run(Command::new("zsh").args(["-f", "-c", "autoload -U compinit; compinit -u; print -r -- ${_comps[tcpviz]}"])));
+    assert_eq!(registered.trim(), "_tcpviz", "zsh completion");
 
     match Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/tcpviz.service"]).output() {
         Ok(o) => {

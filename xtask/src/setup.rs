@@ -37,6 +37,9 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "binutils",
     "man-db",
+    // The package's zsh and fish completions are checked in the shells themselves.
+    "zsh",
+    "fish",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
