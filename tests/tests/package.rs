@@ -96,8 +96,11 @@ fn the_package_installs_works_and_purges_clean() {
     let completed = stdout(&run(Command::new("fish").args(["-c", "complete -C 'tcpviz parse-p'"])));
     assert!(completed.starts_with("parse-pcap	"), "fish completion: {completed}");
     run(Command::new("zsh").args(["-n", "/usr/share/zsh/vendor-completions/_tcpviz"]));
-    let registered =
-        stdout(&run(Command::new("zsh").args(["-f", "-c", "autoload -U compinit; compinit -u; print -r -- ${_comps[tcpviz]}"])));
+    let registered = stdout(&run(Command::new("zsh").args([
+        "-f",
+        "-c",
+        "autoload -U compinit; compinit -u; print -r -- ${_comps[tcpviz]}",
+    ])));
     assert_eq!(registered.trim(), "_tcpviz", "zsh completion");
 
     match Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/tcpviz.service"]).output() {

@@ -171,6 +171,11 @@ struct Tally {
     tcp_ext_timeline: super::netstat::TcpExtTimeline,
 }
 
+/// The longest one read of the `--pcap-path` capture holds up the loop: past it, the rings
+/// are drained and the read goes on at the next turn (a capture of millions of packets read
+/// in one go left the rings full).
+const FOLLOW_PASS_BUDGET: Duration = Duration::from_millis(200);
+
 /// How often the metrics read the namespace's TcpExt counters (a read of
 /// /proc/net/netstat from a thread that enters the namespace).
 const TCP_EXT_EVERY: Duration = Duration::from_secs(2);
@@ -243,7 +248,12 @@ impl<'a> Agent<'a> {
             written: 0,
         };
         let follower = match &opts.pcap_path {
-            Some(p) => Some(Follower::new(p)?),
+            Some(p) => {
+                let mut f = Follower::new(p)?;
+                // A large capture is read a slice at a time, the rings drained between.
+                f.set_pass_budget(Some(FOLLOW_PASS_BUDGET));
+                Some(f)
+            }
             None => None,
         };
         let mut pipeline = Pipeline::with_options(PipelineOptions {
@@ -438,10 +448,14 @@ impl<'a> Agent<'a> {
         Ok(())
     }
 
-    /// What follows each batch: the capture being written, the alerts' clock, the events.
-    fn after_batch(&mut self) -> Result<(), LiveError> {
+    /// What follows each batch: the capture being written (at the stop, all it holds), the
+    /// alerts' clock, the events.
+    fn after_batch(&mut self, stop: bool) -> Result<(), LiveError> {
         let session = self.session();
         if let Some(f) = self.follower.as_mut() {
+            if stop {
+                f.set_pass_budget(None);
+            }
             f.pass(session, &mut self.pipeline, &mut self.sink)?;
         }
         if let Some(last) = self.pipeline.counters.last_ts {
@@ -555,7 +569,7 @@ pub(super) async fn agent_loop(
         for rec in batch.drain(..) {
             agent.handle(rec)?;
         }
-        agent.after_batch()?;
+        agent.after_batch(stop)?;
         if last_second.elapsed() >= Duration::from_secs(1) || stop {
             last_second = Instant::now();
             agent.every_second(&rings)?;

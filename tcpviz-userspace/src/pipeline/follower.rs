@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::capture::reader::{CaptureError, Next};
 use crate::capture::tail::{AfterEnd, TailError, TailLosses, Tailer};
@@ -34,6 +34,9 @@ pub struct Follower {
     /// Set when the run must end (Ctrl-C), and when it must end by (`--duration`): a pass
     /// over a large file ends early for them instead of reading the file to its end.
     stop: Option<(Arc<AtomicBool>, Option<Instant>)>,
+    /// The longest a pass may take before it gives the caller its turn; the next pass goes
+    /// on where it stopped (the live agent: its rings must be drained meanwhile).
+    pass_budget: Option<Duration>,
 }
 
 /// Frames between two looks at the stop flag and the clock.
@@ -49,6 +52,7 @@ impl Follower {
             waiting_notice: false,
             read: Vec::new(),
             stop: None,
+            pass_budget: None,
         })
     }
 
@@ -64,6 +68,11 @@ impl Follower {
     /// Ends a pass early once `flag` is set or `until` has passed.
     pub fn stop_when(&mut self, flag: Arc<AtomicBool>, until: Option<Instant>) {
         self.stop = Some((flag, until));
+    }
+
+    /// Passes end after about `budget` (None: a pass reads all the capture holds).
+    pub fn set_pass_budget(&mut self, budget: Option<Duration>) {
+        self.pass_budget = budget;
     }
 
     fn must_stop(&self) -> bool {
@@ -104,8 +113,9 @@ impl Follower {
         }
     }
 
-    /// Reads everything the followed capture holds now into `pipeline`; events go to
-    /// `sink`, which writes the session's events file. Returns whether any packet was read.
+    /// Reads everything the followed capture holds now into `pipeline` (or what the pass
+    /// budget allows: the next pass goes on from there); events go to `sink`, which writes
+    /// the session's events file. Returns whether any packet was read.
     pub fn pass(
         &mut self,
         session: &Session,
@@ -114,9 +124,12 @@ impl Follower {
     ) -> Result<bool, FollowError> {
         let mut progressed = false;
         let mut frames = 0u32;
+        let until = self.pass_budget.map(|b| Instant::now() + b);
         loop {
             frames = frames.wrapping_add(1);
-            if frames.is_multiple_of(STOP_CHECK_EVERY) && self.must_stop() {
+            if frames.is_multiple_of(STOP_CHECK_EVERY)
+                && (self.must_stop() || until.is_some_and(|t| Instant::now() >= t))
+            {
                 break;
             }
             // Said as it happens, in order with the errors below.
@@ -202,5 +215,46 @@ mod tests {
         let mut want = serde_json::to_value(&losses).unwrap();
         want.as_object_mut().unwrap().insert("files_read".into(), 0.into());
         assert_eq!(section, want);
+    }
+
+    /// A pass with a budget stops after a slice and the next goes on from there: the passes
+    /// together read the capture once, all of it, as one unbounded pass does.
+    #[test]
+    fn passes_with_a_budget_read_the_capture_a_slice_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pcap");
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        bytes.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&65535u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        let mut frame = [0u8; 54];
+        frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        frame[14] = 0x45;
+        frame[16..18].copy_from_slice(&40u16.to_be_bytes());
+        frame[23] = 6;
+        frame[46] = 5 << 4;
+        frame[47] = 0x10;
+        const FRAMES: u32 = 3 * STOP_CHECK_EVERY + 5;
+        for i in 0..FRAMES {
+            frame[34..36].copy_from_slice(&((i % 1000) as u16 + 1024).to_be_bytes());
+            for w in [1_700_000_000 + i / 1000, i % 1000, 54, 54] {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
+            bytes.extend_from_slice(&frame);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let session = Session::create(Some(&dir.path().join("s"))).unwrap();
+        let mut pipeline = Pipeline::new(crate::flow::table::FlowLimits::default());
+        let mut sink: Vec<crate::event::Event> = Vec::new();
+        let mut follower = Follower::new(path.to_str().unwrap()).unwrap();
+        follower.set_pass_budget(Some(Duration::ZERO));
+        let mut passes = 0;
+        while follower.pass(&session, &mut pipeline, &mut sink).unwrap() {
+            passes += 1;
+        }
+        assert_eq!(passes, 4, "a slice of {STOP_CHECK_EVERY} frames a pass");
+        assert_eq!(pipeline.counters.packets, FRAMES as u64);
+        assert_eq!(follower.bytes_read(), bytes.len() as u64);
     }
 }
