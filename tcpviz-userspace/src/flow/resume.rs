@@ -86,6 +86,20 @@ impl EvictedFlows {
         Some(flow)
     }
 
+    /// The evicted flow of `key`, left in the store (a kernel report of it, a lookup): only
+    /// a packet takes a flow back.
+    pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
+        self.kept.get(key).map(|(_, f)| &**f)
+    }
+
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
+        self.kept.get_mut(key).map(|(_, f)| &mut **f)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Flow> {
+        self.kept.values_mut().map(|(_, f)| &mut **f)
+    }
+
     /// The kept flows quiet for longer than `timeout` gives for them at `now` (they are
     /// retired as idle, as from a table with room), in no particular order.
     pub fn take_idle(&mut self, now: TimestampNs, timeout: impl Fn(&Flow) -> TimestampNs) -> Vec<Box<Flow>> {

@@ -368,19 +368,23 @@ impl FlowTable {
         self.slots.iter().filter_map(|s| s.flow.as_deref())
     }
 
-    /// Every flow, to update what it holds besides its activity time (`last_ts` must not
-    /// be moved through this: the sweeps would not see it).
+    /// Every flow, evicted ones in the store too, to update what it holds besides its
+    /// activity time (`last_ts` must not be moved through this: the sweeps would not see it).
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Flow> {
-        self.slots.iter_mut().filter_map(|s| s.flow.as_deref_mut())
+        self.slots.iter_mut().filter_map(|s| s.flow.as_deref_mut()).chain(self.resume.iter_mut())
     }
 
+    /// The flow of `key`, in the table or evicted in the store (which a lookup leaves it in).
     pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        self.find(key).and_then(|i| self.slots[i as usize].flow.as_deref())
+        match self.find(key) {
+            Some(i) => self.slots[i as usize].flow.as_deref(),
+            None => self.resume.get(key),
+        }
     }
 
-    /// The flow of `key`; its activity time may be moved (the sweeps will read it).
+    /// The flow of `key`, as `get`; its activity time may be moved (the sweeps will read it).
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        let i = self.find(key)?;
+        let Some(i) = self.find(key) else { return self.resume.get_mut(key) };
         let s = &mut self.slots[i as usize];
         s.last_ts = UNKNOWN;
         s.flow.as_deref_mut()

@@ -290,6 +290,7 @@ fn an_evicted_connection_seen_again_goes_on_where_it_stopped() {
     // Room for 20: the 21st connection evicts a tenth and one (3).
     let limits = FlowLimits { max_flows: 20, ..FlowLimits::default() };
     let mut c = Conv::with(limits, C, S);
+    c.an.set_kernel_mode(true);
     // The eldest connection, open, with data in flight (window scale 0 from the handshake).
     c.handshake();
     c.send(20.0, From::Client, 1, 1, 1000, PA, 60000);
@@ -304,7 +305,23 @@ fn an_evicted_connection_seen_again_goes_on_where_it_stopped() {
     }
     let ev = c.an.evictions();
     assert_eq!((ev.closed, ev.capacity), (1, 2), "the closed connection went first, then the eldest open ones");
-    assert!(c.an.flow_id_of("10.0.0.1".parse().unwrap(), 40000, "10.0.0.2".parse().unwrap(), 80).is_none());
+    // Evicted, it is still found by its key, and a kernel report of it joins it there
+    // (not a flow of the kernel's own); only a packet takes it back into the table.
+    let (client, server) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    assert_eq!(c.an.flow_id_of(client, 40000, server, 80), Some(0));
+    let report = crate::analysis::kernel::KernelEvent {
+        ts: 1_700_000_000_000_000_000 + 60 * MS,
+        kind: crate::analysis::kernel::KernelKind::StateChange { old: 1, new: 4 },
+        src: client,
+        sport: 40000,
+        dst: server,
+        dport: 80,
+        seq_range: None,
+    };
+    let mut out = Vec::new();
+    c.an.process_kernel(&report, &mut out);
+    assert_eq!(out.iter().map(|e| e.flow_id).collect::<Vec<_>>(), [0]);
+    assert_eq!(c.an.evictions().resumed, 0);
     // The eldest is seen again: its next segment and the ACK of both are no gap, no ACK of
     // unseen data, and its RTT is measured from a segment sent before the eviction.
     let created = c.an.flows_created();
@@ -319,6 +336,8 @@ fn an_evicted_connection_seen_again_goes_on_where_it_stopped() {
     assert_eq!(retired.iter().filter(|(f, _)| f.id == 0).count(), 1);
     assert_eq!((eldest.0.dirs[0].stats.packets, eldest.1), (4, Retirement::End));
     assert_eq!(eldest.0.dirs[0].stats.payload_bytes, 2000);
+    assert_eq!(eldest.0.kernel.as_ref().map(|k| k.counts.state_changes), Some(1));
+    assert!(retired.iter().all(|(f, _)| f.id < crate::analysis::kernel::KERNEL_ONLY_FLOW_BASE));
 }
 
 #[test]
