@@ -177,6 +177,7 @@ fn worst_first_sort_filter_detail_then_q_writes_the_session() {
     let s = pane.wait_for("the detail view", |s| s.contains("(Esc back)"));
     assert!(s.contains("10.1.1.10:52480 > 10.2.2.2:8554"), "{s}");
     assert!(s.contains("bytes in flight") && s.contains("recent events") && s.contains("retransmission"), "{s}");
+    assert!(s.contains("limited by ") && s.contains("so far rwnd"), "why it is slow: {s}");
     pane.keys(&["Escape"]);
     pane.wait_for("the table again", |s| row_ports(s).len() == 3);
 

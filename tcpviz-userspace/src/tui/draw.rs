@@ -261,6 +261,17 @@ fn draw_detail(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, id: u64) {
         r.zero_window_s,
         rtt_text(r.rtt_ms)
     )];
+    if let Some((now, so_far)) = &r.limited {
+        info.push(format!(
+            "limited by {} now; so far rwnd {:.0}%  cwnd {:.0}%  loss {:.0}%  app {:.0}% of {:.1} s",
+            now.name(),
+            so_far.receiver_window * 100.0,
+            so_far.congestion_window * 100.0,
+            so_far.loss_recovery * 100.0,
+            so_far.application * 100.0,
+            so_far.seconds
+        ));
+    }
     if let Some(k) = r.kernel {
         info.push(format!("kernel: srtt {} ms  cwnd {}  ssthresh {}", rtt_text(Some(k.srtt_ms)), k.cwnd, k.ssthresh));
     }

@@ -274,6 +274,7 @@ impl ViewFeed {
             ooo_total: total(|k| k == EventKind::OutOfOrder),
             zero_window_s: zero_window_ns as f64 / 1e9,
             rtt_ms: data_direction_rtt_ns(flow).map(|ns| ns as f64 / 1e6),
+            limited: data_direction_limits(flow),
             kernel: self.kernel.get(&flow.id).copied(),
             level,
             state: state_name(flow),
@@ -314,6 +315,13 @@ impl ViewFeed {
 
 /// The RTT of the direction that carries the data (more payload): the other side's RTT
 /// samples time pure ACKs, which says little.
+/// What limits the data direction now, and its shares so far.
+fn data_direction_limits(flow: &Flow) -> Option<(crate::flow::limits::Limit, crate::flow::limits::LimitedBy)> {
+    let [a, b] = &flow.dirs;
+    let data = if a.stats.payload_bytes >= b.stats.payload_bytes { a } else { b };
+    data.limits().map(|c| (c.current(), c.limited_by()))
+}
+
 fn data_direction_rtt_ns(flow: &Flow) -> Option<i64> {
     let [a, b] = &flow.dirs;
     let (data, other) = if a.stats.payload_bytes >= b.stats.payload_bytes { (a, b) } else { (b, a) };

@@ -110,6 +110,9 @@ pub struct FlowRow {
     pub zero_window_s: f64,
     /// Smoothed wire RTT of the data direction.
     pub rtt_ms: Option<f64>,
+    /// What holds the data direction's sender back now, and what held it longest so far
+    /// (`flow::limits`); None before its second data segment.
+    pub limited: Option<(crate::flow::limits::Limit, crate::flow::limits::LimitedBy)>,
     pub kernel: Option<KernelView>,
     pub level: Level,
     pub state: &'static str,
@@ -286,6 +289,7 @@ pub(crate) fn tests_row(id: u64, port: u16) -> FlowRow {
         retx_total: 0,
         ooo_total: 0,
         zero_window_s: 0.0,
+        limited: None,
         rtt_ms: None,
         kernel: None,
         level: Level::Ok,
