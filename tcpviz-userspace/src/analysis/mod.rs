@@ -499,7 +499,7 @@ fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
         let relabelled = state.on_kernel_retransmission(e, k.segments(), events);
         // Wire segments counted as out-of-order are retransmissions after all.
         let stats = &mut flow.dirs[dir].stats;
-        for _ in 0..relabelled.segments {
+        for _ in 0..relabelled.packets {
             stats.events.remove(EventKind::OutOfOrder);
             stats.events.add(EventKind::Retransmission);
         }

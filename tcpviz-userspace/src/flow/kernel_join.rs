@@ -136,11 +136,11 @@ pub struct WireSegment {
     pub frame: u64,
 }
 
-/// What a kernel report changed in the flow's wire counts: wire segments it confirmed as
+/// What a kernel report changed in the flow's wire counts: wire packets it confirmed as
 /// retransmissions after their events had been counted as `out_of_order`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Relabelled {
-    pub segments: u64,
+    pub packets: u64,
     pub bytes: u64,
 }
 
@@ -224,7 +224,7 @@ impl KernelFlowState {
     }
 
     /// The events of an out-of-order segment no kernel report confirmed yet: they wait for
-    /// one until `MATCH_WINDOW` has passed (see [`Self::expire_wire`]).
+    /// one until `MATCH_WINDOW` has passed (see [`Self::expire`]).
     pub fn hold_wire(&mut self, seg: WireSegment, events: Vec<Event>, out: &mut Vec<Event>) {
         let WireSegment { ts, src, seq, len, .. } = seg;
         if self.held_wire.len() == MAX_PENDING
@@ -257,7 +257,7 @@ impl KernelFlowState {
             let h = &self.held_wire[i];
             if h.src == src && (h.ts - e.ts).abs() <= MATCH_WINDOW && overlaps(range, (h.seq, h.end)) {
                 let h = self.held_wire.remove(i).expect("index in range");
-                relabelled.segments += 1;
+                relabelled.packets += 1;
                 relabelled.bytes += h.end.wrapping_sub(h.seq) as u64;
                 self.counts.wire_retransmissions += 1;
                 self.counts.reclassified += 1;
@@ -419,7 +419,7 @@ mod tests {
         report.extra.segments = Some(1);
         report.extra.mss = Some(1448);
         let r = s.on_kernel_retransmission(report, 1, &mut out);
-        assert_eq!(r, Relabelled { segments: 1, bytes: 1448 });
+        assert_eq!(r, Relabelled { packets: 1, bytes: 1448 });
         assert_eq!((out[0].event, out[0].extra.wire_verdict), (EventKind::Retransmission, Some(EventKind::OutOfOrder)));
         assert_eq!(out[0].severity, Severity::Info);
         assert_eq!((out[1].event, out[1].extra.wire_frame), (EventKind::KernelRetransmit, Some(7)));
@@ -460,7 +460,7 @@ mod tests {
             );
         }
         let r = s.on_kernel_retransmission(kev(100, 1000, 1000 + 3 * 1448), 3, &mut out);
-        assert_eq!(r.segments, 3);
+        assert_eq!(r.packets, 3);
         assert!(out[..3].iter().all(|e| e.event == EventKind::Retransmission));
         // A report the wire never showed: its 2 segments count all the same.
         s.on_kernel_retransmission(kev(150, 90_000, 90_000 + 2 * 1448), 2, &mut out);
