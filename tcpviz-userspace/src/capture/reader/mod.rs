@@ -104,7 +104,7 @@ pub struct CaptureReader<R> {
 }
 
 impl<R: Read> CaptureReader<R> {
-    /// Wraps `source`; nothing is read until the first call to [`next`](Self::next).
+    /// Wraps `source`; nothing is read until the first call to [`next_frame`](Self::next_frame).
     pub fn new(source: R, source_name: impl Into<String>) -> Self {
         CaptureReader {
             source,
