@@ -57,13 +57,7 @@ pub fn growth(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> 
         .collect()
 }
 
-/// What the kept counters grew by between two readings during the run.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TcpExtReading {
-    /// When the reading was taken (epoch seconds); the growth is since the reading before.
-    pub ts: f64,
-    pub grown: BTreeMap<String, u64>,
-}
+pub use crate::output::sections::TcpExtReading;
 
 /// Readings that showed growth, oldest first. Bounded for runs of weeks: when full, each
 /// two neighbours are joined into one (the later time, the summed growth), so the timeline

@@ -191,7 +191,7 @@ pub struct LiveSection {
     /// The same counters read every 2 s during the run: each reading that showed growth,
     /// with its time and the growth since the reading before (they add up to `tcp_ext`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub tcp_ext_during: Vec<crate::live::netstat::TcpExtReading>,
+    pub tcp_ext_during: Vec<TcpExtReading>,
     pub tcp_segments_seen_by_tc: u64,
     /// Policy `troubled`: what started or renewed a watch, counted by the kernel side.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,6 +262,16 @@ pub struct KernelEventsLost {
 pub struct PacketsLost {
     pub recursion: u64,
     pub ring_full: u64,
+}
+
+/// What the namespace's kept TcpExt counters grew by between two readings during a live
+/// run (`live::netstat::TcpExtTimeline`; here, not there, so that every platform reads
+/// the summaries of live sessions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpExtReading {
+    /// When the reading was taken (epoch seconds); the growth is since the reading before.
+    pub ts: f64,
+    pub grown: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

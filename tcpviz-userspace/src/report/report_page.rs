@@ -228,7 +228,7 @@ pub fn render(files: &SessionFiles, summary: &Summary, problems: &mut Vec<Proble
 
 /// The TcpExt readings of a live run: one stacked bar series per counter that grew, at the
 /// time of each reading (seconds since the first packet).
-fn tcp_ext_plot(readings: &[crate::live::netstat::TcpExtReading], first_ts: Option<f64>) -> Plot {
+fn tcp_ext_plot(readings: &[crate::output::sections::TcpExtReading], first_ts: Option<f64>) -> Plot {
     let origin = first_ts.or(readings.first().map(|r| r.ts)).unwrap_or(0.0);
     let counters: std::collections::BTreeSet<&String> = readings.iter().flat_map(|r| r.grown.keys()).collect();
     let mut plot = Plot::new();
