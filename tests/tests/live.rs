@@ -283,13 +283,29 @@ fn wire_packets_from_a_capture_being_written_beside_the_kernel_hooks() {
     let tcpdump_said = String::from_utf8_lossy(&interrupt(tcpdump).stderr).into_owned();
     let stderr = stop(live);
     let events = events(&session);
-    let kernel: Vec<_> = events.iter().filter(|e| e["event"] == "kernel_retransmit").collect();
+    // A retransmission the kernel failed to send (`err`, kernels since 6.17: a full qdisc
+    // or device queue on a loaded machine) has no wire copy to match.
+    let failed = events.iter().filter(|e| e["event"] == "kernel_retransmit" && !e["extra"]["err"].is_null()).count();
+    let kernel: Vec<_> =
+        events.iter().filter(|e| e["event"] == "kernel_retransmit" && e["extra"]["err"].is_null()).collect();
     assert!(!kernel.is_empty(), "{stderr}");
     assert!(events.iter().any(|e| e["origin"] == "wire" && e["event"] == "retransmission"));
     let summary = tcpviz_privileged_tests::summary(&session);
     assert!(summary["sources"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("growing.pcap")));
     let matched = kernel.iter().filter(|e| e["extra"]["wire_frame"].is_u64()).count();
-    assert!(matched * 10 >= kernel.len() * 9, "matched {matched} of {}; tcpdump said: {tcpdump_said}", kernel.len());
+    let unmatched: Vec<String> = kernel
+        .iter()
+        .filter(|e| !e["extra"]["wire_frame"].is_u64())
+        .take(5)
+        .map(|e| format!("{} seq {} len {}", e["ts"], e["seq"], e["len"]))
+        .collect();
+    assert!(
+        matched * 10 >= kernel.len() * 9,
+        "matched {matched} of {} ({failed} failed retransmissions left out; unmatched: {unmatched:?}); \
+         tcpdump said: {tcpdump_said}; the agent said: {stderr}; live section: {}",
+        kernel.len(),
+        summary["sections"]["live"]
+    );
     assert!(!session.join("capture.pcapng").exists(), "no TC capture without --iface");
     assert_eq!(summary["sections"]["live"]["capture"], "file", "the wire view is the file");
 }
