@@ -1,4 +1,4 @@
-//! Why is this connection slow: three lab transfers, each held back by something else, and
+//! Why is this connection slow: four lab transfers, each held back by something else, and
 //! the live agent must name what held each one (`limited_by` in summary.json).
 
 use tcpviz_privileged_tests::*;

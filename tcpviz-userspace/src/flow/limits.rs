@@ -276,6 +276,13 @@ impl LimitedBy {
         Limit::ALL.into_iter().max_by(|a, b| self.share(*a).total_cmp(&self.share(*b))).unwrap_or_default()
     }
 
+    /// Every share in words: `receiver window 75 %, congestion window 25 %, …`.
+    pub fn shares_text(&self) -> String {
+        let words: Vec<String> =
+            Limit::ALL.iter().map(|l| format!("{} {:.0} %", l.name(), self.share(*l) * 100.0)).collect();
+        words.join(", ")
+    }
+
     /// `rwnd 82%`: the dominant limit and its share.
     pub fn label(&self) -> String {
         let d = self.dominant();

@@ -398,18 +398,7 @@ fn flow_table(f: &FlowSummary) -> String {
     let events: Vec<String> = f.events.iter().map(|(k, v)| format!("{k} {}", fmt_count(*v))).collect();
     row("events", if events.is_empty() { "none".into() } else { events.join(", ") });
     if let Some(l) = &dir.limited_by {
-        row(
-            "limited by",
-            format!(
-                "{} of {}: receiver window {:.0} %, congestion window {:.0} %, loss recovery {:.0} %, application {:.0} %",
-                l.dominant().name(),
-                fmt_seconds(l.seconds),
-                l.receiver_window * 100.0,
-                l.congestion_window * 100.0,
-                l.loss_recovery * 100.0,
-                l.application * 100.0
-            ),
-        );
+        row("limited by", format!("{} of {}: {}", l.dominant().name(), fmt_seconds(l.seconds), l.shares_text()));
     }
     if let Some(k) = &f.kernel {
         row(

@@ -264,14 +264,7 @@ fn flow_table(flows: &[FlowSummary], kinds: &[EventKind]) -> String {
 
 /// Every limit's share, for the tooltip of the "limited by" cell.
 fn limits_title(l: &crate::flow::limits::LimitedBy) -> String {
-    format!(
-        "over {:.3} s: receiver window {:.0}%, congestion window {:.0}%, loss recovery {:.0}%, application {:.0}%",
-        l.seconds,
-        l.receiver_window * 100.0,
-        l.congestion_window * 100.0,
-        l.loss_recovery * 100.0,
-        l.application * 100.0
-    )
+    format!("over {:.3} s: {}", l.seconds, l.shares_text())
 }
 
 /// The "watched since" cell: the time of day, the date and the reason in its tooltip.

@@ -317,15 +317,19 @@ impl ViewFeed {
 /// samples time pure ACKs, which says little.
 /// What limits the data direction now, and its shares so far.
 fn data_direction_limits(flow: &Flow) -> Option<(crate::flow::limits::Limit, crate::flow::limits::LimitedBy)> {
-    let [a, b] = &flow.dirs;
-    let data = if a.stats.payload_bytes >= b.stats.payload_bytes { a } else { b };
+    let (data, _) = data_and_other(flow);
     data.limits().map(|c| (c.current(), c.limited_by()))
 }
 
 fn data_direction_rtt_ns(flow: &Flow) -> Option<i64> {
-    let [a, b] = &flow.dirs;
-    let (data, other) = if a.stats.payload_bytes >= b.stats.payload_bytes { (a, b) } else { (b, a) };
+    let (data, other) = data_and_other(flow);
     data.stats.rtt.srtt_ns.or(other.stats.rtt.srtt_ns)
+}
+
+/// The direction that carries more payload, then the other.
+fn data_and_other(flow: &Flow) -> (&crate::flow::DirState, &crate::flow::DirState) {
+    let [a, b] = &flow.dirs;
+    if a.stats.payload_bytes >= b.stats.payload_bytes { (a, b) } else { (b, a) }
 }
 
 /// Bytes sent and not yet acknowledged, the larger of the two directions.
