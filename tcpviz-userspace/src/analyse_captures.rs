@@ -5,7 +5,9 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::analysis::kernel::KernelEvent;
 use crate::capture::files::{open_capture, read_sources};
+use crate::capture::frame::Frame;
 use crate::capture::reader::CaptureError;
 use crate::cross_check::FlagRecorder;
 use crate::flow::table::FlowLimits;
@@ -13,7 +15,8 @@ use crate::output::benchmark::RunFigures;
 use crate::output::jsonl::JsonlWriter;
 use crate::output::session::{EVENTS_FILE, Session, SessionError};
 use crate::output::summary::Summary;
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::pipeline::sharded::ShardedPipeline;
+use crate::pipeline::{Counters, EventSink, Pipeline, PipelineOptions};
 
 #[derive(Debug, Clone)]
 pub struct AnalyseOptions {
@@ -28,6 +31,9 @@ pub struct AnalyseOptions {
     pub kernel_events: Vec<crate::analysis::kernel::KernelEvent>,
     /// Run tshark on the same files and compare its flags with the events.
     pub cross_check: bool,
+    /// Analysis threads (see [`crate::pipeline::sharded`]); 1 analyses on the reading
+    /// thread, as does a run that joins kernel events.
+    pub threads: usize,
 }
 
 /// Kernel events recorded by a live session (its folder or its events file), in time order.
@@ -71,22 +77,33 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
     let events_path = session.path(EVENTS_FILE);
     let out_err = || session.write_error(EVENTS_FILE);
     let mut writer = JsonlWriter::create(&events_path).map_err(out_err())?;
-    let mut pipeline = Pipeline::with_options(PipelineOptions {
+    let pipeline_opts = PipelineOptions {
         limits: opts.limits,
         summary_flows: opts.summary_flows,
         kernel_mode: !opts.kernel_events.is_empty(),
         always_name_files: false,
         partial_wire_view: false,
-    });
-    let mut kernel = opts.kernel_events.iter().peekable();
+    };
     let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
+    let threads = ShardedPipeline::workers(opts.threads, opts.limits);
+    let mut pipeline = if threads > 1 && opts.kernel_events.is_empty() {
+        Engine::Sharded(ShardedPipeline::new(pipeline_opts, threads, &names).map_err(out_err())?)
+    } else {
+        Engine::One(Pipeline::with_options(pipeline_opts))
+    };
+    let mut kernel = opts.kernel_events.iter().peekable();
     // The events' flags, per file, for the cross-check (nothing is kept without it).
     let mut sink = FlagRecorder::new(&mut writer, if opts.cross_check { names } else { Vec::new() });
     let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| progress_bar(total_bytes));
     let started = Instant::now();
     // Register every file first: events name their file as soon as there are several.
-    let indexes: Vec<u32> = opts.inputs.iter().map(|p| pipeline.add_file(&p.display().to_string())).collect();
+    let indexes: Vec<u32> = (0..opts.inputs.len() as u32).collect();
+    if let Engine::One(p) = &mut pipeline {
+        for path in &opts.inputs {
+            p.add_file(&path.display().to_string());
+        }
+    }
     let sources = opts.inputs.iter().zip(files).map(|(path, file)| (path.display().to_string(), Ok(file)));
     let read = read_sources(sources, |frame, at| {
         // Kernel events join in time order.
@@ -94,12 +111,13 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
             pipeline.process_kernel(k, &mut sink)?;
         }
         pipeline.process_frame(frame, indexes[at.file_index as usize], &mut sink)?;
+        let packets = pipeline.counters().packets;
         if let Some(bar) = &bar
-            && pipeline.counters.packets.is_multiple_of(16_384)
+            && packets.is_multiple_of(16_384)
         {
             bar.set_position(at.bytes_before);
-            let rate = pipeline.counters.packets as f64 / started.elapsed().as_secs_f64().max(1e-6);
-            bar.set_message(format!("{} packets, {:.0} k packets/s", pipeline.counters.packets, rate / 1e3));
+            let rate = packets as f64 / started.elapsed().as_secs_f64().max(1e-6);
+            bar.set_message(format!("{packets} packets, {:.0} k packets/s", rate / 1e3));
         }
         Ok(())
     })
@@ -131,6 +149,57 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
     let mut written = vec![events_path];
     written.extend(session.finish(&summary, &figures)?);
     Ok(AnalyseResult { summary, figures, written, errors })
+}
+
+/// One analyzer on the reading thread, or connections sharded across threads.
+enum Engine {
+    One(Pipeline),
+    Sharded(ShardedPipeline),
+}
+
+impl Engine {
+    fn process_frame(&mut self, frame: &Frame<'_>, file_index: u32, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        match self {
+            Engine::One(p) => p.process_frame(frame, file_index, sink).map(drop),
+            Engine::Sharded(p) => p.process_frame(frame, file_index, sink).map(drop),
+        }
+    }
+
+    /// Only an engine of one analyzer is given kernel events.
+    fn process_kernel(&mut self, k: &KernelEvent, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        match self {
+            Engine::One(p) => p.process_kernel(k, sink),
+            Engine::Sharded(_) => Ok(()),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        match self {
+            Engine::One(p) => &p.counters,
+            Engine::Sharded(p) => &p.counters,
+        }
+    }
+
+    fn finish(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        match self {
+            Engine::One(p) => p.finish(sink),
+            Engine::Sharded(p) => p.finish(sink),
+        }
+    }
+
+    fn figures(&self, sources: Vec<String>, bytes: u64, wall_seconds: f64) -> RunFigures {
+        match self {
+            Engine::One(p) => p.figures(sources, bytes, wall_seconds),
+            Engine::Sharded(p) => p.figures(sources, bytes, wall_seconds),
+        }
+    }
+
+    fn summary(self, sources: Vec<String>, errors: Vec<String>, bytes: u64) -> Summary {
+        match self {
+            Engine::One(p) => p.summary(sources, errors, bytes),
+            Engine::Sharded(p) => p.summary(sources, errors, bytes),
+        }
+    }
 }
 
 fn progress_bar(total: u64) -> indicatif::ProgressBar {

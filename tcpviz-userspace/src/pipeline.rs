@@ -7,12 +7,13 @@ use crate::analysis::{Analyzer, PacketRef};
 use crate::capture::decode::{Segment, SkipReason, decode_frame};
 use crate::capture::frame::Frame;
 use crate::event::{Event, EventKind};
-use crate::flow::table::FlowLimits;
+use crate::flow::table::{EvictionCounts, FlowLimits};
 pub use crate::output::sink::EventSink;
 use crate::output::summary::{Summary, SummaryBuilder, Totals};
 use crate::time::{TimestampNs, ts_to_secs};
 
 pub mod follower;
+pub mod sharded;
 
 /// Running counts of a pipeline.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +27,13 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// A TCP segment of time `ts` was read.
+    pub fn count_segment(&mut self, ts: TimestampNs) {
+        self.tcp_segments += 1;
+        self.first_ts = Some(self.first_ts.map_or(ts, |t| t.min(ts)));
+        self.last_ts = Some(self.last_ts.map_or(ts, |t| t.max(ts)));
+    }
+
     pub fn skipped_map(&self) -> BTreeMap<String, u64> {
         SkipReason::ALL
             .iter()
@@ -152,10 +160,7 @@ impl Pipeline {
     }
 
     pub fn process_segment(&mut self, seg: &Segment, at: PacketRef, sink: &mut dyn EventSink) -> std::io::Result<()> {
-        self.counters.tcp_segments += 1;
-        let c = &mut self.counters;
-        c.first_ts = Some(c.first_ts.map_or(seg.ts, |t| t.min(seg.ts)));
-        c.last_ts = Some(c.last_ts.map_or(seg.ts, |t| t.max(seg.ts)));
+        self.counters.count_segment(seg.ts);
         self.analyzer.process(seg, at, &mut self.events);
         self.drain(sink)
     }
@@ -201,52 +206,68 @@ impl Pipeline {
 
     /// The figures of `benchmark.log` for what was read so far.
     pub fn figures(&self, sources: Vec<String>, bytes: u64, wall_seconds: f64) -> crate::output::benchmark::RunFigures {
-        let c = &self.counters;
-        crate::output::benchmark::RunFigures {
-            sources,
-            packets: c.packets,
-            tcp_segments: c.tcp_segments,
-            bytes,
-            wall_seconds,
-            skipped: c.skipped_map(),
-            events: c.events_map().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            flows: self.analyzer.flows_created(),
-            extra: eviction_figures(self.analyzer.evictions()),
-        }
+        let a = &self.analyzer;
+        run_figures(&self.counters, a.flows_created(), a.evictions(), sources, bytes, wall_seconds)
     }
 
     /// The summary; call after [`finish`](Self::finish).
     pub fn summary(self, sources: Vec<String>, errors: Vec<String>, bytes: u64) -> Summary {
-        let c = &self.counters;
-        let ev = self.analyzer.evictions();
-        let totals = Totals {
-            packets: c.packets,
-            tcp_segments: c.tcp_segments,
-            skipped: c.skipped_map(),
-            flows: self.analyzer.flows_created(),
-            bytes,
-            first_ts: c.first_ts.map(ts_to_secs),
-            last_ts: c.last_ts.map(ts_to_secs),
-            duration_s: match (c.first_ts, c.last_ts) {
-                (Some(a), Some(b)) => (b - a) as f64 / 1e9,
-                _ => 0.0,
-            },
-            events: c.events_map(),
-            flows_evicted_idle: ev.idle,
-            flows_evicted_capacity: ev.capacity,
-            flows_evicted_closed: ev.closed,
-            flows_resumed: ev.resumed,
-            flows_evicted_forgotten: ev.forgotten,
-            flows_folded: 0,
-            folded: None,
-            kernel: None,
-        };
+        let a = &self.analyzer;
+        let totals = totals(&self.counters, a.flows_created(), a.evictions(), bytes);
         self.summary.finish(totals, sources, errors)
     }
 }
 
+/// The figures of `benchmark.log` of a run.
+fn run_figures(
+    c: &Counters,
+    flows_created: u64,
+    evictions: EvictionCounts,
+    sources: Vec<String>,
+    bytes: u64,
+    wall_seconds: f64,
+) -> crate::output::benchmark::RunFigures {
+    crate::output::benchmark::RunFigures {
+        sources,
+        packets: c.packets,
+        tcp_segments: c.tcp_segments,
+        bytes,
+        wall_seconds,
+        skipped: c.skipped_map(),
+        events: c.events_map().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        flows: flows_created,
+        extra: eviction_figures(evictions),
+    }
+}
+
+/// The summary's totals of a run.
+fn totals(c: &Counters, flows_created: u64, ev: EvictionCounts, bytes: u64) -> Totals {
+    Totals {
+        packets: c.packets,
+        tcp_segments: c.tcp_segments,
+        skipped: c.skipped_map(),
+        flows: flows_created,
+        bytes,
+        first_ts: c.first_ts.map(ts_to_secs),
+        last_ts: c.last_ts.map(ts_to_secs),
+        duration_s: match (c.first_ts, c.last_ts) {
+            (Some(a), Some(b)) => (b - a) as f64 / 1e9,
+            _ => 0.0,
+        },
+        events: c.events_map(),
+        flows_evicted_idle: ev.idle,
+        flows_evicted_capacity: ev.capacity,
+        flows_evicted_closed: ev.closed,
+        flows_resumed: ev.resumed,
+        flows_evicted_forgotten: ev.forgotten,
+        flows_folded: 0,
+        folded: None,
+        kernel: None,
+    }
+}
+
 /// The benchmark log's eviction lines, when the flow table was ever full.
-fn eviction_figures(ev: crate::flow::table::EvictionCounts) -> BTreeMap<String, String> {
+fn eviction_figures(ev: EvictionCounts) -> BTreeMap<String, String> {
     if ev.capacity + ev.closed == 0 {
         return BTreeMap::new();
     }

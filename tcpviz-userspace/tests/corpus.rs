@@ -212,3 +212,52 @@ fn evicted_connections_seen_again_raise_nothing_new() {
         "evictions lost over a tenth of the events: {tiny_total} of {full_total}"
     );
 }
+
+/// `parse-pcap --threads N` writes what one thread writes: the events file and summary.json
+/// of every capture, byte for byte, with 1, 2 and 3 analysis threads, each capture alone and
+/// the whole corpus read as one stream (flows of many files at once, idle sweeps across
+/// them). (Evictions are compared by `pipeline::sharded`'s unit tests: the corpus does not
+/// fill a table.)
+#[test]
+fn output_is_the_same_whatever_the_number_of_threads() {
+    use tcpviz::analyse_captures::{AnalyseOptions, open_inputs, run};
+    use tcpviz::output::session::Session;
+    let Some(dirs) = corpus_dirs() else {
+        eprintln!("TCPVIZ_CORPUS is not set: skipped");
+        return;
+    };
+    let all: Vec<PathBuf> = dirs.iter().flat_map(|d| captures(d)).collect();
+    let work = tempfile::tempdir().unwrap();
+    let session_files = |inputs: &[PathBuf], threads: usize, limits: FlowLimits| -> (Vec<u8>, Vec<u8>) {
+        let dir = work.path().join(format!("t{threads}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = AnalyseOptions {
+            inputs: inputs.to_vec(),
+            session: Session::create(Some(&dir)).unwrap(),
+            limits,
+            summary_flows: 50,
+            progress: false,
+            kernel_events: Vec::new(),
+            cross_check: false,
+            threads,
+        };
+        run(&opts, open_inputs(inputs).unwrap()).unwrap();
+        (std::fs::read(dir.join("events.jsonl")).unwrap(), std::fs::read(dir.join("summary.json")).unwrap())
+    };
+    let (mut compared, mut events) = (0, 0);
+    let singles = all.iter().map(|c| (vec![c.clone()], FlowLimits::default()));
+    let whole = (all.clone(), FlowLimits::default());
+    for (inputs, limits) in singles.chain([whole]) {
+        let one = session_files(&inputs, 1, limits);
+        for threads in [2, 3] {
+            let many = session_files(&inputs, threads, limits);
+            let name = if inputs.len() == 1 { inputs[0].display().to_string() } else { "the corpus".to_string() };
+            assert!(one.0 == many.0, "{name}: events with {threads} threads differ from one thread's");
+            assert!(one.1 == many.1, "{name}: summary.json with {threads} threads differs from one thread's");
+            compared += 1;
+        }
+        events += one.0.iter().filter(|&&b| b == b'\n').count();
+    }
+    eprintln!("{compared} runs identical to one thread's ({events} events)");
+    assert!(events > 1_000, "too few events to compare: {events}");
+}

@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: offline throughput and peak memory of a release build, side by side
-//! in one run with its peers on the same captures: tshark's one-pass TCP analysis, tcptrace
-//! (the fastest classic analyser), and `cat FILE > /dev/null` as the I/O floor.
+//! `cargo xtask bench`: offline throughput and peak memory of a release build, with one
+//! analysis thread and with one per core, side by side in one run with its peers on the same
+//! captures: tshark's one-pass TCP analysis, tcptrace (the fastest classic analyser), and
+//! `cat FILE > /dev/null` as the I/O floor.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,14 +43,28 @@ fn bench_one(capture: &Path) -> Result<Vec<String>> {
     let mut file = std::fs::File::open(capture).with_context(|| format!("cannot read {}", capture.display()))?;
     std::io::copy(&mut file, &mut std::io::sink())?;
 
-    let mut tcpviz = Measured { secs: f64::MAX, peak_rss: 0 };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sessions = [out.join("t1"), out.join(format!("t{cores}"))];
+    let mut tcpviz = [Measured { secs: f64::MAX, peak_rss: 0 }, Measured { secs: f64::MAX, peak_rss: 0 }];
+    // One thread and N in turn, so that both see the same machine (these are noisy).
     for _ in 0..3 {
-        let m = timed(
-            Command::new("target/release/tcpviz").arg("parse-pcap").arg("--quiet").arg("--out").arg(&out).arg(capture),
-        )?;
-        tcpviz.secs = tcpviz.secs.min(m.secs);
-        tcpviz.peak_rss = tcpviz.peak_rss.max(m.peak_rss);
+        for ((threads, session), best) in [1, cores].into_iter().zip(&sessions).zip(&mut tcpviz) {
+            let m = timed(
+                Command::new("target/release/tcpviz")
+                    .args(["parse-pcap", "--quiet", "--threads", &threads.to_string(), "--out"])
+                    .arg(session)
+                    .arg(capture),
+            )?;
+            best.secs = best.secs.min(m.secs);
+            best.peak_rss = best.peak_rss.max(m.peak_rss);
+        }
     }
+    for file in ["events.jsonl", "summary.json"] {
+        if !same_bytes(&sessions[0].join(file), &sessions[1].join(file))? {
+            bail!("{}: {file} with {cores} threads differs from one thread's", capture.display());
+        }
+    }
+    let out = &sessions[0];
     let log = std::fs::read_to_string(out.join("benchmark.log"))?;
     let packets: u64 = log
         .lines()
@@ -73,19 +88,50 @@ fn bench_one(capture: &Path) -> Result<Vec<String>> {
             m.peak_rss as f64 / 1048576.0
         )
     };
-    let mut rows = vec![row("tcpviz (1 thread, best of 3)", &tcpviz), row("tshark -z expert", &tshark)];
+    let mut rows = vec![
+        row("tcpviz (1 thread, best of 3)", &tcpviz[0]),
+        row(&format!("tcpviz ({cores} threads, best of 3)"), &tcpviz[1]),
+        row("tshark -z expert", &tshark),
+    ];
     match &tcptrace {
         Some(m) => rows.push(row("tcptrace -n", m)),
         None => rows.push(format!("| {name} | {packets} | tcptrace -n | failed (pcapng?) | – | – |")),
     }
     rows.push(row("cat > /dev/null", &cat));
+    let one = &tcpviz[0];
     println!(
-        "{name}: tcpviz {:.1}x tshark's speed{}, {:.1}x cat's time",
-        tshark.secs / tcpviz.secs,
-        tcptrace.as_ref().map(|t| format!(", {:.2}x tcptrace's", t.secs / tcpviz.secs)).unwrap_or_default(),
-        tcpviz.secs / cat.secs.max(1e-9)
+        "{name}: tcpviz {:.1}x tshark's speed{}, {:.1}x cat's time; {cores} threads {:.2}x one's speed, the same output",
+        tshark.secs / one.secs,
+        tcptrace.as_ref().map(|t| format!(", {:.2}x tcptrace's", t.secs / one.secs)).unwrap_or_default(),
+        one.secs / cat.secs.max(1e-9),
+        one.secs / tcpviz[1].secs,
     );
     Ok(rows)
+}
+
+/// Whether two files hold the same bytes, read a piece at a time: this process's peak RSS
+/// is inherited by the children it measures next.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut x, mut y) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = a.read(&mut x)?;
+        let mut got = 0;
+        while got < n {
+            let m = b.read(&mut y[got..n])?;
+            if m == 0 {
+                return Ok(false);
+            }
+            got += m;
+        }
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(b.read(&mut y[..1])? == 0);
+        }
+    }
 }
 
 /// Wall time and peak RSS (from wait4's rusage) of a command, stdout discarded.

@@ -166,6 +166,29 @@ impl Analyzer {
         self.partial_wire_view = on;
     }
 
+    /// This analyzer is one shard of a sharded pipeline (`pipeline::sharded`): it sees a
+    /// share of the connections, and is told the time of the whole stream
+    /// ([`advance_clock`](Self::advance_clock)) and when to sweep ([`sweep`](Self::sweep)).
+    pub fn set_shard(&mut self) {
+        self.table.set_external_sweeps(true);
+    }
+
+    /// The time of the whole stream (the latest packet of any shard) has reached `now`.
+    pub fn advance_clock(&mut self, now: TimestampNs) {
+        self.now = self.now.max(now);
+    }
+
+    /// Retires the flows idle as of `now`, as a table's own sweep would at that packet.
+    pub fn sweep(&mut self, now: TimestampNs, events: &mut Vec<Event>) {
+        self.advance_clock(now);
+        let now = self.now;
+        let Analyzer { table, retired, files, always_name_files, .. } = self;
+        table.sweep(now, &mut |flow, why| {
+            let file = name_file(files, *always_name_files, flow.file_index);
+            retire(flow, why, now, file, retired, events);
+        });
+    }
+
     fn file_name(&self, index: u32) -> Option<Arc<str>> {
         name_file(&self.files, self.always_name_files, index)
     }
@@ -191,9 +214,10 @@ impl Analyzer {
         }
         self.wire_now = self.wire_now.max(seg.ts);
         let now = self.now;
+        let placed = self.table.place(seg);
         {
             let Analyzer { table, retired, files, always_name_files, .. } = self;
-            table.advance(seg.ts, &mut |flow, why| {
+            table.advance(seg.ts, &placed, &mut |flow, why| {
                 let file = name_file(files, *always_name_files, flow.file_index);
                 retire(flow, why, now, file, retired, events);
             });
@@ -201,7 +225,7 @@ impl Analyzer {
 
         let mut pa = PacketAnalysis { frame: at.frame, ..Default::default() };
         let created_before = self.table.flows_created();
-        let slot = self.table.find_or_create(seg);
+        let slot = self.table.find_or_create(&placed, seg);
         let flow = self.table.at_mut(slot);
         let dir = flow.direction_of((seg.src, seg.sport));
         if let ConversationCheck::NewConversation = rules::check_conversation(flow, dir, seg, &mut pa) {

@@ -285,6 +285,12 @@ pub struct ParsePcapArgs {
     /// analysis and tcpviz's agree: in summary.json, benchmark.log and report.html.
     #[arg(long)]
     pub cross_check: bool,
+    /// Analysis threads, each with its share of the connections (besides the thread that
+    /// reads and writes); the output is byte for byte the same whatever the number. At most
+    /// one per 1,024 of --max-flows, and 16. Default: the available cores. 1 analyses on the
+    /// reading thread, as does a run with --kernel-events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Args, Debug, Clone)]

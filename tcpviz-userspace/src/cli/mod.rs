@@ -130,6 +130,10 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
         progress: !args.quiet,
         kernel_events,
         cross_check: args.cross_check,
+        threads: match args.threads {
+            Some(n) => n.into(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
     };
     let result = analyse_captures::run(&opts, files).inspect_err(|_| session.remove_if_unused())?;
     for e in &result.errors {

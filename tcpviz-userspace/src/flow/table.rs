@@ -8,6 +8,13 @@
 //! bytes (the state a busy direction needs is allocated when it is first needed), plus 40
 //! bytes per tracked segment.
 //!
+//! The table is cut into partitions by a hash of the key (up to 16, of at least 1,024
+//! connections each; the number depends on `max_flows` only). A partition fills, sweeps
+//! out its idle flows and evicts on its own, at its own packets: so what happens to a
+//! connection does not depend on which thread holds its partition, and a sharded pipeline
+//! (`pipeline::sharded`, each thread holding some of the partitions) writes what one
+//! table writes, evictions included.
+//!
 //! Flows live in a slab of slots (id, a copy of the last packet time, the boxed flow); the
 //! hash index holds only slot numbers (4 bytes each; the key is in the slot). The sweeps that retire flows read the slots, a dense
 //! array, not the flows: with hundreds of thousands of flows, following every flow's
@@ -73,6 +80,31 @@ pub struct EvictionCounts {
     pub forgotten: u64,
 }
 
+/// When the idle sweeps run: once per second of packet time, at the first packet past it.
+/// A sharded pipeline's reader keeps one for the whole stream and tells every shard's table
+/// when to sweep, so that each sweeps at the packet where one table would.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepClock {
+    last: TimestampNs,
+}
+
+impl Default for SweepClock {
+    fn default() -> Self {
+        SweepClock { last: TimestampNs::MIN }
+    }
+}
+
+impl SweepClock {
+    /// Whether a sweep is due at `now`; if it is, the next period starts.
+    pub fn due(&mut self, now: TimestampNs) -> bool {
+        if now.saturating_sub(self.last) < NS_PER_SEC {
+            return false;
+        }
+        self.last = now;
+        true
+    }
+}
+
 /// A flow in the table, with copies of what the sweeps read.
 struct Slot {
     key: FlowKey,
@@ -93,21 +125,62 @@ const UNKNOWN: TimestampNs = TimestampNs::MIN;
 
 /// A flow's place in the table, valid until the next [`FlowTable::advance`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotId(u32);
+pub struct SlotId {
+    part: u32,
+    slot: u32,
+}
 
 pub struct FlowTable {
+    parts: Vec<Partition>,
+    next_id: u64,
+    limits: FlowLimits,
+    sweeps: SweepClock,
+    /// The idle sweeps are called for from outside ([`FlowTable::sweep`]): a shard of a
+    /// sharded pipeline sweeps when the whole stream's clock says so, not its own share's.
+    external_sweeps: bool,
+    now: TimestampNs,
+}
+
+/// One partition: its flows, at most `capacity` of them, and the store of those it evicted.
+struct Partition {
     /// Slot numbers, hashed by the key of their slot.
     index: HashTable<u32>,
     slots: Vec<Slot>,
     /// Free slots, reused last-freed first (deterministic).
     free: Vec<u32>,
-    next_id: u64,
-    limits: FlowLimits,
-    last_sweep: TimestampNs,
-    now: TimestampNs,
+    capacity: usize,
     evicted: EvictionCounts,
     /// Evicted connections, to come back if they are seen again.
     resume: EvictedFlows,
+}
+
+/// Where a segment's connection lives: its key, the key's hash and its partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed {
+    key: FlowKey,
+    hash: u64,
+    part: u32,
+}
+
+/// Partitions of a table of `max_flows` connections: 1,024 connections or more each, at
+/// most 16. (More partitions would allow more analysis threads, but one thread reads and
+/// merges for all of them, and small partitions evict in small, frequent batches.)
+pub fn partitions(max_flows: usize) -> usize {
+    (max_flows / 1_024).clamp(1, 16)
+}
+
+/// The partition of a key's hash, out of `parts`: a mix of the hash, so that a partition's
+/// keys do not fall into a fraction of its own index's buckets.
+fn partition_of(hash: u64, parts: usize) -> usize {
+    let mut h = hash ^ (hash >> 33);
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    ((h as u128 * parts as u128) >> 64) as usize
+}
+
+/// The partition of a connection, out of [`partitions`]`(max_flows)`.
+pub fn partition_of_key(key: &FlowKey, max_flows: usize) -> usize {
+    partition_of(hash(key), partitions(max_flows))
 }
 
 /// Evicted connections kept, per tracked connection: a sixty-fourth (at least 1,024). A
@@ -123,39 +196,207 @@ fn hash(key: &FlowKey) -> u64 {
 
 impl FlowTable {
     pub fn new(limits: FlowLimits) -> FlowTable {
+        let parts = partitions(limits.max_flows);
+        let capacity = limits.max_flows.div_ceil(parts).max(1);
+        let resume = resume_capacity(limits.max_flows).div_ceil(parts);
         FlowTable {
-            index: HashTable::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            parts: (0..parts).map(|_| Partition::new(capacity, resume)).collect(),
             next_id: 0,
             limits,
-            last_sweep: TimestampNs::MIN,
+            sweeps: SweepClock::default(),
+            external_sweeps: false,
             now: TimestampNs::MIN,
-            evicted: EvictionCounts::default(),
-            resume: EvictedFlows::new(resume_capacity(limits.max_flows)),
         }
     }
 
     pub fn evictions(&self) -> EvictionCounts {
-        EvictionCounts { resumed: self.resume.resumed, forgotten: self.resume.forgotten, ..self.evicted }
+        let mut sum = EvictionCounts::default();
+        for p in &self.parts {
+            sum.add(&p.evictions());
+        }
+        sum
     }
 
     /// Records whether the connection in `at` is closed, after its latest packet.
     pub fn set_closed(&mut self, at: SlotId, closed: bool) {
-        self.slots[at.0 as usize].closed = closed;
+        self.parts[at.part as usize].slots[at.slot as usize].closed = closed;
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.parts.iter().map(|p| p.index.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
     /// Flow ids handed out so far.
     pub fn flows_created(&self) -> u64 {
         self.next_id
+    }
+
+    /// Where `seg`'s connection lives (hashing its key once).
+    pub fn place(&self, seg: &Segment) -> Placed {
+        let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
+        let hash = hash(&key);
+        Placed { key, hash, part: partition_of(hash, self.parts.len()) as u32 }
+    }
+
+    /// Idle sweeps are called for with [`sweep`](Self::sweep) only (a full partition still
+    /// evicts at its own packets).
+    pub fn set_external_sweeps(&mut self, on: bool) {
+        self.external_sweeps = on;
+    }
+
+    /// Advances packet time to that of a packet of `at`'s connection: idle flows are
+    /// retired (at most once per second of packet time), then, if `at`'s partition is
+    /// full, the least recently active of it are evicted.
+    pub fn advance(&mut self, ts: TimestampNs, at: &Placed, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
+        if ts > self.now {
+            self.now = ts;
+        }
+        if !self.external_sweeps && self.sweeps.due(self.now) {
+            self.sweep_all(retire);
+        }
+        let (now, limits) = (self.now, self.limits);
+        let part = &mut self.parts[at.part as usize];
+        if part.index.len() >= part.capacity {
+            // Its idle flows first: a table with room would have retired them by now.
+            let mut gone = part.take_idle(now, limits);
+            gone.sort_unstable_by_key(|f| f.id);
+            for flow in gone {
+                retire(flow, Retirement::Idle);
+            }
+            part.evict_excess(retire);
+        }
+    }
+
+    /// Retires idle flows as of `now`.
+    pub fn sweep(&mut self, now: TimestampNs, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
+        if now > self.now {
+            self.now = now;
+        }
+        self.sweep_all(retire);
+    }
+
+    fn sweep_all(&mut self, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
+        let (now, limits) = (self.now, self.limits);
+        let mut gone: Vec<Box<Flow>> = Vec::new();
+        for part in &mut self.parts {
+            gone.append(&mut part.take_idle(now, limits));
+        }
+        // In creation order, so the events of a sweep come out the same on every run.
+        gone.sort_unstable_by_key(|f| f.id);
+        for flow in gone {
+            retire(flow, Retirement::Idle);
+        }
+    }
+
+    /// The slot of the connection placed at `at` (see [`place`](Self::place)), created if
+    /// new.
+    pub fn find_or_create(&mut self, at: &Placed, seg: &Segment) -> SlotId {
+        let slot = self.parts[at.part as usize].find_or_create(at, seg, &mut self.next_id);
+        SlotId { part: at.part, slot }
+    }
+
+    /// The flow in slot `at` (its activity time must only move to that of a packet the
+    /// table saw through [`find_or_create`](Self::find_or_create)).
+    pub fn at_mut(&mut self, at: SlotId) -> &mut Flow {
+        self.parts[at.part as usize].slots[at.slot as usize].flow.as_deref_mut().expect("occupied slot")
+    }
+
+    /// The flow of `seg`, created if new. Returns the flow and the packet's direction.
+    pub fn get_or_create(&mut self, seg: &Segment) -> (&mut Flow, usize) {
+        let placed = self.place(seg);
+        let at = self.find_or_create(&placed, seg);
+        let flow = self.at_mut(at);
+        let dir = flow.direction_of((seg.src, seg.sport));
+        (flow, dir)
+    }
+
+    /// Replaces the flow in slot `at` (that of `seg`) by a new connection (ports reused),
+    /// returning the old one.
+    pub fn restart_at(&mut self, at: SlotId, seg: &Segment) -> Box<Flow> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let flow = Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts));
+        let s = &mut self.parts[at.part as usize].slots[at.slot as usize];
+        s.last_ts = seg.ts;
+        s.id = id;
+        s.closed = false;
+        s.flow.replace(flow).expect("occupied slot")
+    }
+
+    /// Every flow still in the table or in the store of evicted ones, in creation order, for
+    /// the end of input.
+    pub fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
+        let mut flows: Vec<Box<Flow>> = self.parts.iter_mut().flat_map(Partition::drain).collect();
+        flows.sort_unstable_by_key(|f| f.id);
+        flows.into_iter()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Flow> {
+        self.parts.iter().flat_map(|p| p.slots.iter().filter_map(|s| s.flow.as_deref()))
+    }
+
+    /// Every flow, evicted ones in the store too, to update what it holds besides its
+    /// activity time (`last_ts` must not be moved through this: the sweeps would not see it).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Flow> {
+        self.parts
+            .iter_mut()
+            .flat_map(|p| p.slots.iter_mut().filter_map(|s| s.flow.as_deref_mut()).chain(p.resume.iter_mut()))
+    }
+
+    fn part_of(&self, key: &FlowKey) -> (u64, usize) {
+        let h = hash(key);
+        (h, partition_of(h, self.parts.len()))
+    }
+
+    /// The flow of `key`, in the table or evicted in the store (which a lookup leaves it in).
+    pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
+        let (h, p) = self.part_of(key);
+        let part = &self.parts[p];
+        match part.find(h, key) {
+            Some(i) => part.slots[i as usize].flow.as_deref(),
+            None => part.resume.get(key),
+        }
+    }
+
+    /// The flow of `key`, as `get`; its activity time may be moved (the sweeps will read it).
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
+        let (h, p) = self.part_of(key);
+        let part = &mut self.parts[p];
+        let Some(i) = part.find(h, key) else { return part.resume.get_mut(key) };
+        let s = &mut part.slots[i as usize];
+        s.last_ts = UNKNOWN;
+        s.flow.as_deref_mut()
+    }
+}
+
+impl EvictionCounts {
+    pub fn add(&mut self, other: &EvictionCounts) {
+        self.idle += other.idle;
+        self.capacity += other.capacity;
+        self.closed += other.closed;
+        self.resumed += other.resumed;
+        self.forgotten += other.forgotten;
+    }
+}
+
+impl Partition {
+    fn new(capacity: usize, resume: usize) -> Partition {
+        Partition {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            capacity,
+            evicted: EvictionCounts::default(),
+            resume: EvictedFlows::new(resume),
+        }
+    }
+
+    fn evictions(&self) -> EvictionCounts {
+        EvictionCounts { resumed: self.resume.resumed, forgotten: self.resume.forgotten, ..self.evicted }
     }
 
     /// Takes the flow out of slot `i` and frees the slot.
@@ -169,7 +410,7 @@ impl FlowTable {
         flow
     }
 
-    /// Moves the flow in slot `i` out of a full table into the store of evicted
+    /// Moves the flow in slot `i` out of a full partition into the store of evicted
     /// connections; the one the store lets go to make room is retired.
     fn evict_slot(&mut self, i: u32, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
         let key = self.slots[i as usize].key;
@@ -179,62 +420,51 @@ impl FlowTable {
         }
     }
 
-    /// Advances packet time and retires idle flows (at most once per second of packet
-    /// time), or the least recently active ones when the table is full.
-    pub fn advance(&mut self, ts: TimestampNs, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
-        if ts > self.now {
-            self.now = ts;
-        }
-        let full = self.index.len() >= self.limits.max_flows;
-        if !full && self.now.saturating_sub(self.last_sweep) < NS_PER_SEC {
-            return;
-        }
-        self.last_sweep = self.now;
-        let now = self.now;
-        let limits = self.limits;
+    /// Takes out the flows idle as of `now` (counted), the evicted ones in the store too.
+    // Boxed: flows go on to be retired by pointer, never moved.
+    #[allow(clippy::vec_box)]
+    fn take_idle(&mut self, now: TimestampNs, limits: FlowLimits) -> Vec<Box<Flow>> {
         // Only a flow quiet for the shorter of the two timeouts can be idle; only those
         // (and those of unknown time) are read.
         let shortest = limits.closed_timeout.min(limits.idle_timeout);
-        let mut idle: Vec<(u64, u32)> = Vec::new();
+        let timeout = |f: &Flow| if f.is_closed() { limits.closed_timeout } else { limits.idle_timeout };
+        let mut idle: Vec<u32> = Vec::new();
         for (i, s) in self.slots.iter_mut().enumerate() {
             if now.saturating_sub(s.last_ts) <= shortest {
                 continue;
             }
             let Some(f) = s.flow.as_deref() else { continue };
             s.last_ts = f.last_ts;
-            let timeout = if f.is_closed() { limits.closed_timeout } else { limits.idle_timeout };
-            if now.saturating_sub(f.last_ts) > timeout {
-                idle.push((f.id, i as u32));
+            if now.saturating_sub(f.last_ts) > timeout(f) {
+                idle.push(i as u32);
             }
         }
-        let mut gone: Vec<Box<Flow>> = idle.into_iter().map(|(_, i)| self.remove_slot(i)).collect();
+        let mut gone: Vec<Box<Flow>> = idle.into_iter().map(|i| self.remove_slot(i)).collect();
         // Evicted ones too: a table with room would have retired them now, and a packet
         // after that starts a new connection, not the old one resumed.
-        gone.extend(
-            self.resume.take_idle(now, |f| if f.is_closed() { limits.closed_timeout } else { limits.idle_timeout }),
-        );
-        // In creation order, so the events of a sweep come out the same on every run.
-        gone.sort_unstable_by_key(|f| f.id);
-        for flow in gone {
-            self.evicted.idle += 1;
-            retire(flow, Retirement::Idle);
+        gone.extend(self.resume.take_idle(now, timeout));
+        self.evicted.idle += gone.len() as u64;
+        gone
+    }
+
+    /// Evicts a tenth of a full partition, so that its scan stays rare.
+    fn evict_excess(&mut self, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
+        if self.index.len() < self.capacity {
+            return;
         }
-        if self.index.len() >= limits.max_flows {
-            // Evict a tenth, so this scan stays rare.
-            let target = limits.max_flows - limits.max_flows / 10 - 1;
-            let excess = self.index.len() - target;
-            // Closed connections first: they are over, and a late packet of theirs finds
-            // them in the store. Then the least recently active open ones.
-            let closed = self.least_recent(excess, true);
-            let open = self.least_recent(excess - closed.len(), false);
-            for (_, i) in closed {
-                self.evicted.closed += 1;
-                self.evict_slot(i, retire);
-            }
-            for (_, i) in open {
-                self.evicted.capacity += 1;
-                self.evict_slot(i, retire);
-            }
+        let target = self.capacity - self.capacity / 10 - 1;
+        let excess = self.index.len() - target;
+        // Closed connections first: they are over, and a late packet of theirs finds them
+        // in the store. Then the least recently active open ones.
+        let closed = self.least_recent(excess, true);
+        let open = self.least_recent(excess - closed.len(), false);
+        for (_, i) in closed {
+            self.evicted.closed += 1;
+            self.evict_slot(i, retire);
+        }
+        for (_, i) in open {
+            self.evicted.capacity += 1;
+            self.evict_slot(i, retire);
         }
     }
 
@@ -267,27 +497,26 @@ impl FlowTable {
         oldest
     }
 
-    /// The slot of `seg`'s flow, created if new (hashing the key once).
-    pub fn find_or_create(&mut self, seg: &Segment) -> SlotId {
-        let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
-        let h = hash(&key);
-        let FlowTable { index, slots, free, next_id, resume, .. } = self;
-        let i = match index.find(h, |&j| slots[j as usize].key == key) {
+    /// The slot of the connection placed at `at`, created (with the id `next_id` hands
+    /// out) if new.
+    fn find_or_create(&mut self, at: &Placed, seg: &Segment, next_id: &mut u64) -> u32 {
+        let Partition { index, slots, free, resume, .. } = self;
+        let key = at.key;
+        let i = match index.find(at.hash, |&j| slots[j as usize].key == key) {
             Some(&i) => i,
             None => {
-                let id = *next_id;
-                *next_id += 1;
                 let evicted = match resume.is_empty() {
                     true => None,
                     false => resume.take(&key),
                 };
                 let flow = match evicted {
                     // An evicted connection seen again goes on where it stopped.
-                    Some(flow) => {
-                        *next_id -= 1;
-                        flow
+                    Some(flow) => flow,
+                    None => {
+                        let id = *next_id;
+                        *next_id += 1;
+                        Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts))
                     }
-                    None => Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)),
                 };
                 let (id, closed) = (flow.id, flow.is_closed());
                 let slot = Slot { key, last_ts: seg.ts, id, closed, flow: Some(flow) };
@@ -301,7 +530,7 @@ impl FlowTable {
                         (slots.len() - 1) as u32
                     }
                 };
-                index.insert_unique(h, i, |&j| hash(&slots[j as usize].key));
+                index.insert_unique(at.hash, i, |&j| hash(&slots[j as usize].key));
                 i
             }
         };
@@ -310,83 +539,19 @@ impl FlowTable {
         if seg.ts > s.last_ts {
             s.last_ts = seg.ts;
         }
-        SlotId(i)
+        i
     }
 
-    fn find(&self, key: &FlowKey) -> Option<u32> {
-        self.index.find(hash(key), |&j| self.slots[j as usize].key == *key).copied()
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<u32> {
+        self.index.find(hash, |&j| self.slots[j as usize].key == *key).copied()
     }
 
-    /// The flow in slot `at` (its activity time must only move to that of a packet the
-    /// table saw through [`find_or_create`](Self::find_or_create)).
-    pub fn at_mut(&mut self, at: SlotId) -> &mut Flow {
-        self.slots[at.0 as usize].flow.as_deref_mut().expect("occupied slot")
-    }
-
-    /// The flow of `seg`, created if new. Returns the flow and the packet's direction.
-    pub fn get_or_create(&mut self, seg: &Segment) -> (&mut Flow, usize) {
-        let at = self.find_or_create(seg);
-        let flow = self.at_mut(at);
-        let dir = flow.direction_of((seg.src, seg.sport));
-        (flow, dir)
-    }
-
-    /// Replaces the flow in slot `at` (that of `seg`) by a new connection (ports reused),
-    /// returning the old one.
-    pub fn restart_at(&mut self, at: SlotId, seg: &Segment) -> Box<Flow> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let flow = Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts));
-        let s = &mut self.slots[at.0 as usize];
-        s.last_ts = seg.ts;
-        s.id = id;
-        s.closed = false;
-        s.flow.replace(flow).expect("occupied slot")
-    }
-
-    /// Replaces the flow of `seg` by a new connection (ports reused), returning the old one.
-    pub fn restart(&mut self, seg: &Segment) -> Option<Box<Flow>> {
-        let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
-        let old = self.find(&key).map(|i| self.remove_slot(i));
-        // A new flow with the next id, as `restart_at` makes.
-        self.find_or_create(seg);
-        old
-    }
-
-    /// Every flow still in the table or in the store of evicted ones, in creation order, for
-    /// the end of input.
-    pub fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
+    #[allow(clippy::vec_box)]
+    fn drain(&mut self) -> Vec<Box<Flow>> {
         let mut flows: Vec<Box<Flow>> = self.slots.drain(..).filter_map(|s| s.flow).collect();
         flows.extend(self.resume.drain());
-        flows.sort_unstable_by_key(|f| f.id);
         self.index.clear();
         self.free.clear();
-        flows.into_iter()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Flow> {
-        self.slots.iter().filter_map(|s| s.flow.as_deref())
-    }
-
-    /// Every flow, evicted ones in the store too, to update what it holds besides its
-    /// activity time (`last_ts` must not be moved through this: the sweeps would not see it).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Flow> {
-        self.slots.iter_mut().filter_map(|s| s.flow.as_deref_mut()).chain(self.resume.iter_mut())
-    }
-
-    /// The flow of `key`, in the table or evicted in the store (which a lookup leaves it in).
-    pub fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        match self.find(key) {
-            Some(i) => self.slots[i as usize].flow.as_deref(),
-            None => self.resume.get(key),
-        }
-    }
-
-    /// The flow of `key`, as `get`; its activity time may be moved (the sweeps will read it).
-    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        let Some(i) = self.find(key) else { return self.resume.get_mut(key) };
-        let s = &mut self.slots[i as usize];
-        s.last_ts = UNKNOWN;
-        s.flow.as_deref_mut()
+        flows
     }
 }

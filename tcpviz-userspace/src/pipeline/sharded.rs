@@ -1,0 +1,716 @@
+//! `parse-pcap --threads N`: connections sharded across worker threads by canonical key,
+//! with output byte for byte that of one thread.
+//!
+//! The calling thread reads and decodes the frames and hands each segment to the worker
+//! that owns its connection (a hash of its canonical key), in batches. Each worker runs its
+//! own analyzer on its share of the connections. The calling thread then merges what the
+//! workers produced back into frame order, and writes it. Three things make the merged
+//! output that of one analyzer:
+//! - **Flow ids.** A worker numbers the flows it creates; the ids in the output number
+//!   every flow in creation order. Each segment's result says how many flows it created, so
+//!   the merger hands out the global ids in frame order and rewrites the ids of events and
+//!   of retired flows.
+//! - **Idle sweeps.** One table sweeps once per second of packet time, at the packet that
+//!   crosses the second; a worker sees only its own packets' times. So the reader keeps
+//!   that clock ([`SweepClock`]) and sends a sweep to every worker at that packet, with the
+//!   time of the whole stream, which every segment carries too.
+//! - **Retirement order.** A sweep, and the end of input, retire flows in creation order;
+//!   the merger merges the workers' retired flows by global id.
+//!
+//! - **Evictions.** A connection's worker is that of its flow table partition
+//!   ([`crate::flow::table`]): a partition fills and evicts at its own packets, whichever
+//!   thread holds it, so evictions are the same too. A table has at most 16 partitions (of
+//!   at least 1,024 connections each), which bounds the useful number of workers.
+//!
+//! Kernel reports are joined by one analyzer ([`super::Pipeline`]), never sharded.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use rustc_hash::FxHashMap;
+
+use super::{Counters, EventSink, FrameOutcome, PipelineOptions, run_figures, totals};
+use crate::analysis::{Analyzer, PacketRef};
+use crate::capture::decode::{Segment, decode_frame};
+use crate::capture::frame::Frame;
+use crate::event::Event;
+use crate::flow::key::FlowKey;
+use crate::flow::state::Flow;
+use crate::flow::table::{EvictionCounts, FlowLimits, Retirement, SweepClock, partition_of_key, partitions};
+use crate::output::benchmark::RunFigures;
+use crate::output::summary::{Summary, SummaryBuilder};
+use crate::time::TimestampNs;
+
+/// Segments handed to the workers at a time.
+const BATCH_SEGMENTS: usize = 2_048;
+/// Batches handed out and not yet merged: the reader runs this far ahead of the merge.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// A route of a batch's plan: the sweep every worker runs at that point.
+const SWEEP: u8 = u8::MAX;
+/// At most this many workers (a route names its worker in a byte; the flow table has fewer
+/// partitions anyway).
+pub const MAX_THREADS: usize = 64;
+
+/// What a worker is given to do, in frame order.
+enum Work {
+    Segment { seg: Segment, at: PacketRef, now: TimestampNs },
+    Sweep { now: TimestampNs },
+}
+
+// Flows are handed back boxed as they were retired, to be freed, not moved.
+#[allow(clippy::vec_box)]
+enum ToWorker {
+    /// Work, and retired flows to free.
+    Batch(Vec<Work>, Vec<Box<Flow>>),
+    Finish {
+        now: TimestampNs,
+    },
+}
+
+/// What one work item produced: its events, the flows it retired, the flows it created.
+#[derive(Clone, Copy)]
+struct ItemResult {
+    events: u32,
+    retired: u32,
+    created: u32,
+}
+
+#[derive(Default)]
+struct Results {
+    items: Vec<ItemResult>,
+    events: Vec<Event>,
+    retired: Vec<(Box<Flow>, Retirement)>,
+}
+
+struct Finished {
+    /// The end of input's retirements, one item.
+    results: Results,
+    flows_created: u64,
+    evictions: EvictionCounts,
+}
+
+enum FromWorker {
+    Batch(Results),
+    Finished(Finished),
+}
+
+struct Worker {
+    to: SyncSender<ToWorker>,
+    from: Receiver<FromWorker>,
+    handle: Option<JoinHandle<()>>,
+    /// The batch being filled.
+    work: Vec<Work>,
+}
+
+/// The pipeline of [`super::Pipeline`], sharded across `threads` workers.
+pub struct ShardedPipeline {
+    workers: Vec<Worker>,
+    /// Per batch handed out, the worker of each segment in frame order (or [`SWEEP`]).
+    plans: VecDeque<Vec<u8>>,
+    plan: Vec<u8>,
+    sweeps: SweepClock,
+    now: TimestampNs,
+    merger: Merger,
+    pub counters: Counters,
+    finished: Option<(u64, EvictionCounts)>,
+    /// The flow table's size, whose partitions the connections are routed by.
+    max_flows: usize,
+}
+
+/// Flow ids from the workers' numbering to the stream's, and the output in frame order.
+struct Merger {
+    next_global: u64,
+    /// Per worker: its live flows' global ids.
+    ids: Vec<IdMap>,
+    /// Per worker: retired flows, handed back with its next batch to be freed there (the
+    /// thread that allocated them, and not the one that has the most to do).
+    #[allow(clippy::vec_box)]
+    freed: Vec<Vec<Box<Flow>>>,
+    summary: SummaryBuilder,
+    events: Vec<Event>,
+}
+
+fn worker_error() -> std::io::Error {
+    std::io::Error::other("an analysis worker thread stopped")
+}
+
+impl ShardedPipeline {
+    /// `threads` workers, at most one per partition of the flow table (see [`MAX_THREADS`]):
+    /// with fewer than 2, the caller should run a [`super::Pipeline`]. `files` are the input
+    /// names, registered in every worker (events name their file).
+    pub fn new(opts: PipelineOptions, threads: usize, files: &[String]) -> std::io::Result<ShardedPipeline> {
+        let threads = Self::workers(threads, opts.limits);
+        let limits = opts.limits;
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let mut analyzer = Analyzer::new(limits);
+            analyzer.set_shard();
+            analyzer.set_always_name_files(opts.always_name_files);
+            for f in files {
+                analyzer.add_file(f);
+            }
+            let (to, work_rx) = sync_channel(BATCHES_IN_FLIGHT + 1);
+            let (result_tx, from) = sync_channel(BATCHES_IN_FLIGHT + 1);
+            let handle = std::thread::Builder::new()
+                .name(format!("tcpviz-shard-{i}"))
+                .spawn(move || work(analyzer, work_rx, result_tx))?;
+            workers.push(Worker { to, from, handle: Some(handle), work: Vec::with_capacity(BATCH_SEGMENTS) });
+        }
+        Ok(ShardedPipeline {
+            merger: Merger {
+                next_global: 0,
+                ids: (0..threads).map(|_| IdMap::default()).collect(),
+                freed: (0..threads).map(|_| Vec::new()).collect(),
+                summary: SummaryBuilder::with_limit(opts.summary_flows),
+                events: Vec::new(),
+            },
+            workers,
+            plans: VecDeque::new(),
+            plan: Vec::with_capacity(BATCH_SEGMENTS),
+            sweeps: SweepClock::default(),
+            now: TimestampNs::MIN,
+            counters: Counters::default(),
+            finished: None,
+            max_flows: limits.max_flows,
+        })
+    }
+
+    /// The workers `threads` asks for give: one per partition of the flow table at most.
+    pub fn workers(threads: usize, limits: FlowLimits) -> usize {
+        threads.min(partitions(limits.max_flows)).clamp(1, MAX_THREADS)
+    }
+
+    /// Decodes a frame and hands its segment to its worker; the events of earlier frames
+    /// reach `sink` as the workers' results come back.
+    pub fn process_frame(
+        &mut self,
+        frame: &Frame<'_>,
+        file_index: u32,
+        sink: &mut dyn EventSink,
+    ) -> std::io::Result<FrameOutcome> {
+        self.counters.packets += 1;
+        let seg = match decode_frame(frame) {
+            Ok(seg) => seg,
+            Err(reason) => {
+                self.counters.skipped[reason as usize] += 1;
+                return Ok(FrameOutcome::Skipped(reason));
+            }
+        };
+        self.counters.count_segment(seg.ts);
+        self.now = self.now.max(seg.ts);
+        let now = self.now;
+        if self.sweeps.due(now) {
+            for w in &mut self.workers {
+                w.work.push(Work::Sweep { now });
+            }
+            self.plan.push(SWEEP);
+        }
+        let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
+        let shard = partition_of_key(&key, self.max_flows) % self.workers.len();
+        let at = PacketRef { frame: frame.number, file_index };
+        self.workers[shard].work.push(Work::Segment { seg, at, now });
+        self.plan.push(shard as u8);
+        if self.plan.len() >= BATCH_SEGMENTS {
+            self.hand_out()?;
+            if self.plans.len() > BATCHES_IN_FLIGHT {
+                self.merge_oldest(sink)?;
+            }
+        }
+        Ok(FrameOutcome::Tcp)
+    }
+
+    /// Sends the batch being filled to the workers.
+    fn hand_out(&mut self) -> std::io::Result<()> {
+        for (w, freed) in self.workers.iter_mut().zip(&mut self.merger.freed) {
+            let work = std::mem::replace(&mut w.work, Vec::with_capacity(BATCH_SEGMENTS));
+            w.to.send(ToWorker::Batch(work, std::mem::take(freed))).map_err(|_| worker_error())?;
+        }
+        self.plans.push_back(std::mem::replace(&mut self.plan, Vec::with_capacity(BATCH_SEGMENTS)));
+        Ok(())
+    }
+
+    /// Merges the results of the oldest batch handed out into `sink`.
+    fn merge_oldest(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        let Some(plan) = self.plans.pop_front() else { return Ok(()) };
+        let mut results = Vec::with_capacity(self.workers.len());
+        for w in &self.workers {
+            match w.from.recv() {
+                Ok(FromWorker::Batch(r)) => results.push(r),
+                _ => return Err(worker_error()),
+            }
+        }
+        self.merger.merge_batch(&plan, results, &mut self.counters);
+        self.merger.flush(sink)
+    }
+
+    /// Ends the input: every worker retires its flows, and the workers stop.
+    pub fn finish(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        if !self.plan.is_empty() {
+            self.hand_out()?;
+        }
+        while !self.plans.is_empty() {
+            self.merge_oldest(sink)?;
+        }
+        for w in &self.workers {
+            w.to.send(ToWorker::Finish { now: self.now }).map_err(|_| worker_error())?;
+        }
+        let mut ends = Vec::with_capacity(self.workers.len());
+        let (mut flows, mut ev) = (0, EvictionCounts::default());
+        for w in &mut self.workers {
+            let Ok(FromWorker::Finished(f)) = w.from.recv() else { return Err(worker_error()) };
+            flows += f.flows_created;
+            ev.add(&f.evictions);
+            ends.push(f.results);
+            if let Some(h) = w.handle.take() {
+                h.join().map_err(|_| worker_error())?;
+            }
+        }
+        let mut taken: Vec<Taken> = ends.into_iter().map(Taken::from).collect();
+        self.merger.merge_retirements(&mut taken, &mut self.counters);
+        self.finished = Some((flows, ev));
+        self.merger.flush(sink)
+    }
+
+    fn created_and_evictions(&self) -> (u64, EvictionCounts) {
+        self.finished.unwrap_or_default()
+    }
+
+    /// The figures of `benchmark.log`; call after [`finish`](Self::finish).
+    pub fn figures(&self, sources: Vec<String>, bytes: u64, wall_seconds: f64) -> RunFigures {
+        let (flows, ev) = self.created_and_evictions();
+        let mut figures = run_figures(&self.counters, flows, ev, sources, bytes, wall_seconds);
+        figures.extra.insert("threads".to_string(), self.workers.len().to_string());
+        figures
+    }
+
+    /// The summary; call after [`finish`](Self::finish).
+    pub fn summary(self, sources: Vec<String>, errors: Vec<String>, bytes: u64) -> Summary {
+        let (flows, ev) = self.created_and_evictions();
+        let totals = totals(&self.counters, flows, ev, bytes);
+        self.merger.summary.finish(totals, sources, errors)
+    }
+}
+
+/// A worker's flow ids (numbered from 0 in the order it creates them) to the stream's:
+/// recent ones in a window indexed by id, and the few that outlive the window in a map.
+/// Flows mostly end in about the order they start, so the window stays near the number of
+/// live flows, and the lookups (one per event) walk it in order rather than all over a
+/// hash table.
+#[derive(Default)]
+struct IdMap {
+    /// The worker id of `window[0]`.
+    base: u64,
+    /// Global ids, [`IdMap::GONE`] for a retired flow.
+    window: VecDeque<u64>,
+    /// Live flows older than `base`.
+    old: FxHashMap<u64, u64>,
+    live: usize,
+}
+
+impl IdMap {
+    const GONE: u64 = u64::MAX;
+
+    /// The worker created its next flow, `global` in the stream.
+    fn push(&mut self, global: u64) {
+        self.window.push_back(global);
+        self.live += 1;
+        // A few long-lived flows must not hold a window of every flow since them.
+        if self.window.len() > 4_096 && self.window.len() > 4 * self.live {
+            for _ in 0..self.window.len() / 2 {
+                if let Some(g) = self.window.pop_front().filter(|&g| g != Self::GONE) {
+                    self.old.insert(self.base, g);
+                }
+                self.base += 1;
+            }
+        }
+    }
+
+    fn get(&self, local: u64) -> Option<u64> {
+        match local.checked_sub(self.base) {
+            Some(i) => self.window.get(i as usize).copied().filter(|&g| g != Self::GONE),
+            None => self.old.get(&local).copied(),
+        }
+    }
+
+    /// The flow retired: its global id, for the last time.
+    fn remove(&mut self, local: u64) -> Option<u64> {
+        let global = match local.checked_sub(self.base) {
+            Some(i) => std::mem::replace(self.window.get_mut(i as usize)?, Self::GONE),
+            None => self.old.remove(&local)?,
+        };
+        if global == Self::GONE {
+            return None;
+        }
+        self.live -= 1;
+        while self.window.front() == Some(&Self::GONE) {
+            self.window.pop_front();
+            self.base += 1;
+        }
+        Some(global)
+    }
+}
+
+/// One worker's results of a batch, taken in order as the merge goes.
+struct Taken {
+    items: std::vec::IntoIter<ItemResult>,
+    events: std::iter::Peekable<std::vec::IntoIter<Event>>,
+    retired: std::iter::Peekable<std::vec::IntoIter<(Box<Flow>, Retirement)>>,
+}
+
+impl From<Results> for Taken {
+    fn from(r: Results) -> Taken {
+        Taken {
+            items: r.items.into_iter(),
+            events: r.events.into_iter().peekable(),
+            retired: r.retired.into_iter().peekable(),
+        }
+    }
+}
+
+impl Taken {
+    /// The next item's counts (a worker gives one per work item, so they do not run out).
+    fn next_item(&mut self) -> ItemResult {
+        self.items.next().unwrap_or(ItemResult { events: 0, retired: 0, created: 0 })
+    }
+}
+
+impl Merger {
+    fn merge_batch(&mut self, plan: &[u8], results: Vec<Results>, counters: &mut Counters) {
+        let mut taken: Vec<Taken> = results.into_iter().map(Taken::from).collect();
+        for &route in plan {
+            if route == SWEEP {
+                self.merge_retirements(&mut taken, counters);
+                continue;
+            }
+            let w = route as usize;
+            let item = taken[w].next_item();
+            // Flows created by this segment take the next global ids.
+            for _ in 0..item.created {
+                self.ids[w].push(self.next_global);
+                self.next_global += 1;
+            }
+            for _ in 0..item.events {
+                if let Some(e) = taken[w].events.next() {
+                    self.emit(w, e, counters);
+                }
+            }
+            for _ in 0..item.retired {
+                if let Some((flow, why)) = taken[w].retired.next() {
+                    self.retire(w, flow, why);
+                }
+            }
+        }
+    }
+
+    /// One item of every worker that retires flows (a sweep, the end of input): the flows
+    /// in global id order, each after its own events, as one table retires them.
+    fn merge_retirements(&mut self, taken: &mut [Taken], counters: &mut Counters) {
+        let mut left: Vec<(u32, u32)> = taken
+            .iter_mut()
+            .map(|t| {
+                let item = t.next_item();
+                (item.events, item.retired)
+            })
+            .collect();
+        loop {
+            let next = (0..taken.len())
+                .filter(|&w| left[w].1 > 0)
+                .filter_map(|w| Some((w, taken[w].retired.peek()?.0.id)))
+                .min_by_key(|&(w, local)| self.global_id(w, local));
+            let Some((w, local)) = next else { break };
+            while left[w].0 > 0
+                && let Some(e) = taken[w].events.next_if(|e| e.flow_id == local)
+            {
+                left[w].0 -= 1;
+                self.emit(w, e, counters);
+            }
+            left[w].1 -= 1;
+            if let Some((flow, why)) = taken[w].retired.next() {
+                self.retire(w, flow, why);
+            }
+        }
+        // Retiring only emits events of the flow retired; anything else goes out after.
+        for (w, t) in taken.iter_mut().enumerate() {
+            for _ in 0..left[w].0 {
+                if let Some(e) = t.events.next() {
+                    self.emit(w, e, counters);
+                }
+            }
+        }
+    }
+
+    fn global_id(&self, worker: usize, local: u64) -> u64 {
+        self.ids[worker].get(local).unwrap_or(local)
+    }
+
+    fn emit(&mut self, worker: usize, mut e: Event, counters: &mut Counters) {
+        e.flow_id = self.global_id(worker, e.flow_id);
+        counters.events[e.event.index()] += 1;
+        self.events.push(e);
+    }
+
+    fn retire(&mut self, worker: usize, mut flow: Box<Flow>, why: Retirement) {
+        if let Some(global) = self.ids[worker].remove(flow.id) {
+            flow.id = global;
+        }
+        self.summary.add(&flow, why);
+        self.freed[worker].push(flow);
+    }
+
+    fn flush(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let r = sink.on_events(&self.events);
+        self.events.clear();
+        r
+    }
+}
+
+/// A worker: its analyzer over the work it is given, until told the input ended.
+fn work(mut analyzer: Analyzer, work: Receiver<ToWorker>, results: SyncSender<FromWorker>) {
+    while let Ok(msg) = work.recv() {
+        match msg {
+            ToWorker::Batch(items, freed) => {
+                drop(freed);
+                let mut out =
+                    Results { items: Vec::with_capacity(items.len()), events: Vec::new(), retired: Vec::new() };
+                for item in items {
+                    let events_before = out.events.len();
+                    let created_before = analyzer.flows_created();
+                    match item {
+                        Work::Segment { seg, at, now } => {
+                            analyzer.advance_clock(now);
+                            analyzer.process(&seg, at, &mut out.events);
+                        }
+                        Work::Sweep { now } => analyzer.sweep(now, &mut out.events),
+                    }
+                    let retired_before = out.retired.len();
+                    out.retired.extend(analyzer.take_retired());
+                    out.items.push(ItemResult {
+                        events: (out.events.len() - events_before) as u32,
+                        retired: (out.retired.len() - retired_before) as u32,
+                        created: (analyzer.flows_created() - created_before) as u32,
+                    });
+                }
+                if results.send(FromWorker::Batch(out)).is_err() {
+                    return;
+                }
+            }
+            ToWorker::Finish { now } => {
+                analyzer.advance_clock(now);
+                let mut events = Vec::new();
+                analyzer.finish(&mut events);
+                let retired: Vec<_> = analyzer.take_retired().collect();
+                let item = ItemResult { events: events.len() as u32, retired: retired.len() as u32, created: 0 };
+                let _ = results.send(FromWorker::Finished(Finished {
+                    results: Results { items: vec![item], events, retired },
+                    flows_created: analyzer.flows_created(),
+                    evictions: analyzer.evictions(),
+                }));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use super::*;
+    use crate::capture::frame::LinkType;
+    use crate::pipeline::Pipeline;
+    use crate::time::NS_PER_SEC;
+
+    /// One packet of the synthetic stream.
+    struct Packet {
+        ts: TimestampNs,
+        data: Vec<u8>,
+    }
+
+    /// A small deterministic generator (no test may depend on a random seed).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    struct Conn {
+        client: ([u8; 4], u16),
+        isn: u32,
+        sent: u32,
+        step: u32,
+        /// Only SYNs, never answered.
+        unanswered: bool,
+    }
+
+    fn packet(ts: TimestampNs, c: &Conn, from_client: bool, seq: u32, ack: u32, flags: &str, len: usize) -> Packet {
+        let server = ([192, 0, 2, 1], 80);
+        let (src, dst) = if from_client { (c.client, server) } else { (server, c.client) };
+        let b = PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4(src.0, dst.0, 64);
+        let mut tcp = b.tcp(src.1, dst.1, seq, 64_240);
+        for f in flags.chars() {
+            tcp = match f {
+                'S' => tcp.syn(),
+                'A' => tcp.ack(ack),
+                'F' => tcp.fin(),
+                'R' => tcp.rst(),
+                _ => tcp,
+            };
+        }
+        let mut data = Vec::new();
+        tcp.write(&mut data, &vec![0u8; len]).unwrap();
+        Packet { ts, data }
+    }
+
+    /// Many interleaved connections, more than the table holds: handshakes, data with
+    /// retransmissions and duplicate ACKs, FINs, unanswered SYNs, connections left idle
+    /// past the timeout, and ports reused by a new connection.
+    fn stream(connections: u32, seed: u64) -> Vec<Packet> {
+        let mut rng = Lcg(seed);
+        let mut out = Vec::new();
+        let mut active: Vec<Conn> = Vec::new();
+        let (mut ts, mut opened) = (1_700_000_000 * NS_PER_SEC, 0u32);
+        while opened < connections || !active.is_empty() {
+            ts += 1 + rng.next(400_000) as TimestampNs;
+            // Now and then a long pause: connections quiet past the idle timeout.
+            if rng.next(20_000) == 0 {
+                ts += 8 * NS_PER_SEC;
+            }
+            if opened < connections && (active.len() < 3_000 || rng.next(4) == 0) {
+                // One in 500 reuses the ports of an earlier connection.
+                let id = if opened > 100 && rng.next(500) == 0 { rng.next(opened as u64) as u32 } else { opened };
+                let client = ([10, (id >> 16) as u8, (id >> 8) as u8, id as u8], 1024 + (id % 50_000) as u16);
+                let isn = rng.next(u32::MAX as u64) as u32;
+                active.push(Conn { client, isn, sent: 0, step: 0, unanswered: rng.next(40) == 0 });
+                opened += 1;
+                continue;
+            }
+            let i = rng.next(active.len() as u64) as usize;
+            let c = &mut active[i];
+            let (cseq, sseq) = (c.isn, c.isn ^ 0x5555_5555);
+            let p = match c.step {
+                _ if c.unanswered => packet(ts, c, true, cseq, 0, "S", 0),
+                0 => packet(ts, c, true, cseq, 0, "S", 0),
+                1 => packet(ts, c, false, sseq, cseq.wrapping_add(1), "SA", 0),
+                2 => packet(ts, c, true, cseq.wrapping_add(1), sseq.wrapping_add(1), "A", 0),
+                3..=9 => {
+                    // Data, one in eight sent again.
+                    if c.sent > 0 && rng.next(8) == 0 {
+                        c.sent -= 1;
+                    }
+                    let seq = cseq.wrapping_add(1 + c.sent * 1_000);
+                    c.sent += 1;
+                    packet(ts, c, true, seq, sseq.wrapping_add(1), "A", 1_000)
+                }
+                10 | 11 => {
+                    // The server acknowledges (twice the same: a duplicate ACK).
+                    let ack = cseq.wrapping_add(1 + (c.sent.saturating_sub(2)) * 1_000);
+                    packet(ts, c, false, sseq.wrapping_add(1), ack, "A", 0)
+                }
+                12 => packet(ts, c, true, cseq.wrapping_add(1 + c.sent * 1_000), sseq.wrapping_add(1), "FA", 0),
+                _ => packet(ts, c, false, sseq.wrapping_add(1), cseq.wrapping_add(2 + c.sent * 1_000), "FA", 0),
+            };
+            c.step += 1;
+            // Some connections stop early and stay open; unanswered ones give up.
+            let done = c.step > 13 || (c.unanswered && c.step > 2) || (c.step > 4 && rng.next(60) == 0);
+            if done {
+                active.swap_remove(i);
+            }
+            out.push(p);
+        }
+        out
+    }
+
+    /// What a run writes: its events as JSON lines, and its summary.
+    fn outputs(events: &[Event], summary: &Summary) -> (String, String) {
+        let lines = events.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+        (lines, serde_json::to_string_pretty(summary).unwrap())
+    }
+
+    fn run(packets: &[Packet], limits: FlowLimits, threads: usize) -> (String, String) {
+        let opts = PipelineOptions { limits, summary_flows: 200, ..Default::default() };
+        let mut events: Vec<Event> = Vec::new();
+        let frames = packets.iter().enumerate().map(|(i, p)| Frame {
+            ts: p.ts,
+            link_type: LinkType::ETHERNET,
+            data: &p.data,
+            orig_len: p.data.len() as u32,
+            interface: 0,
+            number: i as u64 + 1,
+            direction: None,
+        });
+        let summary = if threads == 1 {
+            let mut one = Pipeline::with_options(opts);
+            for f in frames {
+                one.process_frame(&f, 0, &mut events).unwrap();
+            }
+            one.finish(&mut events).unwrap();
+            one.summary(Vec::new(), Vec::new(), 0)
+        } else {
+            assert_eq!(ShardedPipeline::workers(threads, limits), threads, "the table has too few partitions");
+            let mut many = ShardedPipeline::new(opts, threads, &[]).unwrap();
+            for f in frames {
+                many.process_frame(&f, 0, &mut events).unwrap();
+            }
+            many.finish(&mut events).unwrap();
+            many.summary(Vec::new(), Vec::new(), 0)
+        };
+        outputs(&events, &summary)
+    }
+
+    #[test]
+    fn the_id_map_keeps_long_lived_flows_out_of_its_window() {
+        let mut ids = IdMap::default();
+        for local in 0..20_000u64 {
+            ids.push(10 * local);
+            // Every flow ends at once but the first and every 5,000th.
+            if local > 0 && local % 5_000 != 0 {
+                assert_eq!(ids.remove(local), Some(10 * local));
+            }
+        }
+        assert!(ids.window.len() < 8_192, "the window holds {} ids", ids.window.len());
+        assert!(ids.old.contains_key(&0) && ids.old.contains_key(&5_000), "the eldest moved out of the window");
+        for local in [0, 5_000, 10_000, 15_000] {
+            assert_eq!(ids.get(local), Some(10 * local));
+        }
+        assert_eq!(ids.get(1), None);
+        assert_eq!(ids.remove(0), Some(0));
+        assert_eq!((ids.remove(0), ids.get(0)), (None, None));
+        assert_eq!(ids.remove(15_000), Some(150_000));
+        assert_eq!(ids.live, 2);
+    }
+
+    #[test]
+    fn threads_write_what_one_thread_writes_through_sweeps_evictions_and_reused_ports() {
+        let packets = stream(8_000, 7);
+        for (max_flows, threads) in [(2_048, 2), (4_096, 3), (4_096, 4)] {
+            let limits = FlowLimits { max_flows, idle_timeout: 5 * NS_PER_SEC, closed_timeout: 2 * NS_PER_SEC };
+            let one = run(&packets, limits, 1);
+            let summary: serde_json::Value = serde_json::from_str(&one.1).unwrap();
+            let t = &summary["totals"];
+            // The stream must exercise what the merge has to get right.
+            for (what, field) in [
+                ("idle sweeps", "flows_evicted_idle"),
+                ("capacity evictions", "flows_evicted_capacity"),
+                ("resumed connections", "flows_resumed"),
+                ("connections let go", "flows_evicted_forgotten"),
+            ] {
+                assert!(t[field].as_u64().unwrap() > 0, "{max_flows} flows: no {what}: {t}");
+            }
+            assert!(one.1.contains("\"reused\""), "no reused ports");
+            assert!(one.0.lines().count() > 5_000, "too few events: {}", one.0.lines().count());
+            let many = run(&packets, limits, threads);
+            if one.0 != many.0 {
+                let at = one.0.lines().zip(many.0.lines()).position(|(a, b)| a != b);
+                panic!("{threads} threads: events differ from line {at:?}");
+            }
+            assert!(one.1 == many.1, "{threads} threads: the summary differs:\n{}\n{}", one.1, many.1);
+        }
+    }
+}
