@@ -8,7 +8,13 @@
 
 use std::net::IpAddr;
 
+use super::{Analyzer, retire};
 use crate::event::{Event, EventKind, Extra, Origin, Severity};
+use crate::flow::kernel_join::{KernelFlowState, MATCH_WINDOW};
+use crate::flow::key::FlowKey;
+use crate::flow::state::Flow;
+use crate::flow::table::Retirement;
+use crate::flow::watch::{FlowWatch, WatchStart};
 use crate::time::TimestampNs;
 
 /// Flow ids of connections only the kernel hooks saw start here.
@@ -184,6 +190,130 @@ impl KernelEvent {
 /// and Loss; Open, Disorder and CWR are routine).
 pub fn is_reported(k: &KernelEvent) -> bool {
     !matches!(k.kind, KernelKind::CongState(s) if s != 3 && s != 4)
+}
+
+/// How far the kernel's clock may run ahead of a wire that has stopped before its reports
+/// are given up on.
+const KERNEL_WAIT_BACKSTOP: TimestampNs = 5_000_000_000;
+
+/// Bounds of the kernel side tables.
+const MAX_ORPHANS: usize = 4096;
+const MAX_KERNEL_ONLY_FLOWS: usize = 65_536;
+
+/// The kernel side of the analyzer: reports joined to their wire flows.
+impl Analyzer {
+    /// Joins a kernel report to its flow (see [`kernel`]).
+    pub fn process_kernel(&mut self, k: &KernelEvent, events: &mut Vec<Event>) {
+        if k.ts > self.now {
+            self.now = k.ts;
+        }
+        let key = FlowKey::new(k.src, k.sport, k.dst, k.dport);
+        if let Some(flow) = self.table.get_mut(&key) {
+            attach_kernel(flow, k, events);
+        } else if let Some(flow) = self.kernel_only.get_mut(&key) {
+            attach_kernel(flow, k, events);
+        } else if is_reported(k) {
+            if self.orphans.len() == MAX_ORPHANS {
+                let oldest = self.orphans.pop_front().expect("full queue");
+                self.orphan_to_kernel_only(oldest, events);
+            }
+            self.orphans.push_back(k.clone());
+        }
+        self.kernel_sweep(events);
+    }
+
+    /// The live agent's kernel side began watching a connection: its flow's wire view begins
+    /// there (see [`crate::flow::watch`]).
+    pub fn process_watch(&mut self, w: &WatchStart) {
+        match self.table.get_mut(&w.key()) {
+            Some(flow) => FlowWatch::add(&mut flow.kernel.get_or_insert_with(Default::default).watch, w),
+            // Kept for the first packet of the connection; if none comes, a flow of the
+            // kernel's reports takes it at the end.
+            None => self.pending_watches.add(*w),
+        }
+    }
+
+    /// Kernel events that waited for a wire flow with this key.
+    pub(super) fn adopt_orphans(&mut self, key: FlowKey, events: &mut Vec<Event>) {
+        let (mine, rest): (Vec<KernelEvent>, Vec<KernelEvent>) =
+            self.orphans.drain(..).partition(|k| FlowKey::new(k.src, k.sport, k.dst, k.dport) == key);
+        self.orphans = rest.into();
+        if let Some(flow) = self.table.get_mut(&key) {
+            for k in &mine {
+                attach_kernel(flow, k, events);
+            }
+        }
+    }
+
+    pub(super) fn orphan_to_kernel_only(&mut self, k: KernelEvent, events: &mut Vec<Event>) {
+        let key = FlowKey::new(k.src, k.sport, k.dst, k.dport);
+        if !self.kernel_only.contains_key(&key) {
+            if self.kernel_only.len() >= MAX_KERNEL_ONLY_FLOWS
+                && let Some(old_key) = self.kernel_only.iter().min_by_key(|(_, f)| f.last_ts).map(|(k, _)| *k)
+                && let Some(old) = self.kernel_only.remove(&old_key)
+            {
+                retire(old, Retirement::Capacity, self.now, None, &mut self.retired, events);
+            }
+            let id = self.next_kernel_only;
+            self.next_kernel_only += 1;
+            self.kernel_only.insert(key, Box::new(Flow::new(id, (k.src, k.sport), (k.dst, k.dport), k.ts)));
+        }
+        let flow = self.kernel_only.get_mut(&key).expect("inserted above");
+        attach_kernel(flow, &k, events);
+    }
+
+    /// Releases what waited longer than the match window (at most every 10 ms of event time).
+    pub(super) fn kernel_sweep(&mut self, events: &mut Vec<Event>) {
+        if self.now.saturating_sub(self.last_kernel_sweep) < 10_000_000 {
+            return;
+        }
+        self.last_kernel_sweep = self.now;
+        let now = self.wire_now.max(self.now.saturating_sub(KERNEL_WAIT_BACKSTOP));
+        while self.orphans.front().is_some_and(|k| now.saturating_sub(k.ts) > MATCH_WINDOW) {
+            let k = self.orphans.pop_front().expect("front checked");
+            self.orphan_to_kernel_only(k, events);
+        }
+        for flow in self.table.iter_mut().chain(self.kernel_only.values_mut().map(|f| &mut **f)) {
+            if let Some(k) = flow.kernel.as_mut() {
+                k.expire(now, self.now, events);
+            }
+        }
+    }
+}
+
+pub(super) fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
+    let state = flow.kernel.get_or_insert_with(|| Box::new(KernelFlowState::default()));
+    let c = &mut state.counts;
+    match k.kind {
+        KernelKind::Retransmit { err: 0, .. } => c.kernel_retransmissions += 1,
+        KernelKind::Retransmit { .. } => c.kernel_retransmit_failures += 1,
+        KernelKind::RetransmitSynack => c.synack_retransmissions += 1,
+        KernelKind::CongState(4) => c.rto += 1,
+        KernelKind::CongState(3) => c.recovery += 1,
+        KernelKind::CongState(_) => return,
+        KernelKind::StateChange { .. } => c.state_changes += 1,
+        KernelKind::ResetSent { .. } => c.resets_sent += 1,
+        KernelKind::ResetReceived => c.resets_received += 1,
+    }
+    let e = kernel_event(k, flow.id);
+    let dir = flow.direction_of((k.src, k.sport));
+    flow.dirs[dir].stats.events.add(e.event);
+    if k.ts > flow.last_ts {
+        flow.last_ts = k.ts;
+    }
+    let state = flow.kernel.as_mut().expect("created above");
+    if matches!(k.kind, KernelKind::Retransmit { err: 0, .. }) {
+        let relabelled = state.on_kernel_retransmission(e, k.segments(), events);
+        // Wire segments counted as out-of-order are retransmissions after all.
+        let stats = &mut flow.dirs[dir].stats;
+        for _ in 0..relabelled.packets {
+            stats.events.remove(EventKind::OutOfOrder);
+            stats.events.add(EventKind::Retransmission);
+        }
+        stats.retransmitted_bytes += relabelled.bytes;
+    } else {
+        events.push(e);
+    }
 }
 
 #[cfg(test)]
