@@ -170,10 +170,14 @@ pub struct TraceRecord {
     /// context of the process owning the socket (`inet_sock_set_state`, whose CLOSE ->
     /// SYN_SENT move is a connect(); the accept exits), zero otherwise.
     pub owner: TaskOwner,
+    /// The accept exits: the kernel address of the accepted socket (`struct sock *`), found
+    /// through the returned descriptor; 0 otherwise or when unknown. It is the `skaddr` of
+    /// that socket's `inet_sock_set_state` records, which name both its ends.
+    pub accepted_sk: u64,
     pub raw: [u8; TRACE_RAW_LEN],
 }
 
-const _: () = assert!(core::mem::size_of::<TraceRecord>() == 64 + TRACE_RAW_LEN);
+const _: () = assert!(core::mem::size_of::<TraceRecord>() == 72 + TRACE_RAW_LEN);
 
 /// The current task as the eBPF helpers give it.
 #[repr(C)]
@@ -301,6 +305,11 @@ pub struct AgentConfig {
     pub skb_gso_off: u32,
     /// `offsetof(struct tcp_sock, mss_cache)`; 0 when the kernel's BTF does not show it.
     pub mss_cache_off: u32,
+    /// From the current task to the socket behind one of its descriptors, for the accept
+    /// exits: the offsets of `task_struct.files`, `files_struct.fdt`, `fdtable.fd`,
+    /// `fdtable.max_fds`, `file.private_data` and `socket.sk`. All 0 when the kernel's BTF
+    /// lacks one (`files` is never at 0).
+    pub fd_path: [u32; 6],
     /// Wake the reader once this many bytes of records were queued (per CPU for packets); it
     /// also drains on a timer.
     pub wakeup_bytes: u32,
@@ -316,7 +325,7 @@ pub struct AgentConfig {
     pub watch_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 32 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 12);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 56 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 12);
 
 // SAFETY: plain integers and arrays of them, no padding bytes left undefined (explicit
 // padding fields), so any bit pattern is valid and the layout is stable.

@@ -27,8 +27,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes,
     },
     macros::{classifier, map, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -308,6 +308,7 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     }
     // `tp` is a constant in each program: only the accept exits carry this code.
     let accept = matches!(tp, TP_SYS_EXIT_ACCEPT4 | TP_SYS_EXIT_ACCEPT);
+    let mut accepted_sk = 0u64;
     if accept {
         let ret: i64 = if tcfg.ret_off == NO_FIELD {
             -1
@@ -318,14 +319,19 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
         if ret < 0 {
             return 0;
         }
+        accepted_sk = socket_of_descriptor(cfg, ret as u64);
     }
     count(COUNTER_TRACE_SEEN + tp);
     // The socket's namespace: sk -> sk_net -> ns.inum (offsets from BTF).
     let mut netns = 0u32;
-    if tcfg.skaddr_off != NO_FIELD && cfg.net_inum_off != 0 {
-        // SAFETY: read_at goes through bpf_probe_read_kernel, which returns an error instead
-        // of faulting on a bad address; the value is only used as a number here.
-        let sk: u64 = unsafe { ctx.read_at(tcfg.skaddr_off as usize) }.unwrap_or(0);
+    if (accept || tcfg.skaddr_off != NO_FIELD) && cfg.net_inum_off != 0 {
+        let sk: u64 = if accept {
+            accepted_sk
+        } else {
+            // SAFETY: read_at goes through bpf_probe_read_kernel, which returns an error
+            // instead of faulting on a bad address; the value is only used as a number here.
+            unsafe { ctx.read_at(tcfg.skaddr_off as usize) }.unwrap_or(0)
+        };
         if sk != 0 {
             // SAFETY: a probe read, which fails with an error (not a fault) when the offset
             // from BTF does not point into the socket.
@@ -336,8 +342,9 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
             }
         }
     }
-    // An accept exit names no socket here (userspace finds it from the process and the
-    // descriptor), so the namespace filter cannot apply to it.
+    // Accept exits are kept from every namespace: an accepted socket of another namespace
+    // on this host may be the far end of a watched connection (userspace finds it through
+    // /proc then: its state changes, filtered here, do not reach the join by address).
     if !accept && cfg.netns_inum != 0 && netns != cfg.netns_inum {
         count(COUNTER_TRACE_FILTERED);
         return 0;
@@ -379,6 +386,7 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
         }
     }
     rec.owner = if accept || tp == TP_INET_SOCK_SET_STATE { current_owner() } else { TaskOwner::default() };
+    rec.accepted_sk = accepted_sk;
     if tcfg.skbaddr_off != NO_FIELD && cfg.skb_cb_off != 0 {
         // SAFETY: a probe read (bpf_probe_read_kernel), which fails with an error instead of
         // faulting; the value is only used as a number.
@@ -413,6 +421,37 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
     };
     entry.submit(submit_flags(&TRACES, cfg.wakeup_bytes, core::mem::size_of::<TraceRecord>() as u64));
     0
+}
+
+/// The socket (`struct sock *`) behind descriptor `fd` of the current task, 0 when unknown:
+/// `task->files->fdt->fd[fd]->private_data` (the `struct socket` of a socket's file)`->sk`.
+/// An accept exit's descriptor is a socket's, just installed by this task.
+#[inline(always)]
+fn socket_of_descriptor(cfg: &AgentConfig, fd: u64) -> u64 {
+    let [files_off, fdt_off, fds_off, max_fds_off, private_off, sk_off] = cfg.fd_path;
+    if files_off == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_get_current_task takes no arguments; the task is only read through
+    // probe reads below.
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: probe reads, which return an error instead of faulting on a bad address; the
+    // values are only followed through more probe reads, or handed to userspace as numbers.
+    let read = |at: u64| -> u64 { unsafe { bpf_probe_read_kernel(at as *const u64) }.unwrap_or(0) };
+    let files = read(task + files_off as u64);
+    let fdt = if files == 0 { 0 } else { read(files + fdt_off as u64) };
+    if fdt == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    let max_fds = unsafe { bpf_probe_read_kernel((fdt + max_fds_off as u64) as *const u32) }.unwrap_or(0);
+    if fd >= max_fds as u64 {
+        return 0;
+    }
+    let fds = read(fdt + fds_off as u64);
+    let file = if fds == 0 { 0 } else { read(fds + fd * 8) };
+    let socket = if file == 0 { 0 } else { read(file + private_off as u64) };
+    if socket == 0 { 0 } else { read(socket + sk_off as u64) }
 }
 
 /// The task running now: the socket's owner where the hook runs in its process context.

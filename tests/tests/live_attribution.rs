@@ -2,7 +2,8 @@
 //! a network namespace of its own, exchange data through a lossy router while the agent
 //! runs. Events and the summary must name the right process, cgroup and hook for the
 //! connect side and the accept side, and a connection opened before the agent started must
-//! stay unattributed.
+//! stay unattributed. A server in the watched namespace that closes what it accepts at once
+//! must be named too: found by the socket's kernel address, not in /proc.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,8 @@ const CGROUP2: &str = "/sys/fs/cgroup/unified";
 /// The port of the connection opened while the agent runs, and of the one opened before.
 const PORT_NEW: u16 = 5311;
 const PORT_OLD: u16 = 5312;
+/// The port of a server in the watched namespace that closes each connection it accepts.
+const PORT_QUICK: u16 = 5313;
 
 /// A cgroup2 directory made for the test; removed at the end (its processes moved out first).
 struct Cgroup {
@@ -63,6 +66,23 @@ fn server_script(port: u16) -> String {
         "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
          s.bind(('{SERVER_V4}',{port}));s.listen(4)\nc,_=s.accept()\nwhile c.recv(1<<16):\n    pass\n\
          time.sleep(2)\nc.close()\n"
+    )
+}
+
+/// A server on the client's side (the namespace the agent watches) that closes the
+/// connection it accepts at once: gone from /proc before the agent could look.
+fn quick_server_script(port: u16) -> String {
+    format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{CLIENT_V4}',{port}));s.listen(4)\nc,_=s.accept()\nc.close()\n"
+    )
+}
+
+/// A client of the quick server: connects, then reads to the end.
+fn quick_client_script(port: u16) -> String {
+    format!(
+        "import socket,time\nfor i in range(100):\n    try:\n        s=socket.create_connection(('{CLIENT_V4}',{port}),timeout=60);break\n    except ConnectionRefusedError:\n        time.sleep(0.1)\n\
+         while s.recv(1<<16):\n    pass\ns.close()\n"
     )
 }
 
@@ -139,12 +159,18 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     std::thread::sleep(Duration::from_millis(500));
     let client = client_cg.spawn_in(&lab.a, &client_script(PORT_NEW, &go_new, 4_000_000));
     let (client_pid, server_pid) = (client.id(), server.id());
+    let quick_server = server_cg.spawn_in(&lab.a, &quick_server_script(PORT_QUICK));
+    std::thread::sleep(Duration::from_millis(300));
+    let quick_client = client_cg.spawn_in(&lab.b, &quick_client_script(PORT_QUICK));
+    let quick_server_pid = quick_server.id();
     std::fs::write(&go_new, "").unwrap();
     std::fs::write(&go_old, "").unwrap();
     ended(client, "client");
     ended(server, "server");
     ended(old_client, "old client");
     ended(old_server, "old server");
+    ended(quick_client, "quick client");
+    ended(quick_server, "quick server");
     // The metrics refresh every second.
     std::thread::sleep(Duration::from_millis(1500));
     let metrics = scrape(metrics_addr);
@@ -231,4 +257,21 @@ fn connect_and_accept_sides_are_attributed_and_older_connections_are_not() {
     for d in flow["directions"].as_array().unwrap() {
         assert!(d.get("process").is_none(), "{d}");
     }
+
+    // The quick server's accept was joined by the socket's kernel address (its descriptor
+    // was closed at once), and the other server's, in a namespace the agent does not
+    // watch, through /proc.
+    let (flow, c) = flow_by_port(&summary, PORT_QUICK);
+    check_process(&flow["directions"][1 - c]["process"], quick_server_pid, &server_cgroup, accept);
+    let log = std::fs::read_to_string(session.join("benchmark.log")).unwrap();
+    let figure = |name: &str| -> u64 {
+        log.lines()
+            .find_map(|l| l.strip_prefix(&format!("attribution.{name}: ")))
+            .unwrap_or_else(|| panic!("no attribution.{name} in\n{log}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (accepts, from_proc) = (figure("accepts"), figure("accepts_from_proc"));
+    assert!(accepts >= 2 && from_proc >= 1 && from_proc < accepts, "accepts {accepts}, from /proc {from_proc}");
 }

@@ -145,10 +145,23 @@ fn runs_as_nobody_with_only_the_units_capabilities() {
     // Every byte of the transfer was seen (segments may be GSO super-packets: counted in
     // bytes, not packets).
     let flows = summary["flows"].as_array().unwrap();
-    assert!(flows.iter().any(|f| f["bytes"].as_u64().unwrap_or(0) >= 3_000_000), "{summary}");
+    let transfer = flows.iter().find(|f| f["bytes"].as_u64().unwrap_or(0) >= 3_000_000);
+    let transfer = transfer.unwrap_or_else(|| panic!("no 3 MB transfer in {summary}"));
     for f in ["summary.json", "events.jsonl", "capture.pcapng", "report.html"] {
         assert_eq!(std::fs::metadata(session.join(f)).unwrap().uid(), NOBODY, "{f}");
     }
+    // Both ends are named, although both processes are root's: the connect by the hook's
+    // own task, the accept by the accepted socket's kernel address. Nobody cannot read
+    // root's /proc/PID/fd (that takes CAP_SYS_PTRACE, which the unit does not grant).
+    let hooks: Vec<&str> = transfer["directions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["process"]["hook"].as_str().unwrap_or_else(|| panic!("an end without its process: {transfer}")))
+        .collect();
+    assert!(hooks.contains(&"sock:inet_sock_set_state") && hooks.contains(&"syscalls:sys_exit_accept4"), "{hooks:?}");
+    let log = std::fs::read_to_string(session.join("benchmark.log")).unwrap();
+    assert!(log.lines().any(|l| l == "attribution.accepts_from_proc: 0"), "{log}");
 }
 
 /// Each capability beyond the three the issue names is there because the agent fails

@@ -7,10 +7,19 @@
 //!   so the owner is kept by the socket's kernel address (`skaddr`) until a later state
 //!   change of the same socket (SYN_SENT -> ESTABLISHED, in softirq) names both ends.
 //! - Passive opens: the exits of accept4()/accept() run in the accepting process and return
-//!   the new descriptor. The socket behind it is found in /proc: the descriptor's
-//!   `socket:[inode]` link, then that inode in the process's /proc/PID/net/tcp and tcp6,
-//!   which give both ends. A descriptor closed before the agent reads the record cannot be
-//!   resolved; it is counted (`accepts_unresolved`).
+//!   the new descriptor. The eBPF program follows it to the socket's kernel address
+//!   (`TraceRecord::accepted_sk`, through the task's descriptor table), which is the
+//!   `skaddr` of that socket's SYN_RECV -> ESTABLISHED state change, kept here with both
+//!   ends until the accept comes (it comes after: the connection is established before
+//!   accept() can return it). Where that fails (a kernel whose BTF lacks the path, a
+//!   connection established before the agent started, a socket of a namespace other than
+//!   the watched one, whose state changes are filtered out in the kernel; accept exits are
+//!   kept from every namespace), the socket is looked up in /proc:
+//!   the descriptor's `socket:[inode]` link, then that inode in the process's
+//!   /proc/PID/net/tcp and tcp6. That needs the process's /proc entries to be readable
+//!   (root or CAP_SYS_PTRACE for another user's), and the descriptor still open when the
+//!   agent reads the record; an accept neither way resolves is counted
+//!   (`accepts_unresolved`).
 //!
 //! DESIGN.md names the socket cookie as the join key; the tracepoints used here do not carry
 //! it, so the join is by socket address (connect) and by the 4-tuple (both).
@@ -28,11 +37,16 @@ use super::records::endpoints;
 use super::tracefs::Format;
 use crate::attribution::{HOOK_ACCEPT, HOOK_ACCEPT4, HOOK_CONNECT, Owners, Process, SocketKey};
 
+const TCP_ESTABLISHED: i64 = 1;
 const TCP_SYN_SENT: i64 = 2;
+const TCP_SYN_RECV: i64 = 3;
 const TCP_CLOSE: i64 = 7;
 const IPPROTO_TCP: u64 = 6;
 /// Connects waiting for their ports: past this many the oldest are forgotten (counted).
 const MAX_PENDING_CONNECTS: usize = 65_536;
+/// Passively opened sockets waiting for their accept(): past this many they are forgotten
+/// (their accepts then go to /proc).
+const MAX_WAITING_ACCEPTS: usize = 65_536;
 /// Cgroup paths kept: past this many the cache is emptied.
 const MAX_CGROUPS: usize = 16_384;
 
@@ -42,8 +56,11 @@ pub struct AttributionCounts {
     /// Connections attributed from connect() and from accept().
     pub connects: u64,
     pub accepts: u64,
-    /// Accepts whose socket was gone from /proc (closed, or the process ended) by the time
-    /// the agent read the record.
+    /// Of `accepts`, those resolved in /proc rather than by the socket's kernel address.
+    #[serde(default)]
+    pub accepts_from_proc: u64,
+    /// Accepts resolved neither way: the socket unknown to the kernel side, and gone from
+    /// /proc (closed, or the process ended) or not readable there.
     pub accepts_unresolved: u64,
     /// Connects forgotten before their ports were known (the pending table was full).
     pub connects_forgotten: u64,
@@ -113,6 +130,8 @@ pub struct Attribution {
     cgroups: CgroupPaths,
     /// Sockets seen entering SYN_SENT, by kernel address, until their ports are known.
     pending: HashMap<u64, Arc<Process>>,
+    /// Passively opened sockets, by kernel address, with both ends, until accepted.
+    established: HashMap<u64, SocketKey>,
     proc_root: PathBuf,
 }
 
@@ -122,6 +141,7 @@ impl Attribution {
             counts: AttributionCounts::default(),
             cgroups,
             pending: HashMap::new(),
+            established: HashMap::new(),
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -151,11 +171,17 @@ impl Attribution {
             TP_SYS_EXIT_ACCEPT4 | TP_SYS_EXIT_ACCEPT => {
                 let Some(fd) = f.int(raw, "ret").filter(|&fd| fd >= 0) else { return };
                 let hook = if tp == TP_SYS_EXIT_ACCEPT4 { HOOK_ACCEPT4 } else { HOOK_ACCEPT };
-                match socket_of(&self.proc_root, rec.owner.tgid, fd) {
+                let by_address = match rec.accepted_sk {
+                    0 => None,
+                    sk => self.established.remove(&sk),
+                };
+                let from_proc = by_address.is_none();
+                match by_address.or_else(|| socket_of(&self.proc_root, rec.owner.tgid, fd)) {
                     Some(key) => {
                         let p = self.process(&rec.owner, hook);
                         owners.insert(key, p);
                         self.counts.accepts += 1;
+                        self.counts.accepts_from_proc += from_proc as u64;
                     }
                     None => self.counts.accepts_unresolved += 1,
                 }
@@ -189,8 +215,18 @@ impl Attribution {
             && let Some(p) = self.pending.remove(&sk)
         {
             self.bind(owners, key, p);
+        } else if old == TCP_SYN_RECV
+            && new == TCP_ESTABLISHED
+            && let Some(key) = ends
+        {
+            // A passive open, to be accepted.
+            if self.established.len() >= MAX_WAITING_ACCEPTS {
+                self.established.clear();
+            }
+            self.established.insert(sk, key);
         } else if new == TCP_CLOSE {
             self.pending.remove(&sk);
+            self.established.remove(&sk);
         }
     }
 
@@ -269,6 +305,7 @@ mod tests {
                 skb_gso_size: 0,
                 sk_mss: 0,
                 owner,
+                accepted_sk: 0,
                 raw: [0; tcpviz_common::TRACE_RAW_LEN],
             };
             let mut put = |name: &str, bytes: &[u8]| {
@@ -303,6 +340,81 @@ mod tests {
         a.on_trace(&rec(1, 4, 40001, softirq), &formats, &mut owners);
         assert_eq!(owners.len(), 1);
     }
+
+    /// An accept as the kernel reports it: the child socket's SYN_RECV -> ESTABLISHED (in
+    /// softirq), then the accept exit in the server, naming that socket's address. The
+    /// descriptor is not in this process's /proc: the join is by address alone.
+    #[test]
+    fn an_accept_is_joined_to_its_socket_by_kernel_address() {
+        let set_state = super::super::tracefs::parse_format("sock", "inet_sock_set_state", SET_STATE_FORMAT).unwrap();
+        let exit = super::super::tracefs::parse_format("syscalls", "sys_exit_accept4", ACCEPT_EXIT_FORMAT).unwrap();
+        let mut formats: [Option<Format>; TP_COUNT] = Default::default();
+        formats[TP_INET_SOCK_SET_STATE as usize] = Some(set_state.clone());
+        formats[TP_SYS_EXIT_ACCEPT4 as usize] = Some(exit.clone());
+        let record = |f: &Format, tp: u32, owner: TaskOwner, accepted_sk: u64, fields: &[(&str, &[u8])]| {
+            let mut r = TraceRecord {
+                kind: tcpviz_common::RECORD_TRACE,
+                tracepoint: tp as u8,
+                raw_len: f.record_len() as u16,
+                netns: 0,
+                ts_boot_ns: 0,
+                skb_seq: 0,
+                skb_end_seq: 0,
+                skb_gso_segs: 0,
+                skb_gso_size: 0,
+                sk_mss: 0,
+                owner,
+                accepted_sk,
+                raw: [0; tcpviz_common::TRACE_RAW_LEN],
+            };
+            for (name, bytes) in fields {
+                let off = f.field(name).unwrap().offset;
+                r.raw[off..off + bytes.len()].copy_from_slice(bytes);
+            }
+            r
+        };
+        let sk = 0xffff_8880_dead_beefu64;
+        let established = |sk: u64, sport: u16| {
+            let (sk, sport) = (sk.to_ne_bytes(), sport.to_ne_bytes());
+            let fields: [(&str, &[u8]); 9] = [
+                ("skaddr", &sk),
+                ("oldstate", &3i32.to_ne_bytes()),
+                ("newstate", &1i32.to_ne_bytes()),
+                ("sport", &sport),
+                ("dport", &40000u16.to_ne_bytes()),
+                ("family", &2u16.to_ne_bytes()),
+                ("protocol", &6u16.to_ne_bytes()),
+                ("saddr", &[10, 0, 0, 2]),
+                ("daddr", &[10, 0, 0, 1]),
+            ];
+            record(&set_state, TP_INET_SOCK_SET_STATE, TaskOwner::default(), 0, &fields)
+        };
+        let mut comm = [0u8; 16];
+        comm[..5].copy_from_slice(b"nginx");
+        let nginx = TaskOwner { tgid: 4_000_000, tid: 4_000_000, cgroup_id: u64::MAX, comm };
+        let accepted = |sk: u64| record(&exit, TP_SYS_EXIT_ACCEPT4, nginx, sk, &[("ret", &7i64.to_ne_bytes())]);
+        let mut a = Attribution::new(CgroupPaths::at(None));
+        a.proc_root = PathBuf::from("/nonexistent");
+        let mut owners = Owners::default();
+        a.on_trace(&established(sk, 8080), &formats, &mut owners);
+        assert!(owners.is_empty(), "not accepted yet");
+        a.on_trace(&accepted(sk), &formats, &mut owners);
+        let (server, client) = (("10.0.0.2".parse().unwrap(), 8080), ("10.0.0.1".parse().unwrap(), 40000));
+        let p = owners.get(server, client).expect("joined by the socket's address");
+        assert_eq!((p.pid, p.comm.as_str(), p.hook.as_str()), (4_000_000, "nginx", HOOK_ACCEPT4));
+        assert_eq!((a.counts.accepts, a.counts.accepts_from_proc, a.counts.accepts_unresolved), (1, 0, 0));
+        // Another socket's accept, and an accept the kernel side could not follow: neither
+        // is in /proc here, so both are counted, not guessed.
+        a.on_trace(&established(sk + 64, 8081), &formats, &mut owners);
+        a.on_trace(&accepted(sk + 128), &formats, &mut owners);
+        a.on_trace(&accepted(0), &formats, &mut owners);
+        assert_eq!((a.counts.accepts, owners.len(), a.counts.accepts_unresolved), (1, 1, 2));
+    }
+
+    const ACCEPT_EXIT_FORMAT: &str = "name: sys_exit_accept4\nID: 2\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
+\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n";
 
     const SET_STATE_FORMAT: &str = "name: inet_sock_set_state\nID: 1\nformat:\n\
 \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\

@@ -206,6 +206,24 @@ impl Btf {
     }
 }
 
+/// The offsets from a task to the socket behind one of its descriptors
+/// (`tcpviz_common::AgentConfig::fd_path`), all 0 when one is missing.
+pub fn fd_path(btf: &Btf) -> [u32; 6] {
+    const PATH: [&str; 6] =
+        ["task_struct.files", "files_struct.fdt", "fdtable.fd", "fdtable.max_fds", "file.private_data", "socket.sk"];
+    let mut out = [0; 6];
+    for (o, path) in out.iter_mut().zip(PATH) {
+        match btf.offset_of(path) {
+            Ok(off) => *o = off,
+            Err(e) => {
+                tracing::warn!("accepted sockets are found through /proc only: {e}");
+                return [0; 6];
+            }
+        }
+    }
+    if out[0] == 0 { [0; 6] } else { out }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +338,8 @@ mod tests {
         assert_eq!(btf.offset_of("tcp_skb_cb.tcp_gso_size").unwrap(), 10);
         // The segment size that turns tcp_probe's cwnd into bytes.
         assert!(btf.offset_of("tcp_sock.mss_cache").unwrap() > 0);
+        // The socket behind an accepted descriptor.
+        let path = fd_path(&btf);
+        assert!(path[0] > 0 && path.iter().skip(1).filter(|&&o| o > 0).count() >= 4, "{path:?}");
     }
 }

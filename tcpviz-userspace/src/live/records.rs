@@ -225,6 +225,7 @@ mod tests {
             skb_gso_size: 0,
             sk_mss: 0,
             owner: Default::default(),
+            accepted_sk: 0,
             raw: [0; 144],
         };
         fill(&mut r.raw);
