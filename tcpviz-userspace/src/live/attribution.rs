@@ -284,6 +284,30 @@ fn proc_endpoint(s: &str) -> Option<(IpAddr, u16)> {
 mod tests {
     use super::*;
 
+    /// A tracepoint record as the eBPF program writes it, with `fields` of format `f` set.
+    fn trace_record(f: &Format, tp: u32, owner: TaskOwner, accepted_sk: u64, fields: &[(&str, &[u8])]) -> TraceRecord {
+        let mut r = TraceRecord {
+            kind: tcpviz_common::RECORD_TRACE,
+            tracepoint: tp as u8,
+            raw_len: f.record_len() as u16,
+            netns: 0,
+            ts_boot_ns: 0,
+            skb_seq: 0,
+            skb_end_seq: 0,
+            skb_gso_segs: 0,
+            skb_gso_size: 0,
+            sk_mss: 0,
+            owner,
+            accepted_sk,
+            raw: [0; tcpviz_common::TRACE_RAW_LEN],
+        };
+        for (name, bytes) in fields {
+            let off = f.field(name).unwrap().offset;
+            r.raw[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+        r
+    }
+
     /// A connect as the kernel reports it: SYN_SENT before the port is chosen, then
     /// ESTABLISHED (in softirq, another task current) with both ends.
     #[test]
@@ -293,35 +317,18 @@ mod tests {
         let mut formats: [Option<Format>; TP_COUNT] = Default::default();
         formats[TP_INET_SOCK_SET_STATE as usize] = Some(f.clone());
         let rec = |old: i32, new: i32, sport: u16, owner: TaskOwner| {
-            let mut r = TraceRecord {
-                kind: tcpviz_common::RECORD_TRACE,
-                tracepoint: TP_INET_SOCK_SET_STATE as u8,
-                raw_len: f.record_len() as u16,
-                netns: 0,
-                ts_boot_ns: 0,
-                skb_seq: 0,
-                skb_end_seq: 0,
-                skb_gso_segs: 0,
-                skb_gso_size: 0,
-                sk_mss: 0,
-                owner,
-                accepted_sk: 0,
-                raw: [0; tcpviz_common::TRACE_RAW_LEN],
-            };
-            let mut put = |name: &str, bytes: &[u8]| {
-                let off = f.field(name).unwrap().offset;
-                r.raw[off..off + bytes.len()].copy_from_slice(bytes);
-            };
-            put("skaddr", &0xffff_8880_1234_5678u64.to_ne_bytes());
-            put("oldstate", &old.to_ne_bytes());
-            put("newstate", &new.to_ne_bytes());
-            put("sport", &sport.to_ne_bytes());
-            put("dport", &80u16.to_ne_bytes());
-            put("family", &2u16.to_ne_bytes());
-            put("protocol", &6u16.to_ne_bytes());
-            put("saddr", &[10, 0, 0, 1]);
-            put("daddr", &[10, 0, 0, 2]);
-            r
+            let fields: [(&str, &[u8]); 9] = [
+                ("skaddr", &0xffff_8880_1234_5678u64.to_ne_bytes()),
+                ("oldstate", &old.to_ne_bytes()),
+                ("newstate", &new.to_ne_bytes()),
+                ("sport", &sport.to_ne_bytes()),
+                ("dport", &80u16.to_ne_bytes()),
+                ("family", &2u16.to_ne_bytes()),
+                ("protocol", &6u16.to_ne_bytes()),
+                ("saddr", &[10, 0, 0, 1]),
+                ("daddr", &[10, 0, 0, 2]),
+            ];
+            trace_record(&f, TP_INET_SOCK_SET_STATE, owner, 0, &fields)
         };
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"curl");
@@ -351,28 +358,6 @@ mod tests {
         let mut formats: [Option<Format>; TP_COUNT] = Default::default();
         formats[TP_INET_SOCK_SET_STATE as usize] = Some(set_state.clone());
         formats[TP_SYS_EXIT_ACCEPT4 as usize] = Some(exit.clone());
-        let record = |f: &Format, tp: u32, owner: TaskOwner, accepted_sk: u64, fields: &[(&str, &[u8])]| {
-            let mut r = TraceRecord {
-                kind: tcpviz_common::RECORD_TRACE,
-                tracepoint: tp as u8,
-                raw_len: f.record_len() as u16,
-                netns: 0,
-                ts_boot_ns: 0,
-                skb_seq: 0,
-                skb_end_seq: 0,
-                skb_gso_segs: 0,
-                skb_gso_size: 0,
-                sk_mss: 0,
-                owner,
-                accepted_sk,
-                raw: [0; tcpviz_common::TRACE_RAW_LEN],
-            };
-            for (name, bytes) in fields {
-                let off = f.field(name).unwrap().offset;
-                r.raw[off..off + bytes.len()].copy_from_slice(bytes);
-            }
-            r
-        };
         let sk = 0xffff_8880_dead_beefu64;
         let established = |sk: u64, sport: u16| {
             let (sk, sport) = (sk.to_ne_bytes(), sport.to_ne_bytes());
@@ -387,12 +372,12 @@ mod tests {
                 ("saddr", &[10, 0, 0, 2]),
                 ("daddr", &[10, 0, 0, 1]),
             ];
-            record(&set_state, TP_INET_SOCK_SET_STATE, TaskOwner::default(), 0, &fields)
+            trace_record(&set_state, TP_INET_SOCK_SET_STATE, TaskOwner::default(), 0, &fields)
         };
         let mut comm = [0u8; 16];
         comm[..5].copy_from_slice(b"nginx");
         let nginx = TaskOwner { tgid: 4_000_000, tid: 4_000_000, cgroup_id: u64::MAX, comm };
-        let accepted = |sk: u64| record(&exit, TP_SYS_EXIT_ACCEPT4, nginx, sk, &[("ret", &7i64.to_ne_bytes())]);
+        let accepted = |sk: u64| trace_record(&exit, TP_SYS_EXIT_ACCEPT4, nginx, sk, &[("ret", &7i64.to_ne_bytes())]);
         let mut a = Attribution::new(CgroupPaths::at(None));
         a.proc_root = PathBuf::from("/nonexistent");
         let mut owners = Owners::default();
