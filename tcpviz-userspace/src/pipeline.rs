@@ -27,6 +27,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Decodes a frame, counting it, and counting why it is skipped if it is not TCP.
+    pub fn decode(&mut self, frame: &Frame<'_>) -> Result<Segment, SkipReason> {
+        self.packets += 1;
+        decode_frame(frame).inspect_err(|&reason| self.skipped[reason as usize] += 1)
+    }
+
     /// A TCP segment of time `ts` was read.
     pub fn count_segment(&mut self, ts: TimestampNs) {
         self.tcp_segments += 1;
@@ -145,17 +151,13 @@ impl Pipeline {
         sink: &mut dyn EventSink,
         analyse: impl FnOnce(&Segment) -> bool,
     ) -> std::io::Result<FrameOutcome> {
-        self.counters.packets += 1;
-        match decode_frame(frame) {
+        match self.counters.decode(frame) {
             Ok(seg) if !analyse(&seg) => Ok(FrameOutcome::LeftOut),
             Ok(seg) => {
                 self.process_segment(&seg, PacketRef { frame: frame.number, file_index }, sink)?;
                 Ok(FrameOutcome::Tcp)
             }
-            Err(reason) => {
-                self.counters.skipped[reason as usize] += 1;
-                Ok(FrameOutcome::Skipped(reason))
-            }
+            Err(reason) => Ok(FrameOutcome::Skipped(reason)),
         }
     }
 

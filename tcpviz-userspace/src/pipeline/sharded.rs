@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 
 use super::{Counters, EventSink, FrameOutcome, PipelineOptions, run_figures, totals};
 use crate::analysis::{Analyzer, PacketRef};
-use crate::capture::decode::{Segment, decode_frame};
+use crate::capture::decode::Segment;
 use crate::capture::frame::Frame;
 use crate::event::Event;
 use crate::flow::key::FlowKey;
@@ -189,13 +189,9 @@ impl ShardedPipeline {
         file_index: u32,
         sink: &mut dyn EventSink,
     ) -> std::io::Result<FrameOutcome> {
-        self.counters.packets += 1;
-        let seg = match decode_frame(frame) {
+        let seg = match self.counters.decode(frame) {
             Ok(seg) => seg,
-            Err(reason) => {
-                self.counters.skipped[reason as usize] += 1;
-                return Ok(FrameOutcome::Skipped(reason));
-            }
+            Err(reason) => return Ok(FrameOutcome::Skipped(reason)),
         };
         self.counters.count_segment(seg.ts);
         self.now = self.now.max(seg.ts);
