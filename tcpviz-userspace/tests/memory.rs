@@ -11,8 +11,10 @@ use std::process::Command;
 const FLOWS: u32 = 1_000_000;
 /// Flows tracked at once (`--max-flows`).
 const TRACKED: usize = 50_000;
-/// Peak RSS allowed. The binary, its buffers and 50,000 flows take about 40 MiB; the
-/// million flows seen would add 100 MiB at 100 bytes each.
+/// Peak RSS allowed. The binary, its buffers and 50,000 flows take about 78 MiB here (a
+/// debug build, with an analysis thread per core: 47 MiB for a release build on one), so
+/// the million flows seen would break the limit at 20 bytes each. (mimalloc committing its
+/// arenas eagerly, see `main.rs`, took it over.)
 const LIMIT_KIB: i64 = 96 * 1024;
 
 /// A little-endian pcap of Ethernet SYNs, each from its own address and port (the layout
