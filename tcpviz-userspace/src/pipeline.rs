@@ -169,7 +169,7 @@ impl Pipeline {
 
     fn drain(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
         for (flow, why) in self.analyzer.take_retired() {
-            self.summary.add(&flow, why);
+            drop(self.summary.add(flow, why));
         }
         if self.events.is_empty() {
             return Ok(());

@@ -183,10 +183,10 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
         // Duplicate ACKs before it mean a fast retransmission, unless this repeats data
         // already resent: then the fast retransmission failed and the timer fired.
         && (pa.rev_repeat_acks_before == 0 || pa.resent_again)
-        && pa.since_rev_packet.is_some_and(|quiet| quiet >= timer_floor(fwd.stats.rtt.srtt_ns))
+        && pa.since_rev_packet.is_some_and(|quiet| quiet >= timer_floor(fwd.stats.rtt.srtt_ns()))
         // The copy must also come that long after the original (a capture's duplicated
         // frames are "retransmissions" sent at once).
-        && pa.rto.is_some_and(|(age, _)| age >= timer_floor(fwd.stats.rtt.srtt_ns))
+        && pa.rto.is_some_and(|(age, _)| age >= timer_floor(fwd.stats.rtt.srtt_ns()))
     {
         let r = fwd.rare_mut();
         r.timer_attempts =
@@ -211,7 +211,7 @@ pub fn packet_findings(flow: &mut Flow, dir: usize, seg: &Segment, pa: &PacketAn
     if pa.ack_advanced {
         if let Some(since) = rev.outstanding_since.get() {
             let stall = ts - since;
-            let srtt = rev.stats.rtt.srtt_ns.unwrap_or(0);
+            let srtt = rev.stats.rtt.srtt_ns().unwrap_or(0);
             let threshold = MIN_STALL.max(4 * srtt);
             let explained = rev.last_timer_retransmission().is_some_and(|t| t >= since);
             // A receiver that closed its window during the wait explains it (and is

@@ -507,7 +507,7 @@ fn packet_extra(flow: &Flow, dir: usize, seg: &Segment, pa: &PacketAnalysis) -> 
         rel_ack: seg.flags.ack().then(|| rules::relative(seg.ack, rev)),
         window: fwd.scaled_window(),
         bytes_in_flight: pa.bytes_in_flight,
-        srtt_ms: data_dir.stats.rtt.srtt_ns.map(ms),
+        srtt_ms: data_dir.stats.rtt.srtt_ns().map(ms),
         irtt_ms: (flow.first_rtt > 0).then(|| ms(flow.first_rtt)),
         ..Default::default()
     }

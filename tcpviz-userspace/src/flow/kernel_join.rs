@@ -169,6 +169,14 @@ fn kernel_range(e: &Event) -> (u32, u32) {
 }
 
 impl KernelFlowState {
+    /// Lets go of the reports still waiting to be joined (a retired flow, kept for the
+    /// summary, needs its counts only).
+    pub fn forget_pending(&mut self) {
+        self.recent_wire = VecDeque::new();
+        self.kernel = VecDeque::new();
+        self.held_wire = VecDeque::new();
+    }
+
     /// Segments of a wire packet of `len` payload bytes (a GSO packet holds several).
     fn wire_segments(&self, len: u32) -> u64 {
         if self.mss > 0 { (len as u64).div_ceil(self.mss as u64).max(1) } else { 1 }

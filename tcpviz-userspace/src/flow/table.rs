@@ -548,10 +548,12 @@ impl Partition {
 
     #[allow(clippy::vec_box)]
     fn drain(&mut self) -> Vec<Box<Flow>> {
-        let mut flows: Vec<Box<Flow>> = self.slots.drain(..).filter_map(|s| s.flow).collect();
+        // The arrays go too (not only their contents): the summary is made next, and a full
+        // table's slots and index are tens of megabytes.
+        let mut flows: Vec<Box<Flow>> = std::mem::take(&mut self.slots).into_iter().filter_map(|s| s.flow).collect();
         flows.extend(self.resume.drain());
-        self.index.clear();
-        self.free.clear();
+        self.index = HashTable::new();
+        self.free = Vec::new();
         flows
     }
 }

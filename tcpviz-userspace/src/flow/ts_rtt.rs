@@ -36,6 +36,11 @@ pub struct TsRtt {
 }
 
 impl TsRtt {
+    /// Lets go of the TSvals waiting for their echo (a retired flow keeps its samples only).
+    pub fn forget_pending(&mut self) {
+        self.timed = VecDeque::new();
+    }
+
     /// A segment of this direction that an ACK will answer (data or FIN) left with `tsval`.
     pub fn on_send(&mut self, tsval: u32, ts: TimestampNs) {
         let new = self.last_sent.is_none_or(|last| seq_lt(last, tsval));

@@ -489,10 +489,21 @@ pub fn report_losses(
 /// full disk) never leaves half of it under its name. The temporary file is removed when
 /// the write fails.
 pub fn write_whole(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_whole_with(path, |out| out.write_all(bytes))
+}
+
+/// [`write_whole`] of what `write` writes (through a buffer): a large file (the summary of
+/// ten thousand flows) is not held in memory whole first.
+pub fn write_whole_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let written = File::create(&tmp).and_then(|file| {
+        let mut out = io::BufWriter::with_capacity(1 << 16, file);
+        write(&mut out)?;
+        out.into_inner().map_err(io::IntoInnerError::into_error).map(drop)
+    });
+    let result = written.and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

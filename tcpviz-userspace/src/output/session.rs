@@ -173,9 +173,11 @@ impl Session {
 
 /// Writes pretty JSON whole or not at all (a temporary file and a rename).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let mut text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    text.push(b'\n');
-    crate::output::record_file::write_whole(path, &text)
+    crate::output::record_file::write_whole_with(path, |out| {
+        // `From` keeps an I/O error as it was (a full disk stays `StorageFull`).
+        serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+        out.write_all(b"\n")
+    })
 }
 
 /// `dir` and those of its ancestors that do not exist, outermost first.

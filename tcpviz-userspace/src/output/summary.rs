@@ -47,7 +47,7 @@ impl RttSummary {
             median_ms: r.median_ns().map(ms),
             max_ms: Some(ms(r.max_ns)),
             mean_ms: Some(ms(r.sum_ns / r.count as i64)),
-            srtt_ms: r.srtt_ns.map(ms),
+            srtt_ms: r.srtt_ns().map(ms),
             median_exact: r.median_is_exact(),
         }
     }
@@ -342,6 +342,40 @@ pub struct FoldedTotals {
     pub ended_by: BTreeMap<String, u64>,
 }
 
+/// What the summary needs of a retired flow it does not list: its rank and its totals.
+#[derive(Debug, Clone, Copy)]
+struct FlowTally {
+    trouble_score: u64,
+    packets: u64,
+    bytes: u64,
+    retransmitted_bytes: u64,
+    events: [u32; EventKind::COUNT],
+    state: &'static str,
+}
+
+impl FlowTally {
+    fn of(flow: &Flow) -> FlowTally {
+        let mut t = FlowTally {
+            trouble_score: 0,
+            packets: 0,
+            bytes: 0,
+            retransmitted_bytes: 0,
+            events: [0; EventKind::COUNT],
+            state: flow_state(flow),
+        };
+        for d in &flow.dirs {
+            t.packets += d.stats.packets;
+            t.bytes += d.stats.payload_bytes;
+            t.retransmitted_bytes += d.stats.retransmitted_bytes;
+            for (sum, n) in t.events.iter_mut().zip(d.stats.events.to_array()) {
+                *sum += n;
+            }
+        }
+        t.trouble_score = crate::flow::state::trouble_score(&t.events);
+        t
+    }
+}
+
 /// [`FoldedTotals`] while flows are added: counts in arrays, not maps.
 #[derive(Debug, Default)]
 struct Folding {
@@ -355,34 +389,16 @@ struct Folding {
 }
 
 impl Folding {
-    fn add_flow(&mut self, flow: &Flow, why: Retirement) {
+    fn add(&mut self, t: &FlowTally, why: Retirement) {
         self.flows += 1;
-        for d in &flow.dirs {
-            self.packets += d.stats.packets;
-            self.bytes += d.stats.payload_bytes;
-            self.retransmitted_bytes += d.stats.retransmitted_bytes;
-            for (t, c) in self.events.iter_mut().zip(d.stats.events.to_array()) {
-                *t += c as u64;
-            }
+        self.packets += t.packets;
+        self.bytes += t.bytes;
+        self.retransmitted_bytes += t.retransmitted_bytes;
+        for (sum, n) in self.events.iter_mut().zip(t.events) {
+            *sum += n as u64;
         }
-        *self.states.entry(flow_state(flow)).or_default() += 1;
+        *self.states.entry(t.state).or_default() += 1;
         *self.ended_by.entry(ended_by(why)).or_default() += 1;
-    }
-
-    fn add_summary(&mut self, f: &FlowSummary) {
-        self.flows += 1;
-        self.packets += f.packets;
-        self.bytes += f.bytes;
-        for d in &f.directions {
-            self.retransmitted_bytes += d.retransmitted_bytes;
-        }
-        for (k, n) in &f.events {
-            self.events[k.index()] += n;
-        }
-        let state = ["open", "closed", "reset", "refused"].into_iter().find(|s| *s == f.state).unwrap_or("open");
-        *self.states.entry(state).or_default() += 1;
-        let why = ["end", "idle", "capacity", "reused"].into_iter().find(|s| *s == f.ended_by).unwrap_or("end");
-        *self.ended_by.entry(why).or_default() += 1;
     }
 
     fn finish(self) -> Option<FoldedTotals> {
@@ -433,18 +449,20 @@ pub struct SummaryBuilder {
 }
 
 /// A listed flow, ordered so that the greatest is the least troubled (then the latest).
+/// The retired flow itself (its trackers freed), with its rank beside it: it is summarised
+/// once, at the end, if it is still listed then; the heap's sifts compare 16 bytes in
+/// place; and a flow is smaller than its summary (a third of its size, with the summary's
+/// maps and strings).
 #[derive(Debug)]
-struct Listed(FlowSummary);
-
-impl Listed {
-    fn rank(&self) -> (std::cmp::Reverse<u64>, u64) {
-        (std::cmp::Reverse(self.0.trouble_score), self.0.flow_id)
-    }
+struct Listed {
+    rank: (std::cmp::Reverse<u64>, u64),
+    flow: Box<Flow>,
+    why: Retirement,
 }
 
 impl PartialEq for Listed {
     fn eq(&self, other: &Self) -> bool {
-        self.rank() == other.rank()
+        self.rank == other.rank
     }
 }
 
@@ -458,7 +476,7 @@ impl PartialOrd for Listed {
 
 impl Ord for Listed {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.rank().cmp(&other.rank())
+        self.rank.cmp(&other.rank)
     }
 }
 
@@ -478,21 +496,29 @@ impl SummaryBuilder {
         }
     }
 
-    pub fn add(&mut self, flow: &Flow, why: Retirement) {
+    /// Adds a retired flow: listed if it is among the most troubled so far, else folded
+    /// into the totals. Returns the flow that is not kept (this one, or the one it pushed
+    /// out of the listing), for the caller to free.
+    pub fn add(&mut self, mut flow: Box<Flow>, why: Retirement) -> Option<Box<Flow>> {
         if let Some(k) = &flow.kernel {
             self.kernel.get_or_insert_with(Default::default).add(&k.counts);
         }
+        let tally = FlowTally::of(&flow);
+        let rank = (std::cmp::Reverse(tally.trouble_score), flow.id);
+        let mut out = None;
         if self.kept.len() >= self.limit {
-            let rank = (std::cmp::Reverse(flow.trouble_score()), flow.id);
-            if self.kept.peek().is_some_and(|last| rank >= last.rank()) {
-                self.folded.add_flow(flow, why);
-                return;
+            if self.kept.peek().is_some_and(|last| rank >= last.rank) {
+                self.folded.add(&tally, why);
+                return Some(flow);
             }
-            if let Some(out) = self.kept.pop() {
-                self.folded.add_summary(&out.0);
+            if let Some(least) = self.kept.pop() {
+                self.folded.add(&FlowTally::of(&least.flow), least.why);
+                out = Some(least.flow);
             }
         }
-        self.kept.push(Listed(FlowSummary::from_flow(flow, why)));
+        flow.shrink_to_counts();
+        self.kept.push(Listed { rank, flow, why });
+        out
     }
 
     pub fn finish(self, mut totals: Totals, sources: Vec<String>, errors: Vec<String>) -> Summary {
@@ -500,7 +526,7 @@ impl SummaryBuilder {
         totals.kernel = self.kernel;
         totals.folded = self.folded.finish();
         // Ascending rank: most troubled first, then by flow id.
-        let flows = self.kept.into_sorted_vec().into_iter().map(|l| l.0).collect();
+        let flows = self.kept.into_sorted_vec().into_iter().map(|l| FlowSummary::from_flow(&l.flow, l.why)).collect();
         Summary {
             schema_version: crate::event::SCHEMA_VERSION,
             tool: format!("tcpviz {}", env!("CARGO_PKG_VERSION")),

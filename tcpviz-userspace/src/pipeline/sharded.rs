@@ -450,8 +450,11 @@ impl Merger {
         if let Some(global) = self.ids[worker].remove(flow.id) {
             flow.id = global;
         }
-        self.summary.add(&flow, why);
-        self.freed[worker].push(flow);
+        // Often the flow just retired; else one retired earlier, maybe by another worker
+        // (mimalloc frees it on the thread that allocated it either way).
+        if let Some(free) = self.summary.add(flow, why) {
+            self.freed[worker].push(free);
+        }
     }
 
     fn flush(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {

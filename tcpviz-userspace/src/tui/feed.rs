@@ -323,7 +323,7 @@ fn data_direction_limits(flow: &Flow) -> Option<(crate::flow::limits::Limit, cra
 
 fn data_direction_rtt_ns(flow: &Flow) -> Option<i64> {
     let (data, other) = data_and_other(flow);
-    data.stats.rtt.srtt_ns.or(other.stats.rtt.srtt_ns)
+    data.stats.rtt.srtt_ns().or(other.stats.rtt.srtt_ns())
 }
 
 /// The direction that carries more payload, then the other.
