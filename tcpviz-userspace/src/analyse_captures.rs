@@ -5,9 +5,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::analysis::kernel::KernelEvent;
 use crate::capture::files::{open_capture, read_sources};
-use crate::capture::frame::Frame;
 use crate::capture::reader::CaptureError;
 use crate::cross_check::FlagRecorder;
 use crate::flow::table::FlowLimits;
@@ -15,8 +13,8 @@ use crate::output::benchmark::RunFigures;
 use crate::output::jsonl::JsonlWriter;
 use crate::output::session::{EVENTS_FILE, Session, SessionError};
 use crate::output::summary::Summary;
-use crate::pipeline::sharded::ShardedPipeline;
-use crate::pipeline::{Counters, EventSink, Pipeline, PipelineOptions};
+use crate::pipeline::PipelineOptions;
+use crate::pipeline::engine::{Engine, FrameAnalysis};
 
 #[derive(Debug, Clone)]
 pub struct AnalyseOptions {
@@ -85,25 +83,15 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
         partial_wire_view: false,
     };
     let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
-    let threads = ShardedPipeline::workers(opts.threads, opts.limits);
-    let mut pipeline = if threads > 1 && opts.kernel_events.is_empty() {
-        Engine::Sharded(ShardedPipeline::new(pipeline_opts, threads, &names).map_err(out_err())?)
-    } else {
-        Engine::One(Pipeline::with_options(pipeline_opts))
-    };
+    // Every file is registered first: events name their file as soon as there are several.
+    let mut pipeline = Engine::new(pipeline_opts, opts.threads, &names).map_err(out_err())?;
     let mut kernel = opts.kernel_events.iter().peekable();
     // The events' flags, per file, for the cross-check (nothing is kept without it).
     let mut sink = FlagRecorder::new(&mut writer, if opts.cross_check { names } else { Vec::new() });
     let total_bytes: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let bar = (opts.progress && std::io::stderr().is_terminal()).then(|| progress_bar(total_bytes));
     let started = Instant::now();
-    // Register every file first: events name their file as soon as there are several.
     let indexes: Vec<u32> = (0..opts.inputs.len() as u32).collect();
-    if let Engine::One(p) = &mut pipeline {
-        for path in &opts.inputs {
-            p.add_file(&path.display().to_string());
-        }
-    }
     let sources = opts.inputs.iter().zip(files).map(|(path, file)| (path.display().to_string(), Ok(file)));
     let read = read_sources(sources, |frame, at| {
         // Kernel events join in time order.
@@ -149,57 +137,6 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
     let mut written = vec![events_path];
     written.extend(session.finish(&summary, &figures)?);
     Ok(AnalyseResult { summary, figures, written, errors })
-}
-
-/// One analyzer on the reading thread, or connections sharded across threads.
-enum Engine {
-    One(Pipeline),
-    Sharded(ShardedPipeline),
-}
-
-impl Engine {
-    fn process_frame(&mut self, frame: &Frame<'_>, file_index: u32, sink: &mut dyn EventSink) -> std::io::Result<()> {
-        match self {
-            Engine::One(p) => p.process_frame(frame, file_index, sink).map(drop),
-            Engine::Sharded(p) => p.process_frame(frame, file_index, sink).map(drop),
-        }
-    }
-
-    /// Only an engine of one analyzer is given kernel events.
-    fn process_kernel(&mut self, k: &KernelEvent, sink: &mut dyn EventSink) -> std::io::Result<()> {
-        match self {
-            Engine::One(p) => p.process_kernel(k, sink),
-            Engine::Sharded(_) => Ok(()),
-        }
-    }
-
-    fn counters(&self) -> &Counters {
-        match self {
-            Engine::One(p) => &p.counters,
-            Engine::Sharded(p) => &p.counters,
-        }
-    }
-
-    fn finish(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
-        match self {
-            Engine::One(p) => p.finish(sink),
-            Engine::Sharded(p) => p.finish(sink),
-        }
-    }
-
-    fn figures(&self, sources: Vec<String>, bytes: u64, wall_seconds: f64) -> RunFigures {
-        match self {
-            Engine::One(p) => p.figures(sources, bytes, wall_seconds),
-            Engine::Sharded(p) => p.figures(sources, bytes, wall_seconds),
-        }
-    }
-
-    fn summary(self, sources: Vec<String>, errors: Vec<String>, bytes: u64) -> Summary {
-        match self {
-            Engine::One(p) => p.summary(sources, errors, bytes),
-            Engine::Sharded(p) => p.summary(sources, errors, bytes),
-        }
-    }
 }
 
 fn progress_bar(total: u64) -> indicatif::ProgressBar {

@@ -14,9 +14,10 @@ use crate::output::record_file::report_losses;
 use crate::output::sections::AlertsSection;
 use crate::output::session::{ALERTS_FILE, EVENTS_FILE, Session};
 use crate::output::summary::Summary;
+use crate::pipeline::PipelineOptions;
+use crate::pipeline::engine::Engine;
 pub use crate::pipeline::follower::FollowError;
 use crate::pipeline::follower::Follower;
-use crate::pipeline::{Pipeline, PipelineOptions};
 
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
@@ -31,6 +32,9 @@ pub struct FollowOptions {
     pub duration: Option<Duration>,
     /// Where the terminal view (`--tui`) takes its snapshots from.
     pub view: Option<crate::tui::snapshot::SnapshotSlot>,
+    /// Analysis threads, as for `parse-pcap` (the terminal view reads the flows of one
+    /// analyzer: with it, one).
+    pub threads: usize,
 }
 
 enum Wake {
@@ -48,13 +52,15 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
         let mode = crate::tui::snapshot::ViewMode::Monitor;
         sink.view = Some(crate::tui::feed::ViewFeed::new(slot.clone(), mode, opts.pcap_path.clone()));
     }
-    let mut pipeline = Pipeline::with_options(PipelineOptions {
+    let pipeline_opts = PipelineOptions {
         limits: opts.limits,
         summary_flows: opts.summary_flows,
         kernel_mode: false,
         always_name_files: follower.tailer().may_span_files(),
         partial_wire_view: false,
-    });
+    };
+    let threads = if opts.view.is_some() { 1 } else { opts.threads };
+    let mut pipeline = Engine::new(pipeline_opts, threads, &[]).map_err(session.write_error(EVENTS_FILE))?;
 
     let (tx, rx) = mpsc::channel::<Wake>();
     let stop_tx = tx.clone();
@@ -83,17 +89,21 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
     loop {
         let pass_started = Instant::now();
         let progressed = follower.pass(session, &mut pipeline, &mut sink)?;
+        // What the pass read is analysed and written now, not when a batch fills.
+        pipeline.flush(&mut sink).map_err(session.write_error(EVENTS_FILE))?;
         busy += pass_started.elapsed();
         passes += 1;
         if progressed {
             last_packet_wall = Instant::now();
-        } else if let Some(last) = pipeline.counters.last_ts {
+        } else if let Some(last) = pipeline.counters().last_ts {
             // Event time moves on with the wall clock while the capture is quiet.
             let quiet = last_packet_wall.elapsed().as_nanos() as i64;
             sink.tick(last + quiet).map_err(session.write_error(ALERTS_FILE))?;
         }
         sink.flush().map_err(session.write_error(EVENTS_FILE))?;
-        sink.publish_view(&pipeline, &crate::tui::feed::no_interface, files_lost(&follower));
+        if let Some(one) = pipeline.one() {
+            sink.publish_view(one, &crate::tui::feed::no_interface, files_lost(&follower));
+        }
         if crate::output::stdio::stdout_closed() {
             // Nobody reads the alerts any more (`tcpviz follow | head`): end as on Ctrl-C.
             break;
@@ -138,7 +148,7 @@ fn files_lost(follower: &Follower) -> u64 {
 
 fn finish(
     opts: &FollowOptions,
-    mut pipeline: Pipeline,
+    mut pipeline: Engine,
     mut sink: AlertingSink,
     follower: Follower,
     started: Instant,

@@ -12,6 +12,7 @@ pub use crate::output::sink::EventSink;
 use crate::output::summary::{Summary, SummaryBuilder, Totals};
 use crate::time::{TimestampNs, ts_to_secs};
 
+pub mod engine;
 pub mod follower;
 pub mod sharded;
 

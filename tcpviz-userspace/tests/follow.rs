@@ -144,14 +144,9 @@ fn a_file_growing_packet_by_packet_and_in_half_packets() {
     assert!(alerts.lines().count() >= 3, "{alerts}");
 }
 
-#[test]
-fn ring_files_are_followed_in_order_without_duplicates() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
-    let ring: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("ring_{i:05}.pcap"))).collect();
-    let m = monitor(&format!("{}/ring_*.pcap", dir.path().display()), &dir.path().join("m"), &[]);
-    let chunk = pcap.records.len().div_ceil(4);
+/// Writes `pcap`'s packets into the files of `ring` in turn, a little at a time.
+fn write_ring(pcap: &common::Pcap, ring: &[PathBuf]) {
+    let chunk = pcap.records.len().div_ceil(ring.len());
     for (i, part) in pcap.records.chunks(chunk).enumerate() {
         // Like tcpdump -C: the next file appears once the previous one is complete.
         let mut f = std::fs::File::create(&ring[i]).unwrap();
@@ -166,6 +161,16 @@ fn ring_files_are_followed_in_order_without_duplicates() {
         f.flush().unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn ring_files_are_followed_in_order_without_duplicates() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
+    let ring: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("ring_{i:05}.pcap"))).collect();
+    let m = monitor(&format!("{}/ring_*.pcap", dir.path().display()), &dir.path().join("m"), &[]);
+    write_ring(&pcap, &ring);
     let (got, stderr) = m.stop();
     let want = parse_pcap(&ring, &dir.path().join("p"));
     assert_same_events(&got, &want);
@@ -188,6 +193,41 @@ fn ring_files_are_followed_in_order_without_duplicates() {
     // A pass per change notified: the follower's own opens and reads of the ring are not
     // changes (they were, and woke tens of thousands of passes, a core kept busy).
     assert!(figure("passes") < 1_000.0, "{bench}");
+}
+
+/// Two follows of one ring, with one analysis thread and with three (connections sharded,
+/// events written at the end of each pass): the same events and summary, both those of
+/// `parse-pcap` on one thread.
+#[test]
+fn a_ring_followed_with_any_number_of_threads() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = read_pcap(&sample("ipv4_loss_sender.pcap"));
+    let ring: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("ring_{i:05}.pcap"))).collect();
+    let glob = format!("{}/ring_*.pcap", dir.path().display());
+    let follows: Vec<Monitor> = [1, 3]
+        .iter()
+        .map(|n| monitor(&glob, &dir.path().join(format!("m{n}")), &["--threads", &n.to_string()]))
+        .collect();
+    write_ring(&pcap, &ring);
+    let got: Vec<String> = follows.into_iter().map(|m| m.stop().0).collect();
+    let o = Command::new(bin())
+        .args(["parse-pcap", "--quiet", "--threads", "1"])
+        .args(&ring)
+        .arg("--out")
+        .arg(dir.path().join("p"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = std::fs::read_to_string(dir.path().join("p/events.jsonl")).unwrap();
+    assert!(want.lines().count() > 10, "{want}");
+    for events in &got {
+        assert_same_events(events, &want);
+    }
+    let flows = |n: u32| follow_summary(&dir.path().join(format!("m{n}")))["flows"].clone();
+    assert_eq!(flows(1), flows(3));
+    let bench = std::fs::read_to_string(dir.path().join("m3/benchmark.log")).unwrap();
+    assert!(bench.contains("\nthreads: 3\n"), "{bench}");
 }
 
 #[test]

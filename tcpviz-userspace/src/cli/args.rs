@@ -188,6 +188,11 @@ pub struct FollowArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Analysis threads, as for parse-pcap: the output is the same whatever the number,
+    /// and what a pass over the capture read is written at its end. Default: the available
+    /// cores. With --tui, 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: Option<u16>,
 }
 
 /// Rotation of the session's growing files (capture.pcapng, events.jsonl, alerts.jsonl,

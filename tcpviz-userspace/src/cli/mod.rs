@@ -130,10 +130,7 @@ fn parse_pcap(args: ParsePcapArgs) -> Result<ExitCode> {
         progress: !args.quiet,
         kernel_events,
         cross_check: args.cross_check,
-        threads: match args.threads {
-            Some(n) => n.into(),
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        },
+        threads: threads_or_cores(args.threads),
     };
     let result = analyse_captures::run(&opts, files).inspect_err(|_| session.remove_if_unused())?;
     for e in &result.errors {
@@ -212,6 +209,7 @@ fn follow(args: FollowArgs) -> Result<ExitCode> {
         poll_interval: std::time::Duration::from_secs_f64(args.poll_interval),
         duration: args.duration.map(std::time::Duration::from_secs_f64),
         view: view.as_ref().map(|v| v.slot()),
+        threads: threads_or_cores(args.threads),
     };
     let result = tcpviz::follow::run(&opts);
     let view_failed = finish_view(view);
@@ -362,4 +360,12 @@ fn live(args: LiveArgs) -> Result<ExitCode> {
         results_out(format_args!("{}\n", p.display()));
     }
     Ok(exit_code(!result.summary.errors.is_empty() || view_failed))
+}
+
+/// `--threads`, or the available cores.
+fn threads_or_cores(threads: Option<u16>) -> usize {
+    match threads {
+        Some(n) => n.into(),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
 }

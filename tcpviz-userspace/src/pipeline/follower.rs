@@ -1,6 +1,6 @@
-//! Following a capture that is being written: the [`Tailer`]'s files read into a
-//! [`Pipeline`] as they grow. The follow mode and the live agent's `--pcap-path` both drive
-//! one [`Follower`].
+//! Following a capture that is being written: the [`Tailer`]'s files read into a pipeline
+//! ([`FrameAnalysis`]: one analyzer, or connections sharded across threads) as they grow.
+//! The follow mode and the live agent's `--pcap-path` both drive one [`Follower`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,8 @@ use crate::capture::reader::{CaptureError, Next};
 use crate::capture::tail::{AfterEnd, TailError, TailLosses, Tailer};
 use crate::output::sections::FollowSection;
 use crate::output::session::{EVENTS_FILE, Session, SessionError};
-use crate::pipeline::{EventSink, Pipeline};
+use crate::pipeline::EventSink;
+use crate::pipeline::engine::FrameAnalysis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -119,7 +120,7 @@ impl Follower {
     pub fn pass(
         &mut self,
         session: &Session,
-        pipeline: &mut Pipeline,
+        pipeline: &mut impl FrameAnalysis,
         sink: &mut dyn EventSink,
     ) -> Result<bool, FollowError> {
         let mut progressed = false;
@@ -137,7 +138,7 @@ impl Follower {
                 crate::errln!("{n}");
             }
             let open = self.tailer.ensure_open()?;
-            self.register_opened(pipeline);
+            self.register_opened(pipeline, sink).map_err(session.write_error(EVENTS_FILE))?;
             if !open {
                 if !self.waiting_notice {
                     crate::errln!("waiting for the capture to appear");
@@ -173,7 +174,7 @@ impl Follower {
                 }
             };
             let next = self.tailer.caught_up(pending)?;
-            self.register_opened(pipeline);
+            self.register_opened(pipeline, sink).map_err(session.write_error(EVENTS_FILE))?;
             if next == AfterEnd::Wait {
                 break;
             }
@@ -185,12 +186,13 @@ impl Follower {
     }
 
     /// Names newly opened files in the pipeline, in the order the tailer numbered them.
-    fn register_opened(&mut self, pipeline: &mut Pipeline) {
+    fn register_opened(&mut self, pipeline: &mut impl FrameAnalysis, sink: &mut dyn EventSink) -> std::io::Result<()> {
         for p in self.tailer.take_opened() {
             let name = p.display().to_string();
-            pipeline.add_file(&name);
+            pipeline.add_file(&name, sink)?;
             self.sources.push(name);
         }
+        Ok(())
     }
 }
 
@@ -245,7 +247,7 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let session = Session::create(Some(&dir.path().join("s"))).unwrap();
-        let mut pipeline = Pipeline::new(crate::flow::table::FlowLimits::default());
+        let mut pipeline = crate::pipeline::Pipeline::new(crate::flow::table::FlowLimits::default());
         let mut sink: Vec<crate::event::Event> = Vec::new();
         let mut follower = Follower::new(path.to_str().unwrap()).unwrap();
         follower.set_pass_budget(Some(Duration::ZERO));

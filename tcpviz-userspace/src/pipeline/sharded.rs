@@ -63,6 +63,8 @@ enum Work {
 enum ToWorker {
     /// Work, and retired flows to free.
     Batch(Vec<Work>, Vec<Box<Flow>>),
+    /// The next input file's name (events name their file).
+    AddFile(String),
     Finish {
         now: TimestampNs,
     },
@@ -216,6 +218,34 @@ impl ShardedPipeline {
         Ok(FrameOutcome::Tcp)
     }
 
+    /// Analysis threads.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Registers the next input file, once the events of the frames before it are written
+    /// (whether events name their file depends on how many files there are).
+    pub fn add_file(&mut self, name: &str, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        self.flush(sink)?;
+        for w in &self.workers {
+            w.to.send(ToWorker::AddFile(name.to_string())).map_err(|_| worker_error())?;
+        }
+        Ok(())
+    }
+
+    /// Hands out the batch being filled and writes the events of every frame given so far
+    /// (a follow, when it has read what the capture holds: its events must not wait for a
+    /// batch to fill).
+    pub fn flush(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        if !self.plan.is_empty() {
+            self.hand_out()?;
+        }
+        while !self.plans.is_empty() {
+            self.merge_oldest(sink)?;
+        }
+        Ok(())
+    }
+
     /// Sends the batch being filled to the workers.
     fn hand_out(&mut self) -> std::io::Result<()> {
         for (w, freed) in self.workers.iter_mut().zip(&mut self.merger.freed) {
@@ -242,12 +272,7 @@ impl ShardedPipeline {
 
     /// Ends the input: every worker retires its flows, and the workers stop.
     pub fn finish(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
-        if !self.plan.is_empty() {
-            self.hand_out()?;
-        }
-        while !self.plans.is_empty() {
-            self.merge_oldest(sink)?;
-        }
+        self.flush(sink)?;
         for w in &self.workers {
             w.to.send(ToWorker::Finish { now: self.now }).map_err(|_| worker_error())?;
         }
@@ -496,6 +521,9 @@ fn work(mut analyzer: Analyzer, work: Receiver<ToWorker>, results: SyncSender<Fr
                 if results.send(FromWorker::Batch(out)).is_err() {
                     return;
                 }
+            }
+            ToWorker::AddFile(name) => {
+                analyzer.add_file(&name);
             }
             ToWorker::Finish { now } => {
                 analyzer.advance_clock(now);
