@@ -10,6 +10,12 @@
 //! /proc, the packets from the interface's counters. Reports each configuration's median
 //! over the rounds: throughput and its loss against no agent, ns per packet and its ratio to
 //! the do-nothing program, agent CPU seconds per million packets, records lost.
+//!
+//! Then the cost of the connection hooks (attribution: the accept and socket-state
+//! tracepoints run once per accepted connection and per state change): a client opens short
+//! connections to a server that accepts and closes them, without the agent and with
+//! `--capture kernel`, in turn; reports connections per second each way and the hooks' ns
+//! per run from the kernel's BPF statistics.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -127,7 +133,102 @@ pub fn run(offloads_off: bool, pace: Option<u32>) -> Result<()> {
     let result = measure(&lab, &bin, &noop, Run { rounds, secs, offloads, pace });
     let _ = server.kill();
     let _ = server.wait();
-    result
+    result?;
+    measure_connections(&lab, &bin, rounds)
+}
+
+/// Port of the server that accepts and closes.
+const ACCEPT_PORT: u16 = 5302;
+/// Connections a client opens per run.
+const CONNECTIONS: u32 = 4_000;
+
+/// A server (Python, in B) that accepts connections and closes them at once.
+const ACCEPT_SERVER: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',PORT))\ns.listen(1024)\nwhile True:\n  c,_=s.accept()\n  c.close()\n";
+
+/// A client (Python, in A): COUNT connections one after the other, each read to its end;
+/// prints the seconds they took.
+const CONNECT_CLIENT: &str = "import socket,time\nt=time.monotonic()\nfor _ in range(COUNT):\n  c=socket.create_connection(('HOST',PORT))\n  c.recv(1)\n  c.close()\nprint(time.monotonic()-t)\n";
+
+/// Connections per second, with the agent (`--capture kernel`) and without, in turn; and
+/// the connection hooks' run time per run.
+fn measure_connections(lab: &Lab, bin: &Path, rounds: usize) -> Result<()> {
+    let server_py = ACCEPT_SERVER.replace("PORT", &ACCEPT_PORT.to_string());
+    let stats_before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("cannot enable BPF statistics")?;
+    let mut server = lab.spawn(&lab.b, &["python3", "-c", &server_py]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut samples = ConnectionSamples::default();
+    let result = (0..rounds).try_for_each(|round| connection_round(lab, bin, round, &mut samples));
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+    let ConnectionSamples { without, with, ns_per_run, runs_per_connection } = samples;
+    let (a, b) = (median(&without).unwrap_or(0.0), median(&with).unwrap_or(0.0));
+    let (ns, runs) = (median(&ns_per_run).unwrap_or(0.0), median(&runs_per_connection).unwrap_or(0.0));
+    // The rates are those of a client and a server waking each other: on a VM, another busy
+    // process (the agent) can make them faster. The hooks' own time is the cost.
+    println!(
+        "\nshort connections (accept and close), median of {rounds} rounds: {a:.0}/s without the agent, {b:.0}/s with \
+         `--capture kernel` ({:+.1}%); connection hooks {ns:.0} ns per run, {runs:.1} runs per connection: {:.2} µs \
+         of kernel time per connection",
+        (b / a - 1.0) * 100.0,
+        ns * runs / 1e3
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct ConnectionSamples {
+    without: Vec<f64>,
+    with: Vec<f64>,
+    ns_per_run: Vec<f64>,
+    runs_per_connection: Vec<f64>,
+}
+
+/// One run of the client without the agent, then one with it.
+fn connection_round(lab: &Lab, bin: &Path, round: usize, s: &mut ConnectionSamples) -> Result<()> {
+    let client_py = CONNECT_CLIENT
+        .replace("COUNT", &CONNECTIONS.to_string())
+        .replace("HOST", SERVER_V4)
+        .replace("PORT", &ACCEPT_PORT.to_string());
+    let run = || -> Result<f64> {
+        let o = lab.sh(&lab.a, &format!("python3 -c \"{client_py}\""));
+        let secs: f64 = String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .with_context(|| format!("connection client: {}", String::from_utf8_lossy(&o.stderr)))?;
+        Ok(CONNECTIONS as f64 / secs)
+    };
+    s.without.push(run()?);
+    let session = PathBuf::from("target/bench-live");
+    let _ = std::fs::remove_dir_all(&session);
+    let agent = Command::new(bin)
+        .args(["live", "--capture", "kernel", "--iface", &lab.veth_a, "--netns", &lab.a, "--out"])
+        .arg(&session)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(2000));
+    let hooks = ["tcpviz_sys_exit_accept", "tcpviz_inet_sock_set_state"];
+    let measured = (|| -> Result<(Prog, f64, Prog)> { Ok((tc_progs(&hooks)?, run()?, tc_progs(&hooks)?)) })();
+    let out = interrupt(agent);
+    if !out.status.success() {
+        bail!("tcpviz live failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (before, rate, after) = measured?;
+    s.with.push(rate);
+    if after.run_cnt > before.run_cnt {
+        let runs = (after.run_cnt - before.run_cnt) as f64;
+        s.ns_per_run.push((after.run_time_ns - before.run_time_ns) as f64 / runs);
+        s.runs_per_connection.push(runs / CONNECTIONS as f64);
+    }
+    println!(
+        "round {}: {CONNECTIONS} connections, {:.0}/s without the agent, {rate:.0}/s with it",
+        round + 1,
+        s.without.last().unwrap_or(&0.0)
+    );
+    Ok(())
 }
 
 /// One iperf3 run with `setup` in place.
