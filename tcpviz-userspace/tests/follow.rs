@@ -30,7 +30,20 @@ fn write_file(path: &Path, header: &[u8], records: &[Vec<u8>]) {
 
 /// Runs `parse-pcap` on files in order; returns its events.jsonl.
 fn parse_pcap(files: &[PathBuf], out: &Path) -> String {
-    let o = Command::new(bin()).arg("parse-pcap").arg("--quiet").args(files).arg("--out").arg(out).output().unwrap();
+    parse_pcap_with(files, out, &[])
+}
+
+/// [`parse_pcap`] with more arguments.
+fn parse_pcap_with(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
+    let o = Command::new(bin())
+        .arg("parse-pcap")
+        .arg("--quiet")
+        .args(extra)
+        .args(files)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::read_to_string(out.join("events.jsonl")).unwrap()
 }
@@ -211,15 +224,7 @@ fn a_ring_followed_with_any_number_of_threads() {
         .collect();
     write_ring(&pcap, &ring);
     let got: Vec<String> = follows.into_iter().map(|m| m.stop().0).collect();
-    let o = Command::new(bin())
-        .args(["parse-pcap", "--quiet", "--threads", "1"])
-        .args(&ring)
-        .arg("--out")
-        .arg(dir.path().join("p"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let want = std::fs::read_to_string(dir.path().join("p/events.jsonl")).unwrap();
+    let want = parse_pcap_with(&ring, &dir.path().join("p"), &["--threads", "1"]);
     assert!(want.lines().count() > 10, "{want}");
     for events in &got {
         assert_same_events(events, &want);
