@@ -174,13 +174,17 @@ fn kernel_and_wire_agree_on_ipv4_and_ipv6_transfers_with_loss() {
         String::from_utf8_lossy(&dump.stderr)
     );
 
-    // Clocks: SYN and FIN times in capture.pcapng are within a few ms of tcpdump's.
+    // Clocks: SYN and FIN times in capture.pcapng are within a few ms of tcpdump's. A received
+    // packet is stamped for tcpdump when the veth queues it to the backlog, and for us when
+    // the softirq that drains it reaches TC; on two busy cores that softirq can wait several
+    // milliseconds (5.15 ms in one CI run). A clock conversion error is off by the
+    // boot-to-realtime offset, seconds at least, so 20 ms still catches it.
     let ours = syn_fin_times(&session.join("capture.pcapng"));
     let theirs = syn_fin_times(&dump_path);
     assert!(ours.len() >= 4);
     for (ts, seq, flags) in &ours {
         let Some((t2, _, _)) = theirs.iter().find(|(_, s, f)| s == seq && f == flags) else { continue };
-        assert!((ts - t2).abs() < 5_000_000, "packet seq {seq}: {ts} vs tcpdump {t2}");
+        assert!((ts - t2).abs() < 20_000_000, "packet seq {seq}: {ts} vs tcpdump {t2}");
     }
 
     // The recorded capture gives the same wire events offline.
