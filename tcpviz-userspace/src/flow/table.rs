@@ -264,9 +264,7 @@ impl FlowTable {
             // Its idle flows first: a table with room would have retired them by now.
             let mut gone = part.take_idle(now, limits);
             gone.sort_unstable_by_key(|f| f.id);
-            for flow in gone {
-                retire(flow, Retirement::Idle);
-            }
+            retire_all(gone, Retirement::Idle, retire);
             part.evict_excess(retire);
         }
     }
@@ -287,9 +285,7 @@ impl FlowTable {
         }
         // In creation order, so the events of a sweep come out the same on every run.
         gone.sort_unstable_by_key(|f| f.id);
-        for flow in gone {
-            retire(flow, Retirement::Idle);
-        }
+        retire_all(gone, Retirement::Idle, retire);
     }
 
     /// The slot of the connection placed at `at` (see [`place`](Self::place)), created if
@@ -373,6 +369,21 @@ impl FlowTable {
     }
 }
 
+/// Flows retired in a row are read ahead: each was last touched long ago.
+const RETIRE_PREFETCH_AHEAD: usize = 4;
+
+/// Retires flows in the order given.
+#[allow(clippy::vec_box)]
+fn retire_all(gone: Vec<Box<Flow>>, why: Retirement, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
+    let mut gone = gone.into_iter();
+    while let Some(flow) = gone.next() {
+        if let Some(ahead) = gone.as_slice().get(RETIRE_PREFETCH_AHEAD - 1) {
+            crate::flow::state::prefetch(ahead);
+        }
+        retire(flow, why);
+    }
+}
+
 impl EvictionCounts {
     pub fn add(&mut self, other: &EvictionCounts) {
         self.idle += other.idle;
@@ -411,13 +422,11 @@ impl Partition {
     }
 
     /// Moves the flow in slot `i` out of a full partition into the store of evicted
-    /// connections; the one the store lets go to make room is retired.
-    fn evict_slot(&mut self, i: u32, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
+    /// connections; the one the store lets go to make room is handed back, to be retired.
+    fn evict_slot(&mut self, i: u32) -> Option<Box<Flow>> {
         let key = self.slots[i as usize].key;
         let flow = self.remove_slot(i);
-        if let Some(let_go) = self.resume.keep(key, flow) {
-            retire(let_go, Retirement::Capacity);
-        }
+        self.resume.keep(key, flow)
     }
 
     /// Takes out the flows idle as of `now` (counted), the evicted ones in the store too.
@@ -458,14 +467,12 @@ impl Partition {
         // in the store. Then the least recently active open ones.
         let closed = self.least_recent(excess, true);
         let open = self.least_recent(excess - closed.len(), false);
-        for (_, i) in closed {
-            self.evicted.closed += 1;
-            self.evict_slot(i, retire);
-        }
-        for (_, i) in open {
-            self.evicted.capacity += 1;
-            self.evict_slot(i, retire);
-        }
+        self.evicted.closed += closed.len() as u64;
+        self.evicted.capacity += open.len() as u64;
+        // Retired after the batch, in the order let go: nothing else happens in between, and
+        // the batch can be read ahead.
+        let let_go: Vec<Box<Flow>> = (closed.into_iter().chain(open)).filter_map(|(_, i)| self.evict_slot(i)).collect();
+        retire_all(let_go, Retirement::Capacity, retire);
     }
 
     /// Up to `count` flows, closed or open as asked, the least recently active, ties to the
