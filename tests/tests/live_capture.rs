@@ -3,7 +3,8 @@
 //! analysed offline: the retransmissions the full capture shows must be in the agent's
 //! events, on the sending side and on the receiving side, and a healthy connection next to
 //! them must cost no packet records at all. The summary says from when on the lossy
-//! connection was watched (`watched_since`), and that the healthy ones never were.
+//! connection was watched (`watched_since`), and that the healthy ones never were; and
+//! `/metrics` counts the connections watched.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,8 +16,20 @@ use tcpviz_privileged_tests::*;
 const LOSSY_PORT: u16 = 5201;
 const HEALTHY_PORT: u16 = 5202;
 
-fn start_agent(ns: &str, iface: &str, session: &Path) -> Running {
-    start_tcpviz(["live", "--capture", "troubled", "--iface", iface, "--netns", ns, "--out", session.to_str().unwrap()])
+fn start_agent(ns: &str, iface: &str, session: &Path, metrics_addr: &str) -> Running {
+    start_tcpviz([
+        "live",
+        "--capture",
+        "troubled",
+        "--iface",
+        iface,
+        "--netns",
+        ns,
+        "--out",
+        session.to_str().unwrap(),
+        "--metrics-addr",
+        metrics_addr,
+    ])
 }
 
 /// A full capture of `iface` in `ns`, as an operator would take it.
@@ -80,7 +93,8 @@ fn run_side(ns_of: impl Fn(&Lab) -> (String, String)) -> Side {
     let dump = work.path().join("full.pcap");
     let tcpdump = full_capture(&lab, &ns, &iface, &dump);
     let session = work.path().join("agent");
-    let agent = start_agent(&ns, &iface, &session);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let agent = start_agent(&ns, &iface, &session, &metrics_addr);
     // Healthy connections first: nothing is watched yet, and nothing of them may be copied.
     // Five, because even a clean link sometimes gives one a tail-loss probe or reordering
     // between the CPUs' backlogs (trouble, rightly watched), more so on a busy machine.
@@ -92,7 +106,16 @@ fn run_side(ns_of: impl Fn(&Lab) -> (String, String)) -> Side {
     let server = lab.server(SERVER_V4, LOSSY_PORT);
     lab.send(SERVER_V4, LOSSY_PORT, 20_000_000);
     let _ = server.wait_with_output();
-    std::thread::sleep(Duration::from_secs(1));
+    // The metrics are updated once a second; the lossy connection is watched for 30 s
+    // after its last trouble.
+    std::thread::sleep(Duration::from_millis(1500));
+    let metrics = http_get(&metrics_addr, "/metrics").expect("agent /metrics");
+    let watched = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tcpviz_watched_connections "))
+        .unwrap_or_else(|| panic!("no tcpviz_watched_connections:\n{metrics}"))
+        .parse()
+        .unwrap();
     let tcpdump_said = String::from_utf8_lossy(&interrupt(tcpdump).stderr).into_owned();
     let (code, _, stderr) = agent.interrupt();
     assert_eq!(code, Some(0), "tcpviz live failed: {stderr}");
@@ -118,7 +141,7 @@ fn run_side(ns_of: impl Fn(&Lab) -> (String, String)) -> Side {
         .filter_map(|d| d["sport"].as_u64())
         .filter(|p| !troubled.contains(p))
         .collect();
-    Side { full, healthy, agent: events(&session), summary: summary(&session) }
+    Side { full, healthy, agent: events(&session), summary: summary(&session), watched }
 }
 
 /// Events a healthy connection has too.
@@ -143,6 +166,8 @@ struct Side {
     healthy: BTreeSet<u64>,
     agent: Vec<serde_json::Value>,
     summary: serde_json::Value,
+    /// `tcpviz_watched_connections` on /metrics after the lossy transfer.
+    watched: f64,
 }
 
 /// The agent saw a full-capture retransmission when it has a wire event for the same
@@ -150,8 +175,15 @@ struct Side {
 /// after the segments past it is "out of order" to the rules when the partial view has no
 /// handshake to time it against.
 fn check_side(name: &str, side: &Side) {
-    let Side { full, healthy, agent, summary } = side;
+    let Side { full, healthy, agent, summary, watched } = side;
     let side = name;
+    // The lossy connection was still watched; no more were than the summary says ever were
+    // (each is two entries of the kernel's map, one per direction).
+    let ever_watched = (summary["flows"].as_array().unwrap().iter()).filter(|f| !f["watched_since"].is_null()).count();
+    assert!(
+        *watched >= 1.0 && *watched <= ever_watched as f64,
+        "{side}: {watched} connections watched, {ever_watched} ever"
+    );
     let mut kinds = RETRANSMISSIONS.to_vec();
     kinds.push("out_of_order");
     let seen = wire_segments(agent, &kinds);
@@ -198,7 +230,7 @@ fn check_side(name: &str, side: &Side) {
     assert!(starts >= 1 && live["watch_starts"].as_u64().unwrap() >= starts, "{side}: {live} / {lossy}");
     println!(
         "{side}: {caught} of {} retransmissions; marks {marks}; lossy flow watched since {since} ({}, {starts} \
-         starts), {:.6} s before its first wire event",
+         starts), {:.6} s before its first wire event; {watched} of {ever_watched} connections watched at the end",
         full.len(),
         lossy["watch_reason"],
         first_wire - since

@@ -3,8 +3,7 @@
 //! stored must be the agent's own, at that scrape and in its summary, within one scrape's
 //! difference; and `promtool check metrics` must accept the agent's output.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,22 +15,6 @@ const PORT: u16 = 5231;
 const KERNEL: &str = r#"tcpviz_events_total{kind="kernel_retransmit"}"#;
 const WIRE: &str = r#"sum(tcpviz_events_total{kind=~"retransmission|fast_retransmission|spurious_retransmission"})"#;
 const WIRE_KINDS: [&str; 3] = ["retransmission", "fast_retransmission", "spurious_retransmission"];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The body of `GET path` (HTTP/1.0, so the server closes when done); None unless 200.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut c = TcpStream::connect(addr).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(c, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    c.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?;
-    (status == "200").then(|| body.to_string())
-}
 
 /// Percent-encodes a query string value.
 fn encode(q: &str) -> String {

@@ -196,6 +196,8 @@ struct Agent<'a> {
     follower: Option<Follower>,
     /// Socket owners learned from connect and accept hooks (into `sink.owners`).
     attribution: Attribution,
+    /// The count of connections watched, for `/metrics` (capture policy `troubled`).
+    watched: Option<super::watched::WatchedCount>,
     tally: Tally,
     /// TCPVIZ_TEST_PANIC_AFTER_PACKETS: a panic at this packet, to test the crash path.
     #[cfg(feature = "test-hooks")]
@@ -281,10 +283,24 @@ impl<'a> Agent<'a> {
             samples,
             follower,
             attribution: Attribution::new(CgroupPaths::system()),
+            watched: None,
             tally: Tally { tcp_ext_timeline, ..Default::default() },
             #[cfg(feature = "test-hooks")]
             panic_after,
         })
+    }
+
+    /// The reader of the kernel's watched connections, when something scrapes them.
+    fn count_watched(&self, ebpf: &Ebpf) -> Option<super::watched::WatchedCount> {
+        let opts = self.inputs.opts;
+        if opts.metrics_addr.is_none() || opts.capture != CapturePolicy::Troubled || !opts.ifaces.any() {
+            return None;
+        }
+        let Some(aya::maps::Map::LruHashMap(map)) = ebpf.map("WATCHED") else { return None };
+        let watch_ns = opts.watch.as_nanos().min(u64::MAX as u128) as u64;
+        super::watched::WatchedCount::new(map.fd(), watch_ns)
+            .inspect_err(|e| tracing::warn!("cannot count the watched connections: {e}"))
+            .ok()
     }
 
     fn session(&self) -> &'a Session {
@@ -494,7 +510,11 @@ impl<'a> Agent<'a> {
         }
         // Nobody scrapes without --metrics-addr: no reason to map the rings.
         if self.inputs.opts.metrics_addr.is_some() {
+            let watched = self.watched.as_mut().and_then(|w| {
+                w.read().inspect_err(|e| tracing::debug!("cannot read the watched connections: {e}")).ok()
+            });
             self.metrics.update(&metrics::Snapshot {
+                watched,
                 pipeline: &self.pipeline,
                 sink: &self.sink,
                 losses: &losses,
@@ -522,6 +542,7 @@ pub(super) async fn agent_loop(
     link_events: Option<LinkEvents>,
 ) -> Result<LiveResult, LiveError> {
     let mut agent = Agent::start(inputs, tc).await?;
+    agent.watched = agent.count_watched(ebpf);
     let mut rings = Rings::take(ebpf)?;
     let link_events = match link_events {
         // SAFETY: the LinkEvents owns its descriptor, which stays open as long as the AsyncFd

@@ -116,6 +116,7 @@ struct Handles {
     alerts: Counter,
     alerts_active: Gauge,
     flows_active: Gauge,
+    watched: Gauge,
     flow_events: Family<FlowLabels, Counter>,
     service_retransmissions: Family<ServiceLabel, Counter>,
     service_alerts: Family<ServiceLabel, Counter>,
@@ -140,6 +141,7 @@ impl Handles {
             alerts: Counter::default(),
             alerts_active: Gauge::default(),
             flows_active: Gauge::default(),
+            watched: Gauge::default(),
             flow_events: Family::default(),
             service_retransmissions: Family::default(),
             service_alerts: Family::default(),
@@ -189,6 +191,12 @@ impl Handles {
         r.register("tcpviz_alerts", "Alert level changes raised", h.alerts.clone());
         r.register("tcpviz_alerts_active", "Flows and kinds at WARN or CRITICAL", h.alerts_active.clone());
         r.register("tcpviz_flows_active", "Connections tracked", h.flows_active.clone());
+        r.register(
+            "tcpviz_watched_connections",
+            "Connections the kernel side watches now, within --watch of their last trouble (capture policy \
+             troubled; 0 otherwise)",
+            h.watched.clone(),
+        );
         r.register(
             "tcpviz_flow_events",
             format!("Events of the {TOP_FLOWS} most troubled active flows, by kind"),
@@ -260,6 +268,8 @@ pub struct Snapshot<'a> {
     pub hooks: &'a BTreeMap<String, String>,
     /// The ring buffers, by name, for their fill.
     pub rings: [(&'static str, BorrowedFd<'a>); 2],
+    /// Connections watched now (capture policy `troubled`), when it could be read.
+    pub watched: Option<u64>,
     /// Growth of the namespace's TcpExt counters since the start (the latest reading).
     pub tcp_ext: &'a BTreeMap<String, u64>,
 }
@@ -342,6 +352,9 @@ impl Metrics {
         }
         h.alerts_active.set(s.sink.engine.active() as i64);
         h.flows_active.set(s.pipeline.analyzer().flows_active() as i64);
+        if let Some(n) = s.watched {
+            h.watched.set(n as i64);
+        }
         inner.update_interfaces(s.tc);
         let h = &inner.h;
         let mut hooks = [[0i64; HOOK_STATES.len()]; 2];

@@ -27,6 +27,7 @@ pub mod rtnl;
 pub mod stop;
 pub mod tracefs;
 pub mod vantage;
+mod watched;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
