@@ -101,31 +101,64 @@ impl Owners {
     }
 }
 
-/// Services with a label of their own in the per-service counts; later ones are summed
+/// Services with a label of their own in the per-service counts; the others are summed
 /// under `other`.
 pub const MAX_SERVICES: usize = 10;
 /// The label of trouble on a connection whose sockets have no known owner.
 pub const UNATTRIBUTED: &str = "unattributed";
+/// The label of the services without one of their own.
+pub const OTHER: &str = "other";
+/// Services whose recent trouble is remembered, to rank them; past it the least troubled go.
+const MAX_RANKED: usize = 4_096;
+/// Recent trouble halves in this time: the labels go to the services suffering now, not to
+/// those that suffered once (a pod restarted on Kubernetes is a new cgroup, a new service).
+const HALF_LIFE_SECS: f64 = 300.0;
+/// A service without a label takes that of the least troubled labelled one only with this
+/// many times its recent trouble (labels do not flap between services at the boundary).
+const TAKE_OVER: f64 = 2.0;
+/// Recent trouble below this is forgotten.
+const FORGOTTEN: f64 = 0.01;
 
-/// Retransmissions and alerts per service, for `/metrics`. A label, once given, stays (so
-/// every counter only goes up and the labels sum to the total); the first `MAX_SERVICES`
-/// services that show trouble get one, the rest count under `other`.
+/// Retransmissions and alerts per service, for `/metrics`: the top [`MAX_SERVICES`] by
+/// recent trouble (decaying with a half-life of [`HALF_LIFE_SECS`]) have a label of their
+/// own, the rest count under [`OTHER`], connections with no known owner under
+/// [`UNATTRIBUTED`].
+///
+/// Each label's counts only go up: a service's series counts from when it got its label,
+/// and when it gives the label up its series ends (the counts go, Prometheus marks it stale)
+/// and its trouble counts under `other` from then on. So `rate()` of every series, and their
+/// sum, is right at all times; `other` never jumps.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceCounts {
-    /// service -> (retransmissions, alerts).
-    pub by_service: std::collections::BTreeMap<String, (u64, u64)>,
+    /// label -> (retransmissions, alerts) since the label was given.
+    pub by_label: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Recent trouble of each service ranked, labelled or not.
+    recent: HashMap<String, f64>,
+    /// Times labels were taken from one service and given to another.
+    pub relabelled: u64,
 }
 
 impl ServiceCounts {
+    fn labelled(&self) -> usize {
+        self.by_label.keys().filter(|k| *k != OTHER && *k != UNATTRIBUTED).count()
+    }
+
     fn slot(&mut self, service: Option<&str>) -> &mut (u64, u64) {
-        let name = service.unwrap_or(UNATTRIBUTED);
-        let named = self.by_service.keys().filter(|k| *k != "other" && *k != UNATTRIBUTED).count();
-        let key = if self.by_service.contains_key(name) || name == UNATTRIBUTED || named < MAX_SERVICES {
-            name
-        } else {
-            "other"
+        let Some(name) = service else {
+            return self.by_label.entry(UNATTRIBUTED.to_string()).or_default();
         };
-        self.by_service.entry(key.to_string()).or_default()
+        let room = self.recent.len() < MAX_RANKED;
+        match self.recent.get_mut(name) {
+            Some(r) => *r += 1.0,
+            None if room => {
+                self.recent.insert(name.to_string(), 1.0);
+            }
+            // Full: the next rerank makes room.
+            None => {}
+        }
+        // A free label is given at once; a taken one only at a rerank.
+        let key = if self.by_label.contains_key(name) || self.labelled() < MAX_SERVICES { name } else { OTHER };
+        self.by_label.entry(key.to_string()).or_default()
     }
 
     /// A retransmission event: counted for the sender's service.
@@ -135,6 +168,45 @@ impl ServiceCounts {
 
     pub fn alert(&mut self, service: Option<&str>) {
         self.slot(service).1 += 1;
+    }
+
+    /// Decays recent trouble by `elapsed_secs` and hands the labels to the most troubled
+    /// services now (called about once a second, before the metrics are read).
+    pub fn rerank(&mut self, elapsed_secs: f64) {
+        let keep = 0.5f64.powf(elapsed_secs.max(0.0) / HALF_LIFE_SECS);
+        for r in self.recent.values_mut() {
+            *r *= keep;
+        }
+        let by_label = &self.by_label;
+        self.recent.retain(|name, r| *r >= FORGOTTEN || by_label.contains_key(name));
+        if self.recent.len() > MAX_RANKED * 3 / 4 {
+            let mut scores: Vec<f64> = self.recent.values().copied().collect();
+            let cut = scores.len() - MAX_RANKED / 2;
+            let (_, &mut floor, _) = scores.select_nth_unstable_by(cut, f64::total_cmp);
+            self.recent.retain(|name, r| *r > floor || by_label.contains_key(name));
+        }
+        loop {
+            let recent = |name: &str| self.recent.get(name).copied().unwrap_or(0.0);
+            let weakest = (self.by_label.keys())
+                .filter(|k| *k != OTHER && *k != UNATTRIBUTED)
+                .min_by(|a, b| recent(a).total_cmp(&recent(b)).then_with(|| a.cmp(b)))
+                .cloned();
+            let strongest = (self.recent.iter())
+                .filter(|(name, _)| !self.by_label.contains_key(*name))
+                .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
+                .map(|(name, r)| (name.clone(), *r));
+            let Some((name, r)) = strongest else { break };
+            match weakest {
+                Some(_) if self.labelled() < MAX_SERVICES => {}
+                None => {}
+                Some(w) if r > TAKE_OVER * recent(&w) => {
+                    self.by_label.remove(&w);
+                    self.relabelled += 1;
+                }
+                Some(_) => break,
+            }
+            self.by_label.insert(name, (0, 0));
+        }
     }
 }
 
@@ -184,28 +256,87 @@ mod tests {
         assert!(owners.either((b, 80), (a, 40000)).is_some());
     }
 
-    #[test]
-    fn service_labels_are_bounded_and_sum_to_the_total() {
-        let mut c = ServiceCounts::default();
-        let p = |i: usize| Process {
+    fn service(i: usize) -> Process {
+        Process {
             pid: i as u32,
             comm: "x".into(),
             cgroup: Some(format!("svc{i}.service")),
             cgroup_id: i as u64,
             hook: HOOK_CONNECT.into(),
-        };
+        }
+    }
+
+    #[test]
+    fn service_labels_are_bounded_and_sum_to_the_total() {
+        let mut c = ServiceCounts::default();
         for i in 0..25 {
-            c.retransmission(Some(&p(i)));
-            c.retransmission(Some(&p(0)));
+            c.retransmission(Some(&service(i)));
+            c.retransmission(Some(&service(0)));
         }
         c.retransmission(None);
         c.alert(Some("svc3.service"));
-        assert_eq!(c.by_service.len(), MAX_SERVICES + 2, "{:?}", c.by_service);
-        assert_eq!(c.by_service["svc0.service"], (26, 0));
-        assert_eq!(c.by_service["svc3.service"], (1, 1));
-        assert_eq!(c.by_service["other"].0, 15);
-        assert_eq!(c.by_service[UNATTRIBUTED].0, 1);
-        assert_eq!(c.by_service.values().map(|v| v.0).sum::<u64>(), 51);
+        assert_eq!(c.by_label.len(), MAX_SERVICES + 2, "{:?}", c.by_label);
+        assert_eq!(c.by_label["svc0.service"], (26, 0));
+        assert_eq!(c.by_label["svc3.service"], (1, 1));
+        assert_eq!(c.by_label[OTHER].0, 15);
+        assert_eq!(c.by_label[UNATTRIBUTED].0, 1);
+        assert_eq!(c.by_label.values().map(|v| v.0).sum::<u64>(), 51);
+        // Nobody is more troubled than the labelled ones by far: the labels stay.
+        c.rerank(1.0);
+        assert_eq!(c.by_label.len(), MAX_SERVICES + 2);
+        assert_eq!(c.relabelled, 0);
+    }
+
+    #[test]
+    fn the_labels_go_to_the_services_suffering_now() {
+        let mut c = ServiceCounts::default();
+        // Ten services suffer, then stop; an hour later a new one (a restarted pod) does.
+        for i in 0..MAX_SERVICES {
+            for _ in 0..100 {
+                c.retransmission(Some(&service(i)));
+            }
+        }
+        c.rerank(3_600.0);
+        for _ in 0..50 {
+            c.retransmission(Some(&service(99)));
+        }
+        // Until the rerank it counts under `other`; then it has a label of its own, counting
+        // from there, and the least troubled of the old ones gave its label up.
+        assert_eq!(c.by_label[OTHER].0, 50);
+        c.rerank(1.0);
+        assert_eq!(c.relabelled, 1);
+        assert_eq!(c.by_label["svc99.service"], (0, 0));
+        assert_eq!(c.labelled(), MAX_SERVICES);
+        c.retransmission(Some(&service(99)));
+        assert_eq!(c.by_label["svc99.service"].0, 1);
+        assert_eq!(c.by_label[OTHER].0, 50, "other only goes up, and only by unlabelled trouble");
+        // Labels do not flap at the boundary: with every labelled service suffering as much
+        // as now, a newcomer needs twice the least one's recent trouble to take its label.
+        let mut d = ServiceCounts::default();
+        for i in 0..MAX_SERVICES {
+            for _ in 0..100 {
+                d.retransmission(Some(&service(i)));
+            }
+        }
+        for _ in 0..150 {
+            d.retransmission(Some(&service(50)));
+        }
+        d.rerank(1.0);
+        assert!(!d.by_label.contains_key("svc50.service"));
+        for _ in 0..100 {
+            d.retransmission(Some(&service(50)));
+        }
+        d.rerank(1.0);
+        assert!(d.by_label.contains_key("svc50.service"));
+        assert_eq!((d.relabelled, d.labelled()), (1, MAX_SERVICES));
+        // Services that stopped long ago are forgotten; what is remembered stays bounded.
+        for i in 1000..1000 + MAX_RANKED + 10 {
+            c.alert(Some(&format!("burst{i}.service")));
+        }
+        c.rerank(1.0);
+        assert!(c.recent.len() <= MAX_RANKED);
+        c.rerank(100_000.0);
+        assert!(c.recent.len() <= MAX_SERVICES, "{}", c.recent.len());
     }
 
     #[test]

@@ -167,6 +167,8 @@ struct Tally {
     /// and when that was.
     tcp_ext_growth: BTreeMap<String, u64>,
     tcp_ext_read_at: Option<std::time::Instant>,
+    /// When the services were last ranked for their labels on /metrics.
+    services_ranked_at: Option<std::time::Instant>,
     /// The readings during the run that showed growth, for the summary and the report.
     tcp_ext_timeline: super::netstat::TcpExtTimeline,
 }
@@ -510,6 +512,10 @@ impl<'a> Agent<'a> {
         }
         // Nobody scrapes without --metrics-addr: no reason to map the rings.
         if self.inputs.opts.metrics_addr.is_some() {
+            let now = std::time::Instant::now();
+            let elapsed = self.tally.services_ranked_at.map_or(0.0, |at| (now - at).as_secs_f64());
+            self.tally.services_ranked_at = Some(now);
+            self.sink.services.rerank(elapsed);
             let watched = self.watched.as_mut().and_then(|w| {
                 w.read().inspect_err(|e| tracing::debug!("cannot read the watched connections: {e}")).ok()
             });

@@ -206,13 +206,14 @@ impl Handles {
         r.register(
             "tcpviz_service_retransmissions",
             format!(
-                "Kernel retransmissions by the sending service (cgroup, else command; {services} labels, then other)"
+                "Kernel retransmissions by the sending service (cgroup, else command): the {services} most troubled \
+                 lately, each counting from when it became one; the rest as other"
             ),
             h.service_retransmissions.clone(),
         );
         r.register(
             "tcpviz_service_alerts",
-            format!("Alerts by the service owning the connection ({services} labels, then other)"),
+            format!("Alerts by the service owning the connection (the {services} most troubled lately, then other)"),
             h.service_alerts.clone(),
         );
         r.register(
@@ -255,6 +256,8 @@ struct Inner {
     ifaces: BTreeMap<u32, IfaceSeen>,
     own_labels: usize,
     rings: Vec<RingView>,
+    /// The service labels that have series.
+    services: std::collections::BTreeSet<String>,
 }
 
 /// What one update reads.
@@ -283,7 +286,14 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let h = Handles::register(&mut registry);
-        let inner = Inner { registry, h, ifaces: BTreeMap::new(), own_labels: 0, rings: Vec::new() };
+        let inner = Inner {
+            registry,
+            h,
+            ifaces: BTreeMap::new(),
+            own_labels: 0,
+            rings: Vec::new(),
+            services: Default::default(),
+        };
         Metrics { inner: Arc::new(Mutex::new(inner)) }
     }
 }
@@ -345,11 +355,7 @@ impl Metrics {
             raise(&h.tcp_ext.get_or_create(&TcpExtLabel { counter: counter.clone() }), *grown);
         }
         raise(&h.alerts, s.sink.engine.raised);
-        for (service, (retx, alerts)) in &s.sink.services.by_service {
-            let label = ServiceLabel { service: service.clone() };
-            raise(&h.service_retransmissions.get_or_create(&label), *retx);
-            raise(&h.service_alerts.get_or_create(&label), *alerts);
-        }
+        update_services(h, &mut inner.services, &s.sink.services);
         h.alerts_active.set(s.sink.engine.active() as i64);
         h.flows_active.set(s.pipeline.analyzer().flows_active() as i64);
         if let Some(n) = s.watched {
@@ -420,6 +426,31 @@ impl Inner {
             seen.packets = seen.packets.max(w.packets);
             seen.segments = seen.segments.max(w.tcp_segments);
         }
+    }
+}
+
+/// Per-service series for the labels [`crate::attribution::ServiceCounts`] gives now; a
+/// service that gave its label up loses its series (Prometheus marks them stale).
+fn update_services(
+    h: &Handles,
+    published: &mut std::collections::BTreeSet<String>,
+    services: &crate::attribution::ServiceCounts,
+) {
+    let labels = &services.by_label;
+    published.retain(|service| {
+        let keep = labels.contains_key(service);
+        if !keep {
+            let label = ServiceLabel { service: service.clone() };
+            h.service_retransmissions.remove(&label);
+            h.service_alerts.remove(&label);
+        }
+        keep
+    });
+    for (service, (retx, alerts)) in labels {
+        let label = ServiceLabel { service: service.clone() };
+        raise(&h.service_retransmissions.get_or_create(&label), *retx);
+        raise(&h.service_alerts.get_or_create(&label), *alerts);
+        published.insert(service.clone());
     }
 }
 
@@ -579,6 +610,38 @@ mod tests {
     fn process_usage_reads_proc_self() {
         let (cpu, rss) = process_usage().expect("/proc/self");
         assert!(cpu >= 0.0 && rss > 0);
+    }
+
+    #[test]
+    fn a_service_that_gives_its_label_up_loses_its_series() {
+        let m = Metrics::default();
+        let mut services = crate::attribution::ServiceCounts::default();
+        let retransmit = |services: &mut crate::attribution::ServiceCounts, name: &str, n: usize| {
+            for _ in 0..n {
+                services.alert(Some(name));
+            }
+        };
+        for i in 0..crate::attribution::MAX_SERVICES {
+            retransmit(&mut services, &format!("old{i}.service"), 10);
+        }
+        let render = |services: &crate::attribution::ServiceCounts| {
+            {
+                let mut guard = m.inner.lock().unwrap();
+                let inner = &mut *guard;
+                update_services(&inner.h, &mut inner.services, services);
+            }
+            m.render(false)
+        };
+        let text = render(&services);
+        assert!(text.contains("tcpviz_service_alerts_total{service=\"old0.service\"} 10"), "{text}");
+        services.rerank(3_600.0);
+        retransmit(&mut services, "new.service", 5);
+        services.rerank(1.0);
+        let text = render(&services);
+        let series = text.lines().filter(|l| l.starts_with("tcpviz_service_alerts_total{")).count();
+        assert_eq!(series, crate::attribution::MAX_SERVICES + 1, "ten services and other:\n{text}");
+        assert!(!text.contains("service=\"old0.service\""), "{text}");
+        assert!(text.contains("tcpviz_service_alerts_total{service=\"other\"} 5"), "{text}");
     }
 
     #[test]
