@@ -54,39 +54,66 @@ impl Process {
 /// A socket as its owner sees it: local address and port, then the peer's.
 pub type SocketKey = (IpAddr, u16, IpAddr, u16);
 
-/// Bound of the owners table: past it the table is emptied and starts again (counted), so
-/// memory stays bounded on a host that opens connections without end.
+/// Bound of the owners of open sockets: past it the table is emptied and starts again
+/// (counted in `resets`), so memory stays bounded even if closes are missed.
 pub const MAX_OWNERS: usize = 262_144;
+/// Owners of closed sockets kept, for their connections' late events and the summary made
+/// at the end of the run: the most recently closed, the eldest let go first (counted).
+pub const MAX_CLOSED_OWNERS: usize = 262_144;
 
 /// The owners the agent learned, by socket. Looked up per event and per alert, never per
-/// packet.
+/// packet. A socket's owner moves from the open table to the closed one when the socket
+/// closes, so a host that opens connections without end keeps only its open sockets and
+/// the latest closed ones.
 #[derive(Debug, Default)]
 pub struct Owners {
-    by_socket: HashMap<SocketKey, Arc<Process>>,
-    /// Times the table was full and emptied.
+    open: HashMap<SocketKey, Arc<Process>>,
+    closed: HashMap<SocketKey, Arc<Process>>,
+    /// The keys of `closed`, eldest first (each once).
+    closed_order: std::collections::VecDeque<SocketKey>,
+    /// Times the open table was full and emptied.
     pub resets: u64,
+    /// Closed sockets' owners let go to stay within [`MAX_CLOSED_OWNERS`].
+    pub forgotten: u64,
 }
 
 impl Owners {
     pub fn is_empty(&self) -> bool {
-        self.by_socket.is_empty()
+        self.open.is_empty() && self.closed.is_empty()
     }
 
+    /// Owners known, of open and closed sockets.
     pub fn len(&self) -> usize {
-        self.by_socket.len()
+        self.open.len() + self.closed.len()
     }
 
     pub fn insert(&mut self, socket: SocketKey, owner: Arc<Process>) {
-        if self.by_socket.len() >= MAX_OWNERS && !self.by_socket.contains_key(&socket) {
-            self.by_socket.clear();
+        if self.open.len() >= MAX_OWNERS && !self.open.contains_key(&socket) {
+            self.open.clear();
             self.resets += 1;
         }
-        self.by_socket.insert(socket, owner);
+        self.open.insert(socket, owner);
     }
 
-    /// The owner of the socket at `local` talking to `remote`.
+    /// The socket closed: its owner is kept with the recently closed ones.
+    pub fn close(&mut self, socket: SocketKey) {
+        let Some(owner) = self.open.remove(&socket) else { return };
+        if self.closed.insert(socket, owner).is_some() {
+            // Closed before (a reused pair of ports): it keeps its place in the order.
+            return;
+        }
+        self.closed_order.push_back(socket);
+        while self.closed.len() > MAX_CLOSED_OWNERS {
+            let Some(eldest) = self.closed_order.pop_front() else { break };
+            self.closed.remove(&eldest);
+            self.forgotten += 1;
+        }
+    }
+
+    /// The owner of the socket at `local` talking to `remote` (an open socket's first).
     pub fn get(&self, local: (IpAddr, u16), remote: (IpAddr, u16)) -> Option<&Arc<Process>> {
-        self.by_socket.get(&(local.0, local.1, remote.0, remote.1))
+        let key = (local.0, local.1, remote.0, remote.1);
+        self.open.get(&key).or_else(|| self.closed.get(&key))
     }
 
     /// Fills an event's `src_process` and `dst_process`.
@@ -264,6 +291,35 @@ mod tests {
             cgroup_id: i as u64,
             hook: HOOK_CONNECT.into(),
         }
+    }
+
+    #[test]
+    fn closed_sockets_keep_their_owners_within_a_bound() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p = Arc::new(service(1));
+        let mut owners = Owners::default();
+        let key = |port: usize| (a, (port % 60_000) as u16 + 1, b, (port / 60_000) as u16 + 80);
+        // A host that opens and closes connections without end: the open ones stay, the
+        // latest closed ones too, the eldest closed are let go (counted), nothing is reset.
+        owners.insert((a, 9, b, 9), p.clone());
+        for port in 0..MAX_CLOSED_OWNERS + 10 {
+            owners.insert(key(port), p.clone());
+            owners.close(key(port));
+        }
+        assert_eq!((owners.resets, owners.forgotten), (0, 10));
+        assert_eq!(owners.len(), MAX_CLOSED_OWNERS + 1);
+        assert!(owners.get((a, 9), (b, 9)).is_some(), "an open socket is never let go");
+        let (eldest, latest) = (key(0), key(MAX_CLOSED_OWNERS + 9));
+        assert!(owners.get((eldest.0, eldest.1), (eldest.2, eldest.3)).is_none());
+        assert!(owners.get((latest.0, latest.1), (latest.2, latest.3)).is_some());
+        // A pair of ports reused: the new owner, then closed again, counted once.
+        let other = Arc::new(service(2));
+        owners.insert(latest, other.clone());
+        assert_eq!(owners.get((latest.0, latest.1), (latest.2, latest.3)), Some(&other));
+        owners.close(latest);
+        assert_eq!(owners.len(), MAX_CLOSED_OWNERS + 1);
+        assert_eq!(owners.get((latest.0, latest.1), (latest.2, latest.3)), Some(&other));
     }
 
     #[test]

@@ -228,6 +228,11 @@ impl Attribution {
             self.pending.remove(&sk);
             self.established.remove(&sk);
         }
+        if new == TCP_CLOSE
+            && let Some(key) = ends
+        {
+            owners.close(key);
+        }
     }
 
     fn bind(&mut self, owners: &mut Owners, key: SocketKey, p: Arc<Process>) {

@@ -66,6 +66,8 @@ pub(super) fn finish(
     extra.insert("attribution.connects_forgotten".into(), a.connects_forgotten.to_string());
     extra.insert("attribution.cgroups_unknown".into(), a.cgroups_unknown.to_string());
     extra.insert("attribution.owners".into(), sink.owners.len().to_string());
+    extra.insert("attribution.owners_reset".into(), sink.owners.resets.to_string());
+    extra.insert("attribution.owners_forgotten".into(), sink.owners.forgotten.to_string());
     let mut files = vec![sink.events.file(), sink.alerts.file(), samples.out.file()];
     files.extend(capture.as_ref().map(PcapngWriter::file));
     report_losses(&files, &mut summary, &mut figures);
