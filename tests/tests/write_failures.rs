@@ -282,6 +282,19 @@ fn start_live(lab: &Lab, session: &Path, extra: &[&str]) -> Running {
     start_tcpviz(args)
 }
 
+/// A sample of the agent's `/metrics`, once its once-a-second update has seen what came
+/// before.
+fn metric(addr: &str, series: &str) -> f64 {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let text = http_get(addr, "/metrics").expect("agent /metrics");
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {series}:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 fn assert_nothing_attached(lab: &Lab) {
     let state = tc_state(lab, &lab.a, &lab.veth_a);
     assert!(!state.contains("tcpviz") && !state.contains("clsact"), "{state}");
@@ -303,7 +316,8 @@ fn live_on_a_full_file_system_keeps_analysing() {
     // TC super-packets of up to 64 KB even with offloads off: a few thousand records).
     let filler = fs.fill(64 * 1024);
     let session = fs.path().join("s");
-    let mut live = start_live(&lab, &session, &[]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut live = start_live(&lab, &session, &["--metrics-addr", &metrics_addr]);
     let server = lab.server(SERVER_V4, 5201);
     lab.send(SERVER_V4, 5201, 50_000_000);
     let _ = server.wait_with_output();
@@ -314,6 +328,7 @@ fn live_on_a_full_file_system_keeps_analysing() {
     lab.send(SERVER_V4, 5202, 100_000);
     let _ = server.wait_with_output();
     live.wait_stderr(&format!("note: {} is written again", capture.display()));
+    let not_written = metric(&metrics_addr, r#"tcpviz_records_not_written_total{file="capture.pcapng"}"#);
     let (code, _out, err) = live.interrupt();
     assert_eq!(code, Some(1), "{err}");
     assert_nothing_attached(&lab);
@@ -323,6 +338,7 @@ fn live_on_a_full_file_system_keeps_analysing() {
     let lost = summary["sections"]["not_written"]["capture.pcapng"].as_u64().unwrap();
     let written = summary["sections"]["live"]["packets_written"].as_u64().unwrap();
     assert!(lost > 0 && written > 0, "{}", summary["sections"]);
+    assert_eq!(not_written, lost as f64, "/metrics counts what the summary does");
     let analysed = summary["totals"]["packets"].as_u64().unwrap();
     assert_eq!(analysed, written + lost, "every packet analysed, written or counted");
     let mut r = CaptureReader::new(std::fs::File::open(&capture).unwrap(), "capture");
@@ -351,7 +367,8 @@ fn live_rotating_on_a_full_file_system_keeps_analysing() {
     let fs = Tmpfs::new("size=1m");
     let filler = fs.fill(64 * 1024);
     let session = fs.path().join("s");
-    let mut live = start_live(&lab, &session, &["--rotate-mb", "0.05", "--keep", "4"]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut live = start_live(&lab, &session, &["--rotate-mb", "0.05", "--keep", "4", "--metrics-addr", &metrics_addr]);
     let server = lab.server(SERVER_V4, 5201);
     lab.send(SERVER_V4, 5201, 50_000_000);
     let _ = server.wait_with_output();
@@ -362,6 +379,7 @@ fn live_rotating_on_a_full_file_system_keeps_analysing() {
     lab.send(SERVER_V4, 5202, 20_000_000);
     let _ = server.wait_with_output();
     live.wait_stderr(&format!("note: {}", session.join("capture_").display()));
+    let rotated_away = metric(&metrics_addr, r#"tcpviz_records_rotated_away_total{file="capture.pcapng"}"#);
     let (code, _out, err) = live.interrupt();
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(err.matches(&capture_part).count(), 1, "said once: {err}");
@@ -385,6 +403,10 @@ fn live_rotating_on_a_full_file_system_keeps_analysing() {
         }
     }
     assert_eq!(kept + file["deleted"]["records"].as_u64().unwrap(), written, "{file}");
+    assert!(
+        rotated_away > 0.0 && rotated_away <= file["deleted"]["records"].as_f64().unwrap(),
+        "{rotated_away} {file}"
+    );
 }
 
 /// `live` into a read-only folder: one error naming the file, status 1, nothing attached.

@@ -519,7 +519,10 @@ impl<'a> Agent<'a> {
             let watched = self.watched.as_mut().and_then(|w| {
                 w.read().inspect_err(|e| tracing::debug!("cannot read the watched connections: {e}")).ok()
             });
+            let mut files = vec![self.sink.events.file(), self.sink.alerts.file(), self.samples.out.file()];
+            files.extend(self.capture.as_ref().map(PcapngWriter::file));
             self.metrics.update(&metrics::Snapshot {
+                files: &files,
                 watched,
                 pipeline: &self.pipeline,
                 sink: &self.sink,

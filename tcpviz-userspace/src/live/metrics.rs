@@ -87,6 +87,11 @@ struct TcpExtLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabel {
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RingLabel {
     ring: &'static str,
 }
@@ -123,6 +128,8 @@ struct Handles {
     hooks: Family<HookLabels, Gauge>,
     watch_marks: Family<CauseLabel, Counter>,
     ring_fill: Family<RingLabel, FloatGauge>,
+    not_written: Family<FileLabel, Counter>,
+    rotated_away: Family<FileLabel, Counter>,
     tcp_ext: Family<TcpExtLabel, Counter>,
     cpu: FloatCounter,
     rss: Gauge,
@@ -148,6 +155,8 @@ impl Handles {
             hooks: Family::default(),
             watch_marks: Family::default(),
             ring_fill: Family::default(),
+            not_written: Family::default(),
+            rotated_away: Family::default(),
             tcp_ext: Family::default(),
             cpu: FloatCounter::default(),
             rss: Gauge::default(),
@@ -231,6 +240,17 @@ impl Handles {
             "Share of each ring buffer holding records not yet read, at the scrape",
             h.ring_fill.clone(),
         );
+        r.register(
+            "tcpviz_records_not_written",
+            "Records each session file could not take (a full disk, a failing write): events, alerts and samples \
+             as lines, the capture as packets; the agent goes on analysing and writes again once it can",
+            h.not_written.clone(),
+        );
+        r.register(
+            "tcpviz_records_rotated_away",
+            "Records in the rotated parts of each session file deleted to keep --keep parts",
+            h.rotated_away.clone(),
+        );
         r.register_with_unit("process_cpu", "User and system CPU time the agent spent", Unit::Seconds, h.cpu.clone());
         r.register_with_unit("process_resident_memory", "Resident memory of the agent", Unit::Bytes, h.rss.clone());
         h
@@ -271,6 +291,8 @@ pub struct Snapshot<'a> {
     pub hooks: &'a BTreeMap<String, String>,
     /// The ring buffers, by name, for their fill.
     pub rings: [(&'static str, BorrowedFd<'a>); 2],
+    /// The session's files, for what they could not write and what rotation deleted.
+    pub files: &'a [&'a crate::output::record_file::RecordFile],
     /// Connections watched now (capture policy `troubled`), when it could be read.
     pub watched: Option<u64>,
     /// Growth of the namespace's TcpExt counters since the start (the latest reading).
@@ -356,6 +378,14 @@ impl Metrics {
         }
         raise(&h.alerts, s.sink.engine.raised);
         update_services(h, &mut inner.services, &s.sink.services);
+        for f in s.files {
+            let file = f.file_path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let label = FileLabel { file };
+            raise(&h.not_written.get_or_create(&label), f.lost());
+            if let Some(r) = f.rotation() {
+                raise(&h.rotated_away.get_or_create(&label), r.deleted_records());
+            }
+        }
         h.alerts_active.set(s.sink.engine.active() as i64);
         h.flows_active.set(s.pipeline.analyzer().flows_active() as i64);
         if let Some(n) = s.watched {

@@ -258,6 +258,11 @@ impl Rotation {
         }
     }
 
+    /// Records in the parts deleted so far (`--keep`).
+    pub fn deleted_records(&self) -> u64 {
+        self.deleted.records
+    }
+
     /// The parts on disk, oldest first.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.parts.iter().map(|p| p.path.clone()).collect()
