@@ -77,7 +77,13 @@ fn bench_one(capture: &Path) -> Result<Vec<String>> {
     let tshark = timed(Command::new("tshark").args(["-n", "-q", "-r"]).arg(capture).args(["-z", "expert,note"]))?;
     // tcptrace -n: per-connection analysis, no name lookups. It reads pcap only.
     let tcptrace = timed(Command::new("tcptrace").arg("-n").arg(capture)).ok();
-    let cat = timed(Command::new("sh").arg("-c").arg("cat \"$0\" > /dev/null").arg(capture))?;
+    // Best of 3: tcptrace's RSS (16 GB on the SYN scan) can push the capture out of the page
+    // cache, and the floor is reading from memory.
+    let mut cat = Measured { secs: f64::MAX, peak_rss: 0 };
+    for _ in 0..3 {
+        let m = timed(Command::new("sh").arg("-c").arg("cat \"$0\" > /dev/null").arg(capture))?;
+        cat = Measured { secs: cat.secs.min(m.secs), peak_rss: cat.peak_rss.max(m.peak_rss) };
+    }
 
     let name = capture.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let row = |tool: &str, m: &Measured| {
@@ -97,7 +103,7 @@ fn bench_one(capture: &Path) -> Result<Vec<String>> {
         Some(m) => rows.push(row("tcptrace -n", m)),
         None => rows.push(format!("| {name} | {packets} | tcptrace -n | failed (pcapng?) | – | – |")),
     }
-    rows.push(row("cat > /dev/null", &cat));
+    rows.push(row("cat > /dev/null (best of 3)", &cat));
     let one = &tcpviz[0];
     println!(
         "{name}: tcpviz {:.1}x tshark's speed{}, {:.1}x cat's time; {cores} threads {:.2}x one's speed, the same output",
