@@ -368,7 +368,7 @@ fn live_rotating_on_a_full_file_system_keeps_analysing() {
     let filler = fs.fill(64 * 1024);
     let session = fs.path().join("s");
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut live = start_live(&lab, &session, &["--rotate-mb", "0.05", "--keep", "4", "--metrics-addr", &metrics_addr]);
+    let mut live = start_live(&lab, &session, &["--rotate-mb", "0.05", "--keep", "2", "--metrics-addr", &metrics_addr]);
     let server = lab.server(SERVER_V4, 5201);
     lab.send(SERVER_V4, 5201, 50_000_000);
     let _ = server.wait_with_output();
@@ -393,7 +393,7 @@ fn live_rotating_on_a_full_file_system_keeps_analysing() {
     assert_eq!(summary["totals"]["packets"].as_u64().unwrap(), written + lost, "every packet analysed is counted");
     let file = &summary["sections"]["rotation"]["files"]["capture.pcapng"];
     let parts = tcpviz::output::rotation::parts_of(&session.join("capture.pcapng"));
-    assert!(!parts.is_empty() && parts.len() <= 4, "{parts:?}");
+    assert!(!parts.is_empty() && parts.len() <= 2, "{parts:?}");
     let mut kept = 0;
     for part in &parts {
         assert!(std::fs::metadata(part).unwrap().len() <= 50_000, "{}", part.display());
@@ -403,6 +403,8 @@ fn live_rotating_on_a_full_file_system_keeps_analysing() {
         }
     }
     assert_eq!(kept + file["deleted"]["records"].as_u64().unwrap(), written, "{file}");
+    // Two parts kept of the four or so the transfers fill (about 1,500 packet records of
+    // 50 kB parts): parts were deleted before /metrics was read.
     assert!(
         rotated_away > 0.0 && rotated_away <= file["deleted"]["records"].as_f64().unwrap(),
         "{rotated_away} {file}"
