@@ -3,14 +3,13 @@
 //! the session files (`finish`).
 
 mod finish;
+mod rings;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::ProgramFd;
 use tcpviz_common::decode::Record;
 use tcpviz_common::{
     COUNTER_MARKS_FAILED, COUNTER_MARKS_SACK_SENT, COUNTER_MARKS_TRACEPOINT, COUNTER_MARKS_ZERO_WINDOW_SENT,
@@ -20,6 +19,7 @@ use tcpviz_common::{
 use tokio::io::unix::AsyncFd;
 
 use self::finish::finish;
+use self::rings::Rings;
 
 use super::attribution::{Attribution, CgroupPaths};
 use super::clock::{self, BootClock};
@@ -27,7 +27,7 @@ use super::config::LinkHeader;
 use super::diagnostics::KernelLog;
 use super::interfaces::TcInterfaces;
 use super::link_events::LinkEvents;
-use super::losses::{KernelLosses, read_counters};
+use super::losses::KernelLosses;
 use super::records::{Decoded, decode_trace, decode_watch};
 use super::stop::StopSignals;
 use super::tracefs::Format;
@@ -38,7 +38,7 @@ use crate::event::KernelSample;
 use crate::output::alerting::AlertingSink;
 use crate::output::jsonl::JsonlWriter;
 use crate::output::pcapng::PcapngWriter;
-use crate::output::record_file::{OnFailure, report_losses};
+use crate::output::record_file::{OnFailure, RecordFile, report_losses};
 use crate::output::sections::{AlertsSection, KernelEventsLost, LiveSection, LostByCause, PacketsLost, TroubleMarks};
 use crate::output::session::{ALERTS_FILE, CAPTURE_FILE, EVENTS_FILE, KERNEL_SAMPLES_FILE, Session};
 use crate::pipeline::follower::Follower;
@@ -92,59 +92,15 @@ impl SampleWriter {
     }
 }
 
-/// The kernel side as the loop reads it.
-struct Rings {
-    packets: AsyncFd<RingBuf<MapData>>,
-    traces: AsyncFd<RingBuf<MapData>>,
-    counters: PerCpuArray<MapData, u64>,
-    /// Descriptors of every loaded program, to read what the kernel skipped.
-    programs: Vec<(String, ProgramFd)>,
-}
-
-impl Rings {
-    fn take(ebpf: &mut Ebpf) -> Result<Rings, LiveError> {
-        let load_err = |e: aya::maps::MapError| LiveError::Load(e.to_string());
-        let packets = RingBuf::try_from(ebpf.take_map("PACKETS").expect("PACKETS map")).map_err(load_err)?;
-        let traces = RingBuf::try_from(ebpf.take_map("TRACES").expect("TRACES map")).map_err(load_err)?;
-        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTS").expect("COUNTS map")).map_err(load_err)?;
-        // SAFETY: the ring buffer owns its map's file descriptor, which stays open as long as
-        // the AsyncFd that wraps it.
-        let packets = unsafe { AsyncFd::register(packets) }.map_err(|e| LiveError::Load(format!("{e}")))?;
-        // SAFETY: as above.
-        let traces = unsafe { AsyncFd::register(traces) }.map_err(|e| LiveError::Load(format!("{e}")))?;
-        let mut programs: Vec<(String, ProgramFd)> = Vec::new();
-        for (name, prog) in ebpf.programs() {
-            if let Ok(fd) = prog.fd().and_then(|fd| fd.try_clone().map_err(Into::into)) {
-                programs.push((name.to_string(), fd));
-            }
-        }
-        programs.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(Rings { packets, traces, counters, programs })
-    }
-
-    /// Everything both rings hold, in time order; records that cannot be decoded are
-    /// counted in `bad_records`.
-    fn drain(&mut self, batch: &mut Vec<Record>, bad_records: &mut u64) {
-        batch.clear();
-        for ring in [self.packets.get_mut(), self.traces.get_mut()] {
-            while let Some(item) = ring.next() {
-                match tcpviz_common::decode::record(&item) {
-                    Ok(rec) => batch.push(rec),
-                    Err(e) => {
-                        *bad_records += 1;
-                        tracing::debug!("bad ring record: {e:?}");
-                    }
-                }
-            }
-        }
-        batch.sort_by_key(Record::ts_boot_ns);
-    }
-
-    fn losses(&self, unreadable: u64) -> ([u64; COUNTERS], KernelLosses) {
-        let c = read_counters(&self.counters);
-        let losses = KernelLosses::read(&c, &self.programs, unreadable);
-        (c, losses)
-    }
+/// The session's record files: events and alerts, then kernel samples and the capture.
+fn session_files<'b>(
+    sink: &'b AlertingSink,
+    samples: &'b SampleWriter,
+    capture: Option<&'b PcapngWriter>,
+) -> Vec<&'b RecordFile> {
+    let mut files = vec![sink.events.file(), sink.alerts.file(), samples.out.file()];
+    files.extend(capture.map(PcapngWriter::file));
+    files
 }
 
 /// Counts of the run.
@@ -519,8 +475,7 @@ impl<'a> Agent<'a> {
             let watched = self.watched.as_mut().and_then(|w| {
                 w.read().inspect_err(|e| tracing::debug!("cannot read the watched connections: {e}")).ok()
             });
-            let mut files = vec![self.sink.events.file(), self.sink.alerts.file(), self.samples.out.file()];
-            files.extend(self.capture.as_ref().map(PcapngWriter::file));
+            let files = session_files(&self.sink, &self.samples, self.capture.as_ref());
             self.metrics.update(&metrics::Snapshot {
                 files: &files,
                 watched,

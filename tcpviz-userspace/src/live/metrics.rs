@@ -10,9 +10,11 @@
 //! up even when a source is reset or an interface goes away. The registry is rebuilt by
 //! nobody: one lock covers an update and an encoding, so a scrape never sees half an update.
 
+mod agent_usage;
+mod http;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +27,9 @@ use tcpviz_common::{
     COUNTER_MARKS_FAILED, COUNTER_MARKS_SACK_SENT, COUNTER_MARKS_TRACEPOINT, COUNTER_MARKS_ZERO_WINDOW_SENT,
     COUNTER_TRACE_SEEN, COUNTERS, TRACEPOINTS,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use self::agent_usage::{RingView, process_usage};
+pub use self::http::serve;
 use super::KernelLosses;
 use super::interfaces::TcInterfaces;
 use crate::event::EventKind;
@@ -379,8 +382,7 @@ impl Metrics {
         raise(&h.alerts, s.sink.engine.raised);
         update_services(h, &mut inner.services, &s.sink.services);
         for f in s.files {
-            let file = f.file_path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let label = FileLabel { file };
+            let label = FileLabel { file: f.file_name() };
             raise(&h.not_written.get_or_create(&label), f.lost());
             if let Some(r) = f.rotation() {
                 raise(&h.rotated_away.get_or_create(&label), r.deleted_records());
@@ -506,113 +508,6 @@ fn update_top_flows(family: &Family<FlowLabels, Counter>, pipeline: &Pipeline) {
     }
 }
 
-/// A read-only view of a ring buffer's positions: its consumer and producer pages, mapped
-/// once (a second mapping of the ring the agent reads; reading it costs two loads).
-struct RingView {
-    name: &'static str,
-    ptr: *mut libc::c_void,
-    page: usize,
-    size: u64,
-}
-
-// SAFETY: the mapping is only read, through atomic loads, and lives as long as the view.
-unsafe impl Send for RingView {}
-
-impl RingView {
-    fn map(name: &'static str, fd: BorrowedFd<'_>) -> Option<RingView> {
-        // A ring buffer's max_entries is its size in bytes.
-        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-        let size: u64 =
-            fdinfo.lines().find_map(|l| l.strip_prefix("max_entries:")).and_then(|v| v.trim().parse().ok())?;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        // SAFETY: maps two pages of a BPF ring buffer's descriptor read-only (the consumer
-        // position, then the producer's); the kernel checks the offsets, and the result is
-        // checked before use.
-        let ptr =
-            unsafe { libc::mmap(std::ptr::null_mut(), 2 * page, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
-        if ptr == libc::MAP_FAILED {
-            tracing::debug!("cannot map the {name} ring's positions: {}", std::io::Error::last_os_error());
-            return None;
-        }
-        Some(RingView { name, ptr, page, size })
-    }
-
-    fn fill(&self) -> f64 {
-        let load = |offset: usize| {
-            // SAFETY: both positions are 8-byte aligned u64s at the start of their page,
-            // inside the mapping; the kernel updates them atomically.
-            unsafe {
-                (*(self.ptr.cast::<u8>().add(offset) as *const AtomicU64)).load(std::sync::atomic::Ordering::Acquire)
-            }
-        };
-        let (consumer, producer) = (load(0), load(self.page));
-        producer.saturating_sub(consumer) as f64 / self.size.max(1) as f64
-    }
-}
-
-impl Drop for RingView {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.ptr, 2 * self.page) };
-    }
-}
-
-/// The agent's CPU seconds (user + system) and resident bytes, from /proc/self.
-fn process_usage() -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name, in parentheses, may hold spaces: the fields follow its last `)`.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the name and state.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    Some((ticks as f64 / hz, pages * page))
-}
-
-/// Serves the metrics until the runtime ends.
-pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else { continue };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                let response = if path == "/metrics" {
-                    // Prometheus asks for OpenMetrics in its Accept header; curl and promtool
-                    // get the classic text format.
-                    let openmetrics = request.lines().any(|l| {
-                        let l = l.to_ascii_lowercase();
-                        l.starts_with("accept:") && l.contains("application/openmetrics-text")
-                    });
-                    let body = metrics.render(openmetrics);
-                    let content_type = if openmetrics {
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-                    } else {
-                        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
-                    };
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-                };
-                let _ = conn.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,12 +529,6 @@ mod tests {
         raise(&c, 5);
         raise(&c, 3);
         assert_eq!(c.get(), 5);
-    }
-
-    #[test]
-    fn process_usage_reads_proc_self() {
-        let (cpu, rss) = process_usage().expect("/proc/self");
-        assert!(cpu >= 0.0 && rss > 0);
     }
 
     #[test]

@@ -117,6 +117,11 @@ impl RecordFile {
         &self.file_path
     }
 
+    /// The name of the file it stands for (`events.jsonl`), as summaries and metrics give it.
+    pub fn file_name(&self) -> String {
+        self.file_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
     /// The files on disk: the file, or its parts that are kept, oldest first.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.rotation.as_ref().map_or_else(|| vec![self.path.clone()], Rotation::paths)
@@ -460,7 +465,7 @@ pub fn report_losses(
 ) {
     let mut section = std::collections::BTreeMap::new();
     for f in files {
-        let name = f.file_path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f.file_name();
         section.insert(name.clone(), f.lost());
         if let Some(r) = f.rotation() {
             let rotated = r.section(f.written());

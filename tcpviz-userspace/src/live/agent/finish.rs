@@ -68,8 +68,7 @@ pub(super) fn finish(
     extra.insert("attribution.owners".into(), sink.owners.len().to_string());
     extra.insert("attribution.owners_reset".into(), sink.owners.resets.to_string());
     extra.insert("attribution.owners_forgotten".into(), sink.owners.forgotten.to_string());
-    let mut files = vec![sink.events.file(), sink.alerts.file(), samples.out.file()];
-    files.extend(capture.as_ref().map(PcapngWriter::file));
+    let files = session_files(&sink, &samples, capture.as_ref());
     report_losses(&files, &mut summary, &mut figures);
     let mut written: Vec<std::path::PathBuf> = files[..2].iter().flat_map(|f| f.paths()).collect();
     written.extend(session.finish_lasting(&mut summary, &figures).0);
