@@ -185,6 +185,77 @@ fn decode_ip(
     depth: usize,
 ) -> Result<Segment, SkipReason> {
     let ip_bytes = data.get(at..).ok_or(SkipReason::TruncatedHeader)?;
+    let ip = match plain_ipv4(ip_bytes, uncaptured) {
+        Some(ip) => ip,
+        None => lax_ip(ip_bytes, uncaptured)?,
+    };
+    match ip.protocol {
+        IpNumber::TCP => {}
+        IpNumber::IPV4 | IpNumber::IPV6 if depth < MAX_LAYERS => {
+            return decode_ip(data, at + ip.payload_off, frame, uncaptured, depth + 1);
+        }
+        IpNumber::GRE if depth < MAX_LAYERS => {
+            return decode_gre(data, at + ip.payload_off, frame, uncaptured, depth + 1);
+        }
+        IpNumber::UDP if depth < MAX_LAYERS => {
+            return decode_udp_tunnel(data, at + ip.payload_off, frame, uncaptured, depth + 1);
+        }
+        _ => return Err(SkipReason::NotTcp),
+    }
+    decode_tcp(ip.payload, ip.reported_payload_len, ip.src, ip.dst, frame)
+}
+
+/// An IP packet's payload and what the layer above needs of its header.
+#[derive(Debug, PartialEq)]
+struct IpPayload<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: IpNumber,
+    /// Where the payload starts, from the start of the IP header.
+    payload_off: usize,
+    /// The captured bytes of the payload.
+    payload: &'a [u8],
+    /// Length of the payload as the IP header states it (Wireshark's "reported length").
+    reported_payload_len: usize,
+}
+
+/// The common case, parsed here: an unfragmented IPv4 packet whose header was captured
+/// whole and whose total length covers its header. Anything else (`None`) goes to
+/// etherparse's slicer, which gives the same answer on these packets; its result, moved
+/// through the stack, was an eighth of the decoding time.
+#[inline]
+fn plain_ipv4(ip: &[u8], uncaptured: usize) -> Option<IpPayload<'_>> {
+    let fixed: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
+    if fixed[0] >> 4 != 4 {
+        return None;
+    }
+    let header_len = (fixed[0] & 0x0f) as usize * 4;
+    let total_len = u16::from_be_bytes([fixed[2], fixed[3]]) as usize;
+    let fragmented = u16::from_be_bytes([fixed[6], fixed[7]]) & 0x3fff != 0;
+    if header_len < 20 || ip.len() < header_len || total_len < header_len || fragmented {
+        return None;
+    }
+    let (payload, reported_payload_len) = match ip.get(header_len..total_len) {
+        Some(whole) => (whole, whole.len()),
+        // Cut short: the length field is right, but the packet cannot extend past the
+        // original frame (a length field larger than the frame is bogus, and Wireshark then
+        // trusts the frame, as we do).
+        None => (&ip[header_len..], total_len.min(ip.len() + uncaptured) - header_len),
+    };
+    let addr = |at: usize| IpAddr::from([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
+    Some(IpPayload {
+        src: addr(12),
+        dst: addr(16),
+        protocol: IpNumber(fixed[9]),
+        payload_off: header_len,
+        payload,
+        reported_payload_len,
+    })
+}
+
+/// Any IP packet, through etherparse's lax slicer (IPv6 and its extension headers,
+/// fragments, length fields unset or bogus).
+fn lax_ip(ip_bytes: &[u8], uncaptured: usize) -> Result<IpPayload<'_>, SkipReason> {
     let (ip, _ext_err) = match LaxIpSlice::from_slice(ip_bytes) {
         Ok(v) => v,
         Err(etherparse::err::ip::LaxHeaderSliceError::Len(_)) => return Err(SkipReason::TruncatedHeader),
@@ -200,12 +271,9 @@ fn decode_ip(
     if payload.fragmented {
         return Err(SkipReason::IpFragment);
     }
-    // Length of the IP payload as the IP header states it (Wireshark's "reported length").
     let payload_off = payload.payload.as_ptr() as usize - ip_bytes.as_ptr() as usize;
     let reported_payload_len = match (payload.len_source, payload.incomplete) {
-        // Cut short: the header's length field is right, but the packet cannot extend past
-        // the original frame (a length field larger than the frame is bogus, and Wireshark
-        // then trusts the frame, as we do).
+        // Cut short: as in `plain_ipv4`.
         (_, true) => {
             let declared_ip_len = match &ip {
                 LaxIpSlice::Ipv4(v4) => v4.header().total_len() as usize,
@@ -218,20 +286,14 @@ fn decode_ip(
         (LenSource::Slice, false) => payload.payload.len() + uncaptured,
         _ => payload.payload.len(),
     };
-    match payload.ip_number {
-        IpNumber::TCP => {}
-        IpNumber::IPV4 | IpNumber::IPV6 if depth < MAX_LAYERS => {
-            return decode_ip(data, at + payload_off, frame, uncaptured, depth + 1);
-        }
-        IpNumber::GRE if depth < MAX_LAYERS => {
-            return decode_gre(data, at + payload_off, frame, uncaptured, depth + 1);
-        }
-        IpNumber::UDP if depth < MAX_LAYERS => {
-            return decode_udp_tunnel(data, at + payload_off, frame, uncaptured, depth + 1);
-        }
-        _ => return Err(SkipReason::NotTcp),
-    }
-    decode_tcp(payload.payload, reported_payload_len, ip.source_addr(), ip.destination_addr(), frame)
+    Ok(IpPayload {
+        src: ip.source_addr(),
+        dst: ip.destination_addr(),
+        protocol: payload.ip_number,
+        payload_off,
+        payload: payload.payload,
+        reported_payload_len,
+    })
 }
 
 /// UDP tunnels Wireshark decodes by default, by destination port: VXLAN (4789), Geneve
@@ -409,6 +471,43 @@ fn parse_options(mut opts: &[u8]) -> TcpOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The IPv4 fast path answers exactly as etherparse's slicer on every packet it takes:
+    /// header lengths, options, total lengths below, at and past the captured bytes, zero,
+    /// fragment bits, headers cut short, and uncaptured tails.
+    #[test]
+    fn plain_ipv4_agrees_with_the_lax_slicer() {
+        let mut taken = 0;
+        for header_words in [5u8, 6, 15] {
+            let header_len = header_words as usize * 4;
+            for total_len in [0, 19, 20, header_len - 1, header_len, header_len + 1, header_len + 30, 1500] {
+                for frag in [0u16, 0x4000, 0x2000, 0x0001, 0x6001] {
+                    for protocol in [6u8, 17, 4, 41] {
+                        let mut pkt = vec![0u8; header_len + 40];
+                        pkt[0] = 0x40 | header_words;
+                        pkt[2..4].copy_from_slice(&(total_len as u16).to_be_bytes());
+                        pkt[6..8].copy_from_slice(&frag.to_be_bytes());
+                        (pkt[8], pkt[9]) = (64, protocol);
+                        pkt[12..20].copy_from_slice(&[10, 0, 0, 1, 192, 168, 7, 9]);
+                        for cut in [12, 20, header_len - 1, header_len, header_len + 10, pkt.len()] {
+                            for uncaptured in [0, 7, 2000] {
+                                let bytes = &pkt[..cut.min(pkt.len())];
+                                if let Some(fast) = plain_ipv4(bytes, uncaptured) {
+                                    taken += 1;
+                                    assert_eq!(
+                                        Ok(fast),
+                                        lax_ip(bytes, uncaptured),
+                                        "header {header_len} total {total_len} frag {frag:#x} cut {cut} uncaptured {uncaptured}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken > 500, "the fast path took only {taken} packets");
+    }
 
     /// Seen in the fuzzing review: Ethernet-in-Ethernet (0x6558) was unwrapped without the
     /// layer bound, so a 256 KiB frame of nested headers recursed about 18,000 deep.

@@ -3,9 +3,10 @@
 //! Addresses are packed into integers: the table hashes and compares a key per packet, and
 //! integers hash and compare faster than `IpAddr`s (an enum, hashed byte by byte).
 
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     /// Addresses as 32-bit words: a `u128` would align the key, and the table's slots, to
     /// 16 bytes.
@@ -17,6 +18,7 @@ pub struct FlowKey {
     v6: bool,
 }
 
+#[inline]
 fn pack(ip: IpAddr) -> ([u32; 4], bool) {
     match ip {
         IpAddr::V4(a) => ([0, 0, 0, u32::from(a)], false),
@@ -29,6 +31,7 @@ fn pack(ip: IpAddr) -> ([u32; 4], bool) {
 
 impl FlowKey {
     /// The key of the connection `src:sport <-> dst:dport`, whichever way the packet goes.
+    #[inline]
     pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> FlowKey {
         let ((a, a6), (b, b6)) = (pack(src), pack(dst));
         // A packet between an IPv4 and an IPv6 address does not decode; if one did, its
@@ -39,6 +42,21 @@ impl FlowKey {
         } else {
             FlowKey { lo: b, hi: a, ports: (dport as u32) << 16 | sport as u32, v6 }
         }
+    }
+}
+
+/// Five words, not the derived hash's byte slices with their length prefixes: the key is
+/// hashed in registers as it is made, once per packet.
+impl Hash for FlowKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let words = |a: &[u32; 4]| ((a[0] as u64) << 32 | a[1] as u64, (a[2] as u64) << 32 | a[3] as u64);
+        let (lo, hi) = (words(&self.lo), words(&self.hi));
+        state.write_u64(lo.0);
+        state.write_u64(lo.1);
+        state.write_u64(hi.0);
+        state.write_u64(hi.1);
+        state.write_u64((self.ports as u64) << 1 | self.v6 as u64);
     }
 }
 

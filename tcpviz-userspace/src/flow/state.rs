@@ -487,8 +487,12 @@ impl Flow {
     }
 
     /// Direction of a packet from `src`.
+    #[inline]
     pub fn direction_of(&self, src: (IpAddr, u16)) -> usize {
-        if src == self.endpoints[0] { 0 } else { 1 }
+        // Ports first: they tell the directions apart without the addresses in most
+        // connections (and the tuple is compared in place, not copied).
+        let first = &self.endpoints[0];
+        if src.1 == first.1 && src.0 == first.0 { 0 } else { 1 }
     }
 
     /// (sender side, receiver side) of a packet going in direction `dir`.

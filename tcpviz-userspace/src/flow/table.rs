@@ -190,6 +190,7 @@ fn resume_capacity(max_flows: usize) -> usize {
     (max_flows / 64).max(1_024)
 }
 
+#[inline]
 fn hash(key: &FlowKey) -> u64 {
     FxBuildHasher.hash_one(key)
 }
@@ -236,6 +237,7 @@ impl FlowTable {
     }
 
     /// Where `seg`'s connection lives (hashing its key once).
+    #[inline]
     pub fn place(&self, seg: &Segment) -> Placed {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
         let hash = hash(&key);
@@ -516,20 +518,29 @@ impl Partition {
                     true => None,
                     false => resume.take(&key),
                 };
-                let flow = match evicted {
+                let (flow, id, closed) = match evicted {
                     // An evicted connection seen again goes on where it stopped.
-                    Some(flow) => flow,
+                    Some(flow) => {
+                        let (id, closed) = (flow.id, flow.is_closed());
+                        (flow, id, closed)
+                    }
                     None => {
                         let id = *next_id;
                         *next_id += 1;
-                        Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts))
+                        // Not read back: the new flow's lines are still on their way in.
+                        (Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)), id, false)
                     }
                 };
-                let (id, closed) = (flow.id, flow.is_closed());
                 let slot = Slot { key, last_ts: seg.ts, id, closed, flow: Some(flow) };
                 let i = match free.pop() {
                     Some(i) => {
-                        slots[i as usize] = slot;
+                        // A free slot holds no flow: written over, not read and dropped
+                        // first (it was last touched when its flow left, long ago).
+                        let free_slot = &mut slots[i as usize];
+                        debug_assert!(free_slot.flow.is_none());
+                        // SAFETY: the slot is initialised, and what it holds needs no drop
+                        // (a free slot's `flow` is `None`, and the rest is `Copy`).
+                        unsafe { std::ptr::write(free_slot, slot) };
                         i
                     }
                     None => {
