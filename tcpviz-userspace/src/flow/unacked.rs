@@ -10,6 +10,9 @@ use super::seq::{seq_le, seq_lt};
 /// Wireshark's `TCP_MAX_UNACKED_SEGMENTS`: beyond this many, new segments are not tracked.
 pub const MAX_UNACKED_SEGMENTS: usize = 10_000;
 
+/// Room for segments that an emptied list keeps (512 bytes), if it ever needed more than one.
+const KEPT_WHEN_EMPTY: usize = 16;
+
 /// A segment sent and not yet acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unacked {
@@ -77,8 +80,10 @@ impl UnackedList {
             self.items.pop_front();
             out.removed += 1;
         }
-        if out.removed > 0 && self.items.is_empty() {
-            // Most connections are quiet with nothing outstanding: they hold no buffer.
+        if out.removed > 0 && self.items.is_empty() && !(2..=KEPT_WHEN_EMPTY).contains(&self.items.capacity()) {
+            // Most connections are quiet with nothing outstanding, or have one segment out at
+            // a time: they hold no buffer. A sender with a few segments in flight keeps its
+            // small one, or it would be allocated again at each of its next segments.
             self.items = VecDeque::new();
         }
         out

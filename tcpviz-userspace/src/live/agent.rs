@@ -58,9 +58,8 @@ pub(super) struct AgentInputs<'a> {
     pub tcp_ext_before: BTreeMap<String, u64>,
 }
 
-fn out_err(session: &Session, file: &str) -> impl FnOnce(std::io::Error) -> LiveError + use<> {
-    let write_error = session.write_error(file);
-    move |source| LiveError::Session(write_error(source))
+fn out_err<'a>(session: &'a Session, file: &'a str) -> impl FnOnce(std::io::Error) -> LiveError + 'a {
+    move |source| LiveError::Session(session.write_error(file)(source))
 }
 
 type SocketKey = (IpAddr, u16, IpAddr, u16);

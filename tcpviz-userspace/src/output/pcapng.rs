@@ -18,22 +18,34 @@ pub struct PcapngWriter {
     interfaces: u32,
 }
 
+/// Appends an option, its value padded to 32 bits.
 fn option(buf: &mut Vec<u8>, code: u16, value: &[u8]) {
     buf.extend_from_slice(&code.to_le_bytes());
     buf.extend_from_slice(&(value.len() as u16).to_le_bytes());
     buf.extend_from_slice(value);
-    while !buf.len().is_multiple_of(4) {
-        buf.push(0);
-    }
+    pad32(buf, value.len());
+}
+
+/// Zeros after `len` bytes, up to the next multiple of 4.
+fn pad32(buf: &mut Vec<u8>, len: usize) {
+    buf.resize(buf.len() + (4 - len % 4) % 4, 0);
+}
+
+/// Appends a block: its type and total length around the body that `body` appends (a whole
+/// number of 32-bit words).
+fn append_block(out: &mut Vec<u8>, block_type: u32, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&block_type.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    body(out);
+    let len = ((out.len() - start) + 4) as u32;
+    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
 }
 
 fn block(block_type: u32, body: &[u8]) -> Vec<u8> {
-    let len = (12 + body.len()) as u32;
-    let mut b = Vec::with_capacity(len as usize);
-    b.extend_from_slice(&block_type.to_le_bytes());
-    b.extend_from_slice(&len.to_le_bytes());
-    b.extend_from_slice(body);
-    b.extend_from_slice(&len.to_le_bytes());
+    let mut b = Vec::with_capacity(12 + body.len());
+    append_block(&mut b, block_type, |b| b.extend_from_slice(body));
     b
 }
 
@@ -92,27 +104,26 @@ impl PcapngWriter {
     ) -> io::Result<()> {
         debug_assert!(interface < self.interfaces, "packet of an undescribed interface");
         let ticks = ts.max(0) as u64;
-        let mut epb = Vec::with_capacity(40 + data.len());
-        epb.extend_from_slice(&interface.to_le_bytes());
-        epb.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
-        epb.extend_from_slice(&(ticks as u32).to_le_bytes());
-        epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        epb.extend_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
-        epb.extend_from_slice(data);
-        while !epb.len().is_multiple_of(4) {
-            epb.push(0);
-        }
-        if let Some(d) = dir {
-            // epb_flags: bits 0-1 are the direction (1 inbound, 2 outbound).
-            let flags: u32 = match d {
-                Direction::Ingress => 1,
-                Direction::Egress => 2,
-            };
-            option(&mut epb, 2, &flags.to_le_bytes());
-            option(&mut epb, 0, &[]);
-        }
+        // Built in place in the file's batch: a packet is one copy, not three.
         self.out.push(|b| {
-            b.extend_from_slice(&block(6, &epb));
+            append_block(b, 6, |epb| {
+                epb.extend_from_slice(&interface.to_le_bytes());
+                epb.extend_from_slice(&((ticks >> 32) as u32).to_le_bytes());
+                epb.extend_from_slice(&(ticks as u32).to_le_bytes());
+                epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                epb.extend_from_slice(&orig_len.max(data.len() as u32).to_le_bytes());
+                epb.extend_from_slice(data);
+                pad32(epb, data.len());
+                if let Some(d) = dir {
+                    // epb_flags: bits 0-1 are the direction (1 inbound, 2 outbound).
+                    let flags: u32 = match d {
+                        Direction::Ingress => 1,
+                        Direction::Egress => 2,
+                    };
+                    option(epb, 2, &flags.to_le_bytes());
+                    option(epb, 0, &[]);
+                }
+            });
             Ok(())
         })
     }
