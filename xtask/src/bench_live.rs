@@ -106,6 +106,9 @@ struct Samples {
     gbits: Vec<f64>,
     ns_per_packet: Vec<f64>,
     cpu_per_mpkt: Vec<f64>,
+    /// The agent's CPU seconds during the transfers, summed over the rounds (with `copied`:
+    /// its cost per packet it was handed, which says how many one core keeps up with).
+    agent_cpu_secs: f64,
     lost: u64,
     marks: u64,
     copied: u64,
@@ -282,6 +285,7 @@ fn one_run(
     }
     if pid.is_some() && packets1 > packets0 {
         s.cpu_per_mpkt.push((cpu1 - cpu0) / ((packets1 - packets0) as f64 / 1e6));
+        s.agent_cpu_secs += cpu1 - cpu0;
     }
     match (setup, child.take()) {
         (Setup::Noop, Some(mut c)) => {
@@ -363,6 +367,13 @@ fn measure(lab: &Lab, bin: &Path, noop: &Path, run: Run) -> Result<()> {
         }
         if let Setup::Agent(policy) = setup {
             line += &format!(", packets copied {}, records lost {}", s.copied, s.lost);
+            if s.copied > 0 {
+                let us = s.agent_cpu_secs / s.copied as f64 * 1e6;
+                line += &format!(
+                    ", agent {us:.2} µs per copied packet (one core: {:.0} k copied packets/s)",
+                    1e3 / us.max(1e-9)
+                );
+            }
             if *policy == "troubled" {
                 line += &format!(", trouble marks {}", s.marks);
             }
