@@ -182,8 +182,8 @@ fn sample_frames(bytes: &[u8], max: usize) -> Vec<(u32, Vec<u8>, u32)> {
 /// `WatchRecord`).
 fn ring_record_seeds(dir: &Path, frames: &[(u32, Vec<u8>, u32)]) -> Result<()> {
     use tcpviz_common::{
-        RECORD_PACKET, RECORD_TRACE, RECORD_WATCH, SNAP_LEN, TP_COUNT, TRACE_RAW_LEN, WATCH_SACK_SENT,
-        WATCH_TRACEPOINT, WATCH_ZERO_WINDOW_SENT,
+        RECORD_PACKET, RECORD_WATCH, SNAP_LEN, TP_COUNT, TRACE_RAW_LEN, WATCH_SACK_SENT, WATCH_TRACEPOINT,
+        WATCH_ZERO_WINDOW_SENT,
     };
     for (i, (link, data, orig_len)) in frames.iter().filter(|(l, _, _)| *l == 1 || *l == 101).take(48).enumerate() {
         let snap = data.len().min(SNAP_LEN);
@@ -197,15 +197,9 @@ fn ring_record_seeds(dir: &Path, frames: &[(u32, Vec<u8>, u32)]) -> Result<()> {
         let mut snapshot = [0u8; SNAP_LEN];
         snapshot[..snap].copy_from_slice(&data[..snap]);
         r.extend_from_slice(&snapshot);
-        put(dir, &r)?;
+        put(dir, &decoded(r)?)?;
     }
     for tp in 0..TP_COUNT as u8 {
-        let mut r = vec![RECORD_TRACE, tp];
-        r.extend_from_slice(&(TRACE_RAW_LEN as u16).to_ne_bytes());
-        r.extend_from_slice(&4_026_531_840u32.to_ne_bytes());
-        r.extend_from_slice(&6_000_000_000u64.to_ne_bytes());
-        r.extend_from_slice(&1000u32.to_ne_bytes());
-        r.extend_from_slice(&2448u32.to_ne_bytes());
         // A socket of 10.0.0.1:40000 -> 10.0.0.2:5201 at the usual offsets of the tcp
         // tracepoints; the fuzzer finds the rest.
         let mut raw = [0u8; TRACE_RAW_LEN];
@@ -219,8 +213,7 @@ fn ring_record_seeds(dir: &Path, frames: &[(u32, Vec<u8>, u32)]) -> Result<()> {
         raw[10..12].copy_from_slice(&40000u16.to_be_bytes());
         raw[12..16].copy_from_slice(&[10, 0, 0, 1]);
         raw[36..38].copy_from_slice(&2u16.to_ne_bytes());
-        r.extend_from_slice(&raw);
-        put(dir, &r)?;
+        put(dir, &trace_record(tp, &raw)?)?;
     }
     // Watch starts (`WatchRecord`): each reason, an IPv4 and an IPv6 connection.
     for (reason, tp, v6) in
@@ -241,9 +234,50 @@ fn ring_record_seeds(dir: &Path, frames: &[(u32, Vec<u8>, u32)]) -> Result<()> {
         r.extend_from_slice(&40000u16.to_ne_bytes());
         r.extend_from_slice(&5201u16.to_ne_bytes());
         r.extend_from_slice(&[if v6 { 6 } else { 4 }, 0, 0, 0]);
-        put(dir, &r)?;
+        put(dir, &decoded(r)?)?;
     }
     Ok(())
+}
+
+/// A seed, if the agent's decoder takes it (a seed it rejects starts the fuzzer from nothing).
+fn decoded(r: Vec<u8>) -> Result<Vec<u8>> {
+    match tcpviz_common::decode::record(&r) {
+        Ok(_) => Ok(r),
+        Err(e) => anyhow::bail!("a ring record seed does not decode: {e:?}"),
+    }
+}
+
+/// A tracepoint record laid out as `tcpviz_common::TraceRecord` is, field by field at its
+/// offset (a seed that missed a field the struct gained would be rejected as too short by
+/// the decoder, and the fuzzer would start from nothing); checked by decoding it back.
+fn trace_record(tp: u8, raw: &[u8; tcpviz_common::TRACE_RAW_LEN]) -> Result<Vec<u8>> {
+    use std::mem::{offset_of, size_of};
+    use tcpviz_common::decode::{Record, record};
+    use tcpviz_common::{RECORD_TRACE, TRACE_RAW_LEN, TaskOwner, TraceRecord};
+    let mut r = vec![0u8; size_of::<TraceRecord>()];
+    let mut at = |offset: usize, bytes: &[u8]| r[offset..offset + bytes.len()].copy_from_slice(bytes);
+    at(offset_of!(TraceRecord, kind), &[RECORD_TRACE]);
+    at(offset_of!(TraceRecord, tracepoint), &[tp]);
+    at(offset_of!(TraceRecord, raw_len), &(TRACE_RAW_LEN as u16).to_ne_bytes());
+    at(offset_of!(TraceRecord, netns), &4_026_531_840u32.to_ne_bytes());
+    at(offset_of!(TraceRecord, ts_boot_ns), &6_000_000_000u64.to_ne_bytes());
+    at(offset_of!(TraceRecord, skb_seq), &1000u32.to_ne_bytes());
+    at(offset_of!(TraceRecord, skb_end_seq), &3896u32.to_ne_bytes());
+    at(offset_of!(TraceRecord, skb_gso_segs), &2u16.to_ne_bytes());
+    at(offset_of!(TraceRecord, skb_gso_size), &1448u16.to_ne_bytes());
+    at(offset_of!(TraceRecord, sk_mss), &1448u32.to_ne_bytes());
+    let owner = offset_of!(TraceRecord, owner);
+    at(owner + offset_of!(TaskOwner, tgid), &4242u32.to_ne_bytes());
+    at(owner + offset_of!(TaskOwner, tid), &4243u32.to_ne_bytes());
+    at(owner + offset_of!(TaskOwner, cgroup_id), &9001u64.to_ne_bytes());
+    at(owner + offset_of!(TaskOwner, comm), b"iperf3");
+    at(offset_of!(TraceRecord, accepted_sk), &0xffff_8881_0000_1000u64.to_ne_bytes());
+    at(offset_of!(TraceRecord, raw), raw);
+    match record(&r) {
+        Ok(Record::Trace(t)) if t.tracepoint == tp && t.owner.tgid == 4242 && t.raw == *raw => Ok(r),
+        Ok(_) => anyhow::bail!("a tracepoint seed decodes to other values than written"),
+        Err(e) => anyhow::bail!("a tracepoint seed does not decode: {e:?}"),
+    }
 }
 
 /// Scripts for the tailer target (fuzz/fuzz_targets/tailer.rs): setup byte (mode + 3 ×
