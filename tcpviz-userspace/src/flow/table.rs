@@ -152,6 +152,10 @@ struct Partition {
     evicted: EvictionCounts,
     /// Evicted connections, to come back if they are seen again.
     resume: EvictedFlows,
+    /// A lower bound of every slot's `last_ts`: while no flow can be idle by it, a full
+    /// partition evicts without scanning its slots for idle ones first (on a SYN scan, a
+    /// scan per eviction batch was a third of the slot reads).
+    activity_floor: TimestampNs,
 }
 
 /// Where a segment's connection lives: its key, the key's hash and its partition.
@@ -318,7 +322,9 @@ impl FlowTable {
         let id = self.next_id;
         self.next_id += 1;
         let flow = Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts));
-        let s = &mut self.parts[at.part as usize].slots[at.slot as usize];
+        let part = &mut self.parts[at.part as usize];
+        part.activity_floor = part.activity_floor.min(seg.ts);
+        let s = &mut part.slots[at.slot as usize];
         s.last_ts = seg.ts;
         s.id = id;
         s.closed = false;
@@ -365,6 +371,7 @@ impl FlowTable {
         let (h, p) = self.part_of(key);
         let part = &mut self.parts[p];
         let Some(i) = part.find(h, key) else { return part.resume.get_mut(key) };
+        part.activity_floor = UNKNOWN;
         let s = &mut part.slots[i as usize];
         s.last_ts = UNKNOWN;
         s.flow.as_deref_mut()
@@ -372,7 +379,7 @@ impl FlowTable {
 }
 
 /// Flows retired in a row are read ahead: each was last touched long ago.
-const RETIRE_PREFETCH_AHEAD: usize = 4;
+pub const RETIRE_PREFETCH_AHEAD: usize = 4;
 
 /// Retires flows in the order given.
 #[allow(clippy::vec_box)]
@@ -405,6 +412,7 @@ impl Partition {
             capacity,
             evicted: EvictionCounts::default(),
             resume: EvictedFlows::new(resume),
+            activity_floor: TimestampNs::MAX,
         }
     }
 
@@ -440,15 +448,23 @@ impl Partition {
         let shortest = limits.closed_timeout.min(limits.idle_timeout);
         let timeout = |f: &Flow| if f.is_closed() { limits.closed_timeout } else { limits.idle_timeout };
         let mut idle: Vec<u32> = Vec::new();
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            if now.saturating_sub(s.last_ts) <= shortest {
-                continue;
+        if now.saturating_sub(self.activity_floor) > shortest {
+            let mut floor = TimestampNs::MAX;
+            for (i, s) in self.slots.iter_mut().enumerate() {
+                if s.flow.is_none() {
+                    continue;
+                }
+                if now.saturating_sub(s.last_ts) > shortest {
+                    let f = s.flow.as_deref().expect("occupied slot");
+                    s.last_ts = f.last_ts;
+                    if now.saturating_sub(f.last_ts) > timeout(f) {
+                        idle.push(i as u32);
+                        continue;
+                    }
+                }
+                floor = floor.min(s.last_ts);
             }
-            let Some(f) = s.flow.as_deref() else { continue };
-            s.last_ts = f.last_ts;
-            if now.saturating_sub(f.last_ts) > timeout(f) {
-                idle.push(i as u32);
-            }
+            self.activity_floor = floor;
         }
         let mut gone: Vec<Box<Flow>> = idle.into_iter().map(|i| self.remove_slot(i)).collect();
         // Evicted ones too: a table with room would have retired them now, and a packet
@@ -467,8 +483,7 @@ impl Partition {
         let excess = self.index.len() - target;
         // Closed connections first: they are over, and a late packet of theirs finds them
         // in the store. Then the least recently active open ones.
-        let closed = self.least_recent(excess, true);
-        let open = self.least_recent(excess - closed.len(), false);
+        let (closed, open) = self.least_recent(excess);
         self.evicted.closed += closed.len() as u64;
         self.evicted.capacity += open.len() as u64;
         // Retired after the batch, in the order let go: nothing else happens in between, and
@@ -477,39 +492,43 @@ impl Partition {
         retire_all(let_go, Retirement::Capacity, retire);
     }
 
-    /// Up to `count` flows, closed or open as asked, the least recently active, ties to the
-    /// eldest, as (id, slot) in creation order: the time of the last to go (a selection on
-    /// 8-byte times), every flow before it, and the eldest of those at it.
-    fn least_recent(&self, count: usize, closed: bool) -> Vec<(u64, u32)> {
-        let candidates =
-            || (self.slots.iter().enumerate()).filter(move |(_, s)| s.flow.is_some() && s.closed == closed);
-        let mut times: Vec<TimestampNs> = candidates().map(|(_, s)| s.last_ts).collect();
-        let count = count.min(times.len());
+    /// The `count` flows to evict, closed ones first, each kind the least recently active,
+    /// ties to the eldest; as (closed, open) lists of (id, slot) in creation order. One pass
+    /// over the slots (a dense array, but megabytes of it), then a selection on each kind.
+    #[allow(clippy::type_complexity)]
+    fn least_recent(&self, count: usize) -> (Vec<(u64, u32)>, Vec<(u64, u32)>) {
+        let (mut closed, mut open): (Vec<(TimestampNs, u64, u32)>, Vec<(TimestampNs, u64, u32)>) =
+            (Vec::new(), Vec::with_capacity(self.index.len()));
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.flow.is_some() {
+                let kind = if s.closed { &mut closed } else { &mut open };
+                kind.push((s.last_ts, s.id, i as u32));
+            }
+        }
+        let closed = Self::first_by_activity(closed, count);
+        let open = Self::first_by_activity(open, count - closed.len());
+        (closed, open)
+    }
+
+    /// The `count` least recently active of `candidates` (time, id, slot), ties to the
+    /// lowest id, as (id, slot) by id.
+    fn first_by_activity(mut candidates: Vec<(TimestampNs, u64, u32)>, count: usize) -> Vec<(u64, u32)> {
+        let count = count.min(candidates.len());
         if count == 0 {
             return Vec::new();
         }
-        let (_, &mut last, _) = times.select_nth_unstable(count - 1);
-        drop(times);
-        let mut oldest: Vec<(u64, u32)> = Vec::with_capacity(count);
-        let mut at_last: Vec<(u64, u32)> = Vec::new();
-        for (i, s) in candidates() {
-            if s.last_ts < last {
-                oldest.push((s.id, i as u32));
-            } else if s.last_ts == last {
-                at_last.push((s.id, i as u32));
-            }
+        if count < candidates.len() {
+            candidates.select_nth_unstable(count - 1);
         }
-        at_last.sort_unstable();
-        at_last.truncate(count - oldest.len());
-        oldest.append(&mut at_last);
-        oldest.sort_unstable();
-        oldest
+        let mut chosen: Vec<(u64, u32)> = candidates[..count].iter().map(|&(_, id, slot)| (id, slot)).collect();
+        chosen.sort_unstable();
+        chosen
     }
 
     /// The slot of the connection placed at `at`, created (with the id `next_id` hands
     /// out) if new.
     fn find_or_create(&mut self, at: &Placed, seg: &Segment, next_id: &mut u64) -> u32 {
-        let Partition { index, slots, free, resume, .. } = self;
+        let Partition { index, slots, free, resume, activity_floor, .. } = self;
         let key = at.key;
         let i = match index.find(at.hash, |&j| slots[j as usize].key == key) {
             Some(&i) => i,
@@ -531,6 +550,7 @@ impl Partition {
                         (Box::new(Flow::new(id, (seg.src, seg.sport), (seg.dst, seg.dport), seg.ts)), id, false)
                     }
                 };
+                *activity_floor = (*activity_floor).min(seg.ts);
                 let slot = Slot { key, last_ts: seg.ts, id, closed, flow: Some(flow) };
                 let i = match free.pop() {
                     Some(i) => {
