@@ -61,6 +61,8 @@ fn monitor_goes_on_when_its_folder_is_deleted() {
     std::fs::remove_dir_all(&session).unwrap();
     writing.finish();
     run.wait_stderr("deleted while being written");
+    // Interrupted only once it read the whole capture (a Ctrl-C ends a pass where it is).
+    run.wait_read_to_end(&capture);
     let (code, out, err) = run.interrupt();
     assert_eq!(code, Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -10,7 +10,7 @@ use super::seq::{seq_le, seq_lt};
 /// Wireshark's `TCP_MAX_UNACKED_SEGMENTS`: beyond this many, new segments are not tracked.
 pub const MAX_UNACKED_SEGMENTS: usize = 10_000;
 
-/// Room for segments that an emptied list keeps (512 bytes), if it ever needed more than one.
+/// Room for segments that an emptied list keeps (512 bytes).
 const KEPT_WHEN_EMPTY: usize = 16;
 
 /// A segment sent and not yet acknowledged.
@@ -29,8 +29,23 @@ pub struct Unacked {
 /// ACK removes a prefix. Ties keep insertion order, so the first of equals is the eldest.
 #[derive(Debug, Default, Clone)]
 pub struct UnackedList {
-    items: VecDeque<Unacked>,
+    items: Items,
 }
+
+/// Most connections never have more than one segment outstanding at a time (a SYN, a
+/// request): that one is held in place, and a list is allocated only for a second. The
+/// list is boxed so that all three fit in the 32 bytes a bare `VecDeque` took (the flow
+/// stays in its malloc size class).
+#[derive(Debug, Default, Clone)]
+enum Items {
+    #[default]
+    None,
+    One(Unacked),
+    #[allow(clippy::box_collection)]
+    Many(Box<VecDeque<Unacked>>),
+}
+
+const _: () = assert!(std::mem::size_of::<Items>() == 32);
 
 /// What a cumulative ACK did to the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,72 +59,89 @@ pub struct AckOutcome {
 
 impl UnackedList {
     pub fn len(&self) -> usize {
-        self.items.len()
+        match &self.items {
+            Items::None => 0,
+            Items::One(_) => 1,
+            Items::Many(list) => list.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     pub fn insert(&mut self, u: Unacked) {
-        if self.items.capacity() == 0 {
-            // Most connections never have more than one segment outstanding (a SYN, a
-            // request): room for one, not the four a first push would reserve.
-            self.items.reserve_exact(1);
-        }
-        let at = match self.items.back() {
-            Some(last) if seq_lt(u.nextseq, last.nextseq) => self.insert_position(u.nextseq),
-            _ => self.items.len(),
+        let list = match &mut self.items {
+            Items::None => {
+                self.items = Items::One(u);
+                return;
+            }
+            Items::One(first) => {
+                let mut list = VecDeque::with_capacity(4);
+                list.push_back(*first);
+                self.items = Items::Many(Box::new(list));
+                let Items::Many(list) = &mut self.items else { unreachable!() };
+                list
+            }
+            Items::Many(list) => list,
         };
-        self.items.insert(at, u);
+        let at = match list.back() {
+            Some(last) if seq_lt(u.nextseq, last.nextseq) => insert_position(list, u.nextseq),
+            _ => list.len(),
+        };
+        list.insert(at, u);
     }
 
     /// Removes every segment that `ack` covers (nextseq <= ack), as Wireshark does.
     pub fn ack(&mut self, ack: u32) -> AckOutcome {
         let mut out = AckOutcome::default();
-        while let Some(front) = self.items.front() {
-            if !seq_le(front.nextseq, ack) {
-                break;
-            }
-            if front.nextseq == ack {
-                if out.exact.is_none() {
-                    out.exact = Some(*front);
+        match &mut self.items {
+            Items::None => {}
+            Items::One(only) => {
+                if seq_le(only.nextseq, ack) {
+                    if only.nextseq == ack {
+                        out.exact = Some(*only);
+                        out.exact_retransmitted = only.retransmitted;
+                    }
+                    out.removed = 1;
+                    self.items = Items::None;
                 }
-                out.exact_retransmitted |= front.retransmitted;
             }
-            self.items.pop_front();
-            out.removed += 1;
-        }
-        if out.removed > 0 && self.items.is_empty() && !(2..=KEPT_WHEN_EMPTY).contains(&self.items.capacity()) {
-            // Most connections are quiet with nothing outstanding, or have one segment out at
-            // a time: they hold no buffer. A sender with a few segments in flight keeps its
-            // small one, or it would be allocated again at each of its next segments.
-            self.items = VecDeque::new();
+            Items::Many(list) => {
+                while let Some(front) = list.front() {
+                    if !seq_le(front.nextseq, ack) {
+                        break;
+                    }
+                    if front.nextseq == ack {
+                        if out.exact.is_none() {
+                            out.exact = Some(*front);
+                        }
+                        out.exact_retransmitted |= front.retransmitted;
+                    }
+                    list.pop_front();
+                    out.removed += 1;
+                }
+                if out.removed > 0 && list.is_empty() && list.capacity() > KEPT_WHEN_EMPTY {
+                    // A quiet connection holds no large buffer; a sender with a few
+                    // segments in flight keeps its small one, or it would be allocated again
+                    // at each of its next segments.
+                    self.items = Items::None;
+                }
+            }
         }
         out
-    }
-
-    /// Binary search by logical index, not `VecDeque::partition_point`: that one picks the
-    /// front or the back slice first, so on a list that sequence-number wrap or wild jumps
-    /// left unsorted, its answer would depend on where the ring buffer wraps in memory.
-    fn insert_position(&self, nextseq: u32) -> usize {
-        let (mut lo, mut hi) = (0, self.items.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if seq_le(self.items[mid].nextseq, nextseq) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
     }
 
     /// Marks the segments that overlap `[seq, end)` as retransmitted; true if one of them
     /// had been already.
     pub fn mark_retransmitted(&mut self, seq: u32, end: u32) -> bool {
         let mut again = false;
-        for u in self.items.iter_mut() {
+        let items: &mut dyn Iterator<Item = &mut Unacked> = match &mut self.items {
+            Items::None => return false,
+            Items::One(only) => &mut std::iter::once(only),
+            Items::Many(list) => &mut list.iter_mut(),
+        };
+        for u in items {
             if seq_lt(u.seq, end) && seq_lt(seq, u.nextseq) {
                 again |= u.retransmitted;
                 u.retransmitted = true;
@@ -120,8 +152,28 @@ impl UnackedList {
 
     /// The segment sent first (lowest frame number) of those still unacknowledged.
     pub fn eldest(&self) -> Option<&Unacked> {
-        self.items.iter().min_by_key(|u| u.frame)
+        match &self.items {
+            Items::None => None,
+            Items::One(only) => Some(only),
+            Items::Many(list) => list.iter().min_by_key(|u| u.frame),
+        }
     }
+}
+
+/// Binary search by logical index, not `VecDeque::partition_point`: that one picks the
+/// front or the back slice first, so on a list that sequence-number wrap or wild jumps left
+/// unsorted, its answer would depend on where the ring buffer wraps in memory.
+fn insert_position(list: &VecDeque<Unacked>, nextseq: u32) -> usize {
+    let (mut lo, mut hi) = (0, list.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if seq_le(list[mid].nextseq, nextseq) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]
@@ -170,18 +222,20 @@ mod tests {
         let seqs = [10u32, 1_500_000_000, 20, 1_600_000_000, 22, 30];
         let mut answers = Vec::new();
         for rotate in 0..8 {
-            let mut l = UnackedList { items: VecDeque::with_capacity(8) };
+            let mut list = VecDeque::with_capacity(8);
             for i in 0..rotate {
-                l.items.push_back(u(i, 1, 0));
+                list.push_back(u(i, 1, 0));
             }
             for _ in 0..rotate {
-                l.items.pop_front();
+                list.pop_front();
             }
             for (i, s) in seqs.iter().enumerate() {
-                l.items.push_back(u(*s, 1, i as u64));
+                list.push_back(u(*s, 1, i as u64));
             }
+            let mut l = UnackedList { items: Items::Many(Box::new(list)) };
             l.insert(u(25, 1, 9));
-            answers.push(l.items.iter().map(|x| x.frame).collect::<Vec<_>>());
+            let Items::Many(list) = &l.items else { panic!("a list of several") };
+            answers.push(list.iter().map(|x| x.frame).collect::<Vec<_>>());
         }
         assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
     }

@@ -48,6 +48,33 @@ impl Running {
         }
     }
 
+    /// Waits until the process has read `file` to its end (the offset of its descriptor, in
+    /// /proc), then a little longer for what it read to be analysed; panics after 60 s.
+    #[allow(dead_code)]
+    pub fn wait_read_to_end(&mut self, file: &std::path::Path) {
+        let start = Instant::now();
+        let len = std::fs::metadata(file).unwrap().len();
+        let fd_dir = format!("/proc/{}/fd", self.child.id());
+        let read_to_end = || -> bool {
+            let Ok(fds) = std::fs::read_dir(&fd_dir) else { return false };
+            fds.filter_map(|e| e.ok()).any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| target == file) && {
+                    let info = format!("/proc/{}/fdinfo/{}", self.child.id(), fd.file_name().to_string_lossy());
+                    let pos = std::fs::read_to_string(info).ok().and_then(|t| {
+                        t.lines().find_map(|l| l.strip_prefix("pos:").and_then(|v| v.trim().parse::<u64>().ok()))
+                    });
+                    pos.is_some_and(|p| p >= len)
+                }
+            })
+        };
+        while !read_to_end() {
+            assert!(start.elapsed() < Duration::from_secs(60), "{} not read to its end", file.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Frames read into the reader's buffer are analysed at once: a few polls' time.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     /// The process id.
     pub fn id(&self) -> u32 {
         self.child.id()
