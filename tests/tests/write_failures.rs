@@ -214,6 +214,8 @@ fn monitor_on_a_full_file_system_counts_what_it_could_not_write_and_resumes() {
     std::fs::remove_file(&filler).unwrap();
     append(&mut f, 2);
     run.wait_stderr(&format!("note: {} is written again", events.display()));
+    // Interrupted only once it read the whole capture (a Ctrl-C ends a pass where it is).
+    run.wait_read_to_end(&capture);
     let (code, out, err) = run.interrupt();
     assert_eq!(code, Some(1), "{err}");
     assert_eq!(err.matches("warning: cannot write").count(), err.matches("is written again").count(), "{err}");
@@ -265,6 +267,7 @@ fn monitor_on_a_file_system_full_to_the_end() {
     fs.fill(0);
     writing.finish();
     run.wait_stderr(&format!("warning: cannot write {}: No space left on device", events.display()));
+    run.wait_read_to_end(&capture);
     let (code, out, err) = run.interrupt();
     assert_eq!(code, Some(1), "{err}");
     let want = format!("error: cannot write {}: No space left on device", session.join("summary.json").display());
