@@ -171,10 +171,7 @@ impl Pipeline {
     fn drain(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
         let mut retired = self.analyzer.take_retired();
         while let Some((flow, why)) = retired.next() {
-            // Read ahead: a retired flow was last touched long ago (evicted, or idle).
-            if let Some((ahead, _)) = retired.as_slice().get(crate::flow::table::RETIRE_PREFETCH_AHEAD - 1) {
-                crate::flow::state::prefetch(ahead);
-            }
+            crate::flow::state::prefetch_ahead(retired.as_slice(), |(f, _)| f);
             drop(self.summary.add(flow, why));
         }
         if self.events.is_empty() {

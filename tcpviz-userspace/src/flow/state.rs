@@ -450,6 +450,19 @@ pub fn prefetch(flow: &Flow) {
     let _ = flow;
 }
 
+/// How far ahead a run of retired flows is read.
+pub const RETIRED_READ_AHEAD: usize = 4;
+
+/// Prefetches the flow [`RETIRED_READ_AHEAD`] places into `rest`, the flows still to come
+/// of a run being retired, summarised or merged: each was last touched long ago (evicted,
+/// idle) or on another core.
+#[inline]
+pub fn prefetch_ahead<T>(rest: &[T], flow: impl FnOnce(&T) -> &Flow) {
+    if let Some(ahead) = rest.get(RETIRED_READ_AHEAD - 1) {
+        prefetch(flow(ahead));
+    }
+}
+
 impl Flow {
     pub fn new(id: u64, src: (IpAddr, u16), dst: (IpAddr, u16), ts: TimestampNs) -> Flow {
         Flow {

@@ -378,17 +378,12 @@ impl FlowTable {
     }
 }
 
-/// Flows retired in a row are read ahead: each was last touched long ago.
-pub const RETIRE_PREFETCH_AHEAD: usize = 4;
-
 /// Retires flows in the order given.
 #[allow(clippy::vec_box)]
 fn retire_all(gone: Vec<Box<Flow>>, why: Retirement, retire: &mut impl FnMut(Box<Flow>, Retirement)) {
     let mut gone = gone.into_iter();
     while let Some(flow) = gone.next() {
-        if let Some(ahead) = gone.as_slice().get(RETIRE_PREFETCH_AHEAD - 1) {
-            crate::flow::state::prefetch(ahead);
-        }
+        crate::flow::state::prefetch_ahead(gone.as_slice(), |f| f);
         retire(flow, why);
     }
 }

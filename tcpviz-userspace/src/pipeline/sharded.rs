@@ -48,8 +48,6 @@ const BATCH_SEGMENTS: usize = 2_048;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// A route of a batch's plan: the sweep every worker runs at that point.
 const SWEEP: u8 = u8::MAX;
-/// Retired flows read ahead of the one being summarised.
-const RETIRED_PREFETCH_AHEAD: usize = 4;
 /// At most this many workers (a route names its worker in a byte; the flow table has fewer
 /// partitions anyway).
 pub const MAX_THREADS: usize = 64;
@@ -393,14 +391,13 @@ impl Taken {
         self.items.next().unwrap_or(ItemResult { events: 0, retired: 0, created: 0 })
     }
 
-    /// The next retired flow, the one after next already on its way to this core's cache:
+    /// The next retired flow, those a few after it already on their way to this core's cache:
     /// it was written on the worker's core, and the summary's first read of each retired
     /// flow was most of the merging thread's time.
     fn next_retired(&mut self) -> Option<(Box<Flow>, Retirement)> {
-        if let Some((ahead, _)) = self.retired.as_slice().get(RETIRED_PREFETCH_AHEAD) {
-            crate::flow::state::prefetch(ahead);
-        }
-        self.retired.next()
+        let next = self.retired.next();
+        crate::flow::state::prefetch_ahead(self.retired.as_slice(), |(f, _)| f);
+        next
     }
 
     fn peek_retired(&self) -> Option<&Flow> {
