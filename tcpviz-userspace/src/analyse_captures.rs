@@ -81,6 +81,7 @@ pub fn run(opts: &AnalyseOptions, files: Vec<Box<dyn Read>>) -> Result<AnalyseRe
         kernel_mode: !opts.kernel_events.is_empty(),
         always_name_files: false,
         partial_wire_view: false,
+        read_ahead: true,
     };
     let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
     // Every file is registered first: events name their file as soon as there are several.

@@ -58,6 +58,7 @@ pub fn run(opts: &FollowOptions) -> Result<(Summary, Vec<PathBuf>), FollowError>
         kernel_mode: false,
         always_name_files: follower.tailer().may_span_files(),
         partial_wire_view: false,
+        read_ahead: false,
     };
     let threads = if opts.view.is_some() { 1 } else { opts.threads };
     let mut pipeline = Engine::new(pipeline_opts, threads, &[]).map_err(session.write_error(EVENTS_FILE))?;

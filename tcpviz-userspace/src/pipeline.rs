@@ -1,9 +1,9 @@
 //! The one pipeline every source feeds: frames are decoded, segments analysed, events
 //! handed to the sinks, and ended flows collected for the summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use crate::analysis::{Analyzer, PacketRef};
+use crate::analysis::{Analyzer, PacketRef, SEGMENT_READ_AHEAD};
 use crate::capture::decode::{Segment, SkipReason, decode_frame};
 use crate::capture::frame::Frame;
 use crate::event::{Event, EventKind};
@@ -81,6 +81,12 @@ pub struct PipelineOptions {
     /// live agent's kernel side copy it (capture policy `troubled`); see
     /// [`crate::analysis::Analyzer::set_partial_wire_view`].
     pub partial_wire_view: bool,
+    /// Segments are decoded [`SEGMENT_READ_AHEAD`] frames before they are analysed, so that
+    /// their connections' index buckets are fetched ahead (see [`Analyzer::prefetch`]), while
+    /// the table is too large for them to be cached anyway. Only
+    /// for a whole capture read at once (`parse-pcap`): events come out in the same order,
+    /// but a few frames late, and the analyzer is behind the frames given.
+    pub read_ahead: bool,
 }
 
 impl Default for PipelineOptions {
@@ -91,6 +97,7 @@ impl Default for PipelineOptions {
             kernel_mode: false,
             always_name_files: false,
             partial_wire_view: false,
+            read_ahead: false,
         }
     }
 }
@@ -100,6 +107,9 @@ pub struct Pipeline {
     events: Vec<Event>,
     pub counters: Counters,
     summary: SummaryBuilder,
+    read_ahead: bool,
+    /// Segments decoded and not analysed yet (with `read_ahead`), oldest first.
+    ahead: VecDeque<(Segment, PacketRef)>,
 }
 
 impl Pipeline {
@@ -118,18 +128,25 @@ impl Pipeline {
             events: Vec::with_capacity(64),
             counters: Counters::default(),
             summary: SummaryBuilder::with_limit(opts.summary_flows),
+            read_ahead: opts.read_ahead,
+            ahead: VecDeque::with_capacity(SEGMENT_READ_AHEAD + 1),
         }
     }
 
+    /// Registers an input file. Segments read ahead are analysed first, so their events
+    /// name files as they would have before it (they are written at the next frame).
     pub fn add_file(&mut self, name: &str) -> u32 {
+        self.analyse_ahead();
         self.analyzer.add_file(name)
     }
 
     pub fn analyzer(&self) -> &Analyzer {
+        debug_assert!(self.ahead.is_empty(), "the analyzer of a pipeline that reads ahead is behind");
         &self.analyzer
     }
 
     pub fn analyzer_mut(&mut self) -> &mut Analyzer {
+        debug_assert!(self.ahead.is_empty(), "the analyzer of a pipeline that reads ahead is behind");
         &mut self.analyzer
     }
 
@@ -155,7 +172,19 @@ impl Pipeline {
         match self.counters.decode(frame) {
             Ok(seg) if !analyse(&seg) => Ok(FrameOutcome::LeftOut),
             Ok(seg) => {
-                self.process_segment(&seg, PacketRef { frame: frame.number, file_index }, sink)?;
+                let at = PacketRef { frame: frame.number, file_index };
+                if self.read_ahead && self.analyzer.worth_prefetching() {
+                    self.analyzer.prefetch(&seg);
+                    self.ahead.push_back((seg, at));
+                    if self.ahead.len() > SEGMENT_READ_AHEAD
+                        && let Some((seg, at)) = self.ahead.pop_front()
+                    {
+                        self.analyse(&seg, at, sink)?;
+                    }
+                } else {
+                    self.catch_up(sink)?;
+                    self.analyse(&seg, at, sink)?;
+                }
                 Ok(FrameOutcome::Tcp)
             }
             Err(reason) => Ok(FrameOutcome::Skipped(reason)),
@@ -163,8 +192,30 @@ impl Pipeline {
     }
 
     pub fn process_segment(&mut self, seg: &Segment, at: PacketRef, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        self.catch_up(sink)?;
+        self.analyse(seg, at, sink)
+    }
+
+    fn analyse(&mut self, seg: &Segment, at: PacketRef, sink: &mut dyn EventSink) -> std::io::Result<()> {
         self.counters.count_segment(seg.ts);
         self.analyzer.process(seg, at, &mut self.events);
+        self.drain(sink)
+    }
+
+    /// Analyses the segments read ahead, leaving their events to the next drain.
+    fn analyse_ahead(&mut self) {
+        while let Some((seg, at)) = self.ahead.pop_front() {
+            self.counters.count_segment(seg.ts);
+            self.analyzer.process(&seg, at, &mut self.events);
+        }
+    }
+
+    /// Analyses the segments read ahead and writes their events.
+    fn catch_up(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        if self.ahead.is_empty() {
+            return Ok(());
+        }
+        self.analyse_ahead();
         self.drain(sink)
     }
 
@@ -191,6 +242,7 @@ impl Pipeline {
         k: &crate::analysis::kernel::KernelEvent,
         sink: &mut dyn EventSink,
     ) -> std::io::Result<()> {
+        self.catch_up(sink)?;
         let c = &mut self.counters;
         c.first_ts = Some(c.first_ts.map_or(k.ts, |t| t.min(k.ts)));
         c.last_ts = Some(c.last_ts.map_or(k.ts, |t| t.max(k.ts)));
@@ -200,11 +252,13 @@ impl Pipeline {
 
     /// A watch of the live agent's kernel side started (capture policy `troubled`).
     pub fn process_watch(&mut self, w: &crate::flow::watch::WatchStart) {
+        debug_assert!(self.ahead.is_empty(), "a live pipeline does not read ahead");
         self.analyzer.process_watch(w);
     }
 
     /// Ends the input: flows still open are finished (end-of-flow findings).
     pub fn finish(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
+        self.catch_up(sink)?;
         self.analyzer.finish(&mut self.events);
         self.drain(sink)
     }

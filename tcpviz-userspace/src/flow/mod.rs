@@ -5,6 +5,7 @@ pub mod key;
 pub mod limits;
 pub mod resume;
 pub mod seq;
+pub mod slot_index;
 pub mod state;
 pub mod table;
 pub mod ts_rtt;

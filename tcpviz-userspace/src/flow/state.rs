@@ -450,6 +450,19 @@ pub fn prefetch(flow: &Flow) {
     let _ = flow;
 }
 
+/// Asks for the cache line holding `at` to be brought into this core's cache.
+#[inline]
+pub fn prefetch_line<T>(at: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is a hint; no memory is read or written.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((at as *const T).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
 /// How far ahead a run of retired flows is read.
 pub const RETIRED_READ_AHEAD: usize = 4;
 

@@ -23,7 +23,6 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 use crate::capture::decode::Segment;
@@ -31,6 +30,7 @@ use crate::time::{NS_PER_SEC, TimestampNs};
 
 use super::key::FlowKey;
 use super::resume::EvictedFlows;
+use super::slot_index::SlotIndex;
 use super::state::Flow;
 
 #[derive(Debug, Clone, Copy)]
@@ -143,8 +143,8 @@ pub struct FlowTable {
 
 /// One partition: its flows, at most `capacity` of them, and the store of those it evicted.
 struct Partition {
-    /// Slot numbers, hashed by the key of their slot.
-    index: HashTable<u32>,
+    /// Slot numbers, by the hash of their slot's key.
+    index: SlotIndex,
     slots: Vec<Slot>,
     /// Free slots, reused last-freed first (deterministic).
     free: Vec<u32>,
@@ -165,6 +165,9 @@ pub struct Placed {
     hash: u64,
     part: u32,
 }
+
+/// How far ahead of its removal an evicted flow's index entry is fetched.
+const EVICTION_READ_AHEAD: usize = 8;
 
 /// Partitions of a table of `max_flows` connections: 1,024 connections or more each, at
 /// most 16. (More partitions would allow more analysis threads, but one thread reads and
@@ -246,6 +249,15 @@ impl FlowTable {
         let key = FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport);
         let hash = hash(&key);
         Placed { key, hash, part: partition_of(hash, self.parts.len()) as u32 }
+    }
+
+    /// Asks for the index bucket of `seg`'s connection to be brought into the cache: a
+    /// caller that knows the segments to come calls it a few segments ahead, so that the
+    /// lookup does not wait for memory (on many short connections it nearly always did).
+    #[inline]
+    pub fn prefetch(&self, seg: &Segment) {
+        let at = self.place(seg);
+        self.parts[at.part as usize].index.prefetch(at.hash);
     }
 
     /// Idle sweeps are called for with [`sweep`](Self::sweep) only (a full partition still
@@ -401,7 +413,7 @@ impl EvictionCounts {
 impl Partition {
     fn new(capacity: usize, resume: usize) -> Partition {
         Partition {
-            index: HashTable::new(),
+            index: SlotIndex::new(),
             slots: Vec::new(),
             free: Vec::new(),
             capacity,
@@ -417,20 +429,23 @@ impl Partition {
 
     /// Takes the flow out of slot `i` and frees the slot.
     fn remove_slot(&mut self, i: u32) -> Box<Flow> {
-        let s = &mut self.slots[i as usize];
-        let flow = s.flow.take().expect("occupied slot");
-        if let Ok(e) = self.index.find_entry(hash(&s.key), |&j| j == i) {
-            e.remove();
-        }
+        let hash = hash(&self.slots[i as usize].key);
+        self.remove_hashed(i, hash)
+    }
+
+    /// [`remove_slot`](Self::remove_slot), given the hash of the slot's key.
+    fn remove_hashed(&mut self, i: u32, hash: u64) -> Box<Flow> {
+        let flow = self.slots[i as usize].flow.take().expect("occupied slot");
+        self.index.remove(hash, i);
         self.free.push(i);
         flow
     }
 
     /// Moves the flow in slot `i` out of a full partition into the store of evicted
     /// connections; the one the store lets go to make room is handed back, to be retired.
-    fn evict_slot(&mut self, i: u32) -> Option<Box<Flow>> {
+    fn evict_slot(&mut self, i: u32, hash: u64) -> Option<Box<Flow>> {
         let key = self.slots[i as usize].key;
-        let flow = self.remove_slot(i);
+        let flow = self.remove_hashed(i, hash);
         self.resume.keep(key, flow)
     }
 
@@ -483,7 +498,16 @@ impl Partition {
         self.evicted.capacity += open.len() as u64;
         // Retired after the batch, in the order let go: nothing else happens in between, and
         // the batch can be read ahead.
-        let let_go: Vec<Box<Flow>> = (closed.into_iter().chain(open)).filter_map(|(_, i)| self.evict_slot(i)).collect();
+        let victims: Vec<(u32, u64)> =
+            (closed.into_iter().chain(open)).map(|(_, i)| (i, hash(&self.slots[i as usize].key))).collect();
+        let mut let_go: Vec<Box<Flow>> = Vec::new();
+        for (n, &(i, hash)) in victims.iter().enumerate() {
+            // Their index entries are scattered over the index: each is asked for ahead.
+            if let Some(&(_, ahead)) = victims.get(n + EVICTION_READ_AHEAD) {
+                self.index.prefetch(ahead);
+            }
+            let_go.extend(self.evict_slot(i, hash));
+        }
         retire_all(let_go, Retirement::Capacity, retire);
     }
 
@@ -525,8 +549,15 @@ impl Partition {
     fn find_or_create(&mut self, at: &Placed, seg: &Segment, next_id: &mut u64) -> u32 {
         let Partition { index, slots, free, resume, activity_floor, .. } = self;
         let key = at.key;
-        let i = match index.find(at.hash, |&j| slots[j as usize].key == key) {
-            Some(&i) => i,
+        match index.find(at.hash, |j| slots[j as usize].key == key) {
+            Some(i) => {
+                let s = &mut slots[i as usize];
+                // The analyzer moves `flow.last_ts` to this packet's time (when later) too.
+                if seg.ts > s.last_ts {
+                    s.last_ts = seg.ts;
+                }
+                i
+            }
             None => {
                 let evicted = match resume.is_empty() {
                     true => None,
@@ -563,20 +594,19 @@ impl Partition {
                         (slots.len() - 1) as u32
                     }
                 };
-                index.insert_unique(at.hash, i, |&j| hash(&slots[j as usize].key));
+                index.insert(at.hash, i);
+                // The slot the next new connection will take: written then, so fetched now
+                // (it has been cold since its flow left).
+                if let Some(&next) = free.last() {
+                    crate::flow::state::prefetch_line(&slots[next as usize]);
+                }
                 i
             }
-        };
-        let s = &mut slots[i as usize];
-        // The analyzer moves `flow.last_ts` to this packet's time (when later) too.
-        if seg.ts > s.last_ts {
-            s.last_ts = seg.ts;
         }
-        i
     }
 
     fn find(&self, hash: u64, key: &FlowKey) -> Option<u32> {
-        self.index.find(hash, |&j| self.slots[j as usize].key == *key).copied()
+        self.index.find(hash, |j| self.slots[j as usize].key == *key)
     }
 
     #[allow(clippy::vec_box)]
@@ -585,7 +615,7 @@ impl Partition {
         // table's slots and index are tens of megabytes.
         let mut flows: Vec<Box<Flow>> = std::mem::take(&mut self.slots).into_iter().filter_map(|s| s.flow).collect();
         flows.extend(self.resume.drain());
-        self.index = HashTable::new();
+        self.index = SlotIndex::new();
         self.free = Vec::new();
         flows
     }

@@ -221,6 +221,7 @@ impl<'a> Agent<'a> {
             kernel_mode: true,
             always_name_files: follower.as_ref().is_some_and(|f| f.tailer().may_span_files()),
             partial_wire_view: opts.pcap_path.is_none() && opts.capture == CapturePolicy::Troubled,
+            read_ahead: false,
         });
         if opts.pcap_path.is_none() {
             pipeline.add_file(&session.path(CAPTURE_FILE).display().to_string());

@@ -31,7 +31,7 @@ use std::thread::JoinHandle;
 use rustc_hash::FxHashMap;
 
 use super::{Counters, EventSink, FrameOutcome, PipelineOptions, run_figures, totals};
-use crate::analysis::{Analyzer, PacketRef};
+use crate::analysis::{Analyzer, PacketRef, SEGMENT_READ_AHEAD};
 use crate::capture::decode::Segment;
 use crate::capture::frame::Frame;
 use crate::event::Event;
@@ -506,18 +506,28 @@ fn work(mut analyzer: Analyzer, work: Receiver<ToWorker>, results: SyncSender<Fr
     while let Ok(msg) = work.recv() {
         match msg {
             ToWorker::Batch(items, freed) => {
-                drop(freed);
+                // Freeing reads each flow's lists (last touched on the merger's core).
+                let mut freed = freed.into_iter();
+                while let Some(flow) = freed.next() {
+                    crate::flow::state::prefetch_ahead(freed.as_slice(), |f| f);
+                    drop(flow);
+                }
                 let mut out =
                     Results { items: Vec::with_capacity(items.len()), events: Vec::new(), retired: Vec::new() };
-                for item in items {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(Work::Segment { seg, .. }) = items.get(i + SEGMENT_READ_AHEAD)
+                        && analyzer.worth_prefetching()
+                    {
+                        analyzer.prefetch(seg);
+                    }
                     let events_before = out.events.len();
                     let created_before = analyzer.flows_created();
                     match item {
                         Work::Segment { seg, at, now } => {
-                            analyzer.advance_clock(now);
-                            analyzer.process(&seg, at, &mut out.events);
+                            analyzer.advance_clock(*now);
+                            analyzer.process(seg, *at, &mut out.events);
                         }
-                        Work::Sweep { now } => analyzer.sweep(now, &mut out.events),
+                        Work::Sweep { now } => analyzer.sweep(*now, &mut out.events),
                     }
                     let retired_before = out.retired.len();
                     out.retired.extend(analyzer.take_retired());

@@ -1,4 +1,5 @@
-//! The sharded pipeline against one analyzer, and its id map.
+//! The sharded pipeline against one analyzer, and its id map; one analyzer reading ahead
+//! against one that does not.
 
 use etherparse::PacketBuilder;
 
@@ -116,10 +117,8 @@ fn outputs(events: &[Event], summary: &Summary) -> (String, String) {
     (lines, serde_json::to_string_pretty(summary).unwrap())
 }
 
-fn run(packets: &[Packet], limits: FlowLimits, threads: usize) -> (String, String) {
-    let opts = PipelineOptions { limits, summary_flows: 200, ..Default::default() };
-    let mut events: Vec<Event> = Vec::new();
-    let frames = packets.iter().enumerate().map(|(i, p)| Frame {
+fn frames(packets: &[Packet]) -> impl Iterator<Item = Frame<'_>> {
+    packets.iter().enumerate().map(|(i, p)| Frame {
         ts: p.ts,
         link_type: LinkType::ETHERNET,
         data: &p.data,
@@ -127,7 +126,13 @@ fn run(packets: &[Packet], limits: FlowLimits, threads: usize) -> (String, Strin
         interface: 0,
         number: i as u64 + 1,
         direction: None,
-    });
+    })
+}
+
+fn run(packets: &[Packet], limits: FlowLimits, threads: usize) -> (String, String) {
+    let opts = PipelineOptions { limits, summary_flows: 200, ..Default::default() };
+    let mut events: Vec<Event> = Vec::new();
+    let frames = frames(packets);
     let summary = if threads == 1 {
         let mut one = Pipeline::with_options(opts);
         for f in frames {
@@ -195,4 +200,56 @@ fn threads_write_what_one_thread_writes_through_sweeps_evictions_and_reused_port
         }
         assert!(one.1 == many.1, "{threads} threads: the summary differs:\n{}\n{}", one.1, many.1);
     }
+}
+
+/// One analyzer, reading ahead (on tables of `read_ahead_from` flows or more) or not; a
+/// second file is registered half way through, and the frames after it are that file's.
+/// Also returns how often the pipeline started and stopped reading ahead, and whether
+/// segments were waiting when the second file came.
+fn run_one(packets: &[Packet], limits: FlowLimits, read_ahead_from: Option<usize>) -> ((String, String), u32, bool) {
+    let opts =
+        PipelineOptions { limits, summary_flows: 200, read_ahead: read_ahead_from.is_some(), ..Default::default() };
+    let mut events: Vec<Event> = Vec::new();
+    let mut one = Pipeline::with_options(opts);
+    if let Some(flows) = read_ahead_from {
+        one.analyzer.set_prefetch_from_flows(flows);
+    }
+    one.add_file("first");
+    let half = packets.len() as u64 / 2;
+    let (mut switches, mut was_ahead, mut waiting_at_second_file) = (0, false, false);
+    for f in frames(packets) {
+        if f.number == half {
+            waiting_at_second_file = !one.ahead.is_empty();
+            one.add_file("second");
+        }
+        one.process_frame(&f, u32::from(f.number >= half), &mut events).unwrap();
+        let ahead = !one.ahead.is_empty();
+        switches += u32::from(ahead != was_ahead);
+        was_ahead = ahead;
+    }
+    one.finish(&mut events).unwrap();
+    (outputs(&events, &one.summary(Vec::new(), Vec::new(), 0)), switches, waiting_at_second_file)
+}
+
+#[test]
+fn reading_ahead_writes_what_reading_frame_by_frame_writes() {
+    let packets = stream(8_000, 11);
+    let limits = FlowLimits { max_flows: 2_048, idle_timeout: 5 * NS_PER_SEC, closed_timeout: 2 * NS_PER_SEC };
+    let (plain, ..) = run_one(&packets, limits, None);
+    // Read ahead on a table of 1,200 flows or more: the stream's table grows past that and
+    // shrinks under it (idle sweeps), so the pipeline switches both ways, and the second
+    // file is registered while segments wait.
+    let (ahead, switches, waiting) = run_one(&packets, limits, Some(1_200));
+    assert!(
+        switches >= 3 && waiting,
+        "reading ahead switched {switches} times; segments waiting at the second file: {waiting}"
+    );
+    // Events are named by file once there are two: the second file's are, the first's not.
+    assert!(plain.0.contains("\"file\":\"second\""), "no event names the second file");
+    assert!(plain.0.lines().take(100).all(|l| !l.contains("\"file\"")), "the first file's events name it");
+    if plain.0 != ahead.0 {
+        let at = plain.0.lines().zip(ahead.0.lines()).position(|(a, b)| a != b);
+        panic!("reading ahead: events differ from line {at:?}");
+    }
+    assert!(plain.1 == ahead.1, "reading ahead: the summary differs:\n{}\n{}", plain.1, ahead.1);
 }
