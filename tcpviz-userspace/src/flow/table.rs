@@ -16,7 +16,8 @@
 //! table writes, evictions included.
 //!
 //! Flows live in a slab of slots (id, a copy of the last packet time, the boxed flow); the
-//! hash index holds only slot numbers (4 bytes each; the key is in the slot). The sweeps that retire flows read the slots, a dense
+//! index ([`super::slot_index`]) holds slot numbers and a digest of each key's hash (8
+//! bytes each; the key is in the slot). The sweeps that retire flows read the slots, a dense
 //! array, not the flows: with hundreds of thousands of flows, following every flow's
 //! pointer (or walking a sparse hash table of large entries) on each sweep was a third of
 //! the run time of a SYN scan.
