@@ -62,12 +62,50 @@ impl EvictedFlows {
     pub fn keep(&mut self, key: FlowKey, flow: Box<Flow>) -> Option<Box<Flow>> {
         let mut let_go = None;
         while self.kept.len() >= self.capacity {
-            let Some((old, generation)) = self.order.pop_front() else { break };
+            let Some(eldest) = self.let_go_eldest() else { break };
+            let_go = Some(eldest);
+        }
+        self.insert(key, flow);
+        let_go
+    }
+
+    /// Keeps evicted flows, as [`keep`](Self::keep) would one by one: returns the flows let
+    /// go to make room, in the order it would have. A table's eviction batch is often larger
+    /// than the store: its first flows would be let go as soon as they were kept, so they
+    /// are handed back without going through the map.
+    pub fn keep_all(&mut self, flows: Vec<(FlowKey, Box<Flow>)>) -> Vec<Box<Flow>> {
+        // Kept one by one, the store would let go this many: the eldest kept first, then
+        // the first of `flows`.
+        let excess = (self.kept.len() + flows.len()).saturating_sub(self.capacity);
+        let mut let_go = Vec::with_capacity(excess);
+        while let_go.len() < excess {
+            let Some(eldest) = self.let_go_eldest() else { break };
+            let_go.push(eldest);
+        }
+        let mut flows = flows.into_iter();
+        for (_, flow) in flows.by_ref().take(excess - let_go.len()) {
+            self.forgotten += 1;
+            let_go.push(flow);
+        }
+        for (key, flow) in flows {
+            self.insert(key, flow);
+        }
+        let_go
+    }
+
+    /// Lets go of the eldest kept flow (None: none was found in the order queue).
+    fn let_go_eldest(&mut self) -> Option<Box<Flow>> {
+        while let Some((old, generation)) = self.order.pop_front() {
+            // A stale entry: its key was taken back (and maybe kept again, later).
             if self.kept.get(&old).is_some_and(|(g, _)| *g == generation) {
-                let_go = self.kept.remove(&old).map(|(_, f)| f);
                 self.forgotten += 1;
+                return self.kept.remove(&old).map(|(_, f)| f);
             }
         }
+        None
+    }
+
+    fn insert(&mut self, key: FlowKey, flow: Box<Flow>) {
         self.generation += 1;
         self.kept.insert(key, (self.generation, flow));
         self.order.push_back((key, self.generation));
@@ -76,7 +114,6 @@ impl EvictedFlows {
             let kept = &self.kept;
             self.order.retain(|(k, g)| kept.get(k).is_some_and(|(kg, _)| kg == g));
         }
-        let_go
     }
 
     /// The evicted flow of `key`, if it is still kept.
@@ -180,6 +217,42 @@ mod tests {
         assert_eq!(idle, [1]);
         assert_eq!(m.len(), 2);
         assert!(m.take(&flow(1).0).is_none() && m.take(&flow(2).0).is_some());
+    }
+
+    #[test]
+    fn keeping_a_batch_lets_go_what_keeping_one_by_one_lets_go() {
+        // Two stores go through the same steps: batches of evictions (kept one by one in
+        // one store, all at once in the other) and connections seen again (taken back, which
+        // leaves stale entries in the order queue).
+        let (mut one_by_one, mut batched) = (EvictedFlows::new(16), EvictedFlows::new(16));
+        let mut next_port = 1u16;
+        let mut state = 5u64;
+        let mut draw = |n: u64| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        for round in 0..400 {
+            let size = draw(40) as u16;
+            let batch: Vec<u16> = (next_port..next_port + size).collect();
+            next_port += size;
+            let expected: Vec<u64> =
+                batch.iter().filter_map(|&p| one_by_one.keep(flow(p).0, flow(p).1)).map(|f| f.id).collect();
+            let got: Vec<u64> =
+                batched.keep_all(batch.iter().map(|&p| flow(p)).collect()).iter().map(|f| f.id).collect();
+            assert_eq!(got, expected, "round {round}");
+            for _ in 0..draw(6) {
+                let port = next_port.saturating_sub(1 + draw(30) as u16).max(1);
+                let (a, b) = (one_by_one.take(&flow(port).0), batched.take(&flow(port).0));
+                assert_eq!(a.map(|f| f.id), b.map(|f| f.id), "round {round}: port {port}");
+            }
+            assert_eq!((batched.len(), batched.forgotten), (one_by_one.len(), one_by_one.forgotten));
+        }
+        assert!(
+            one_by_one.forgotten > 1_000 && one_by_one.resumed > 100,
+            "{} {}",
+            one_by_one.forgotten,
+            one_by_one.resumed
+        );
     }
 
     #[test]

@@ -442,14 +442,6 @@ impl Partition {
         flow
     }
 
-    /// Moves the flow in slot `i` out of a full partition into the store of evicted
-    /// connections; the one the store lets go to make room is handed back, to be retired.
-    fn evict_slot(&mut self, i: u32, hash: u64) -> Option<Box<Flow>> {
-        let key = self.slots[i as usize].key;
-        let flow = self.remove_hashed(i, hash);
-        self.resume.keep(key, flow)
-    }
-
     /// Takes out the flows idle as of `now` (counted), the evicted ones in the store too.
     // Boxed: flows go on to be retired by pointer, never moved.
     #[allow(clippy::vec_box)]
@@ -501,14 +493,17 @@ impl Partition {
         // the batch can be read ahead.
         let victims: Vec<(u32, u64)> =
             (closed.into_iter().chain(open)).map(|(_, i)| (i, hash(&self.slots[i as usize].key))).collect();
-        let mut let_go: Vec<Box<Flow>> = Vec::new();
+        let mut evicted: Vec<(FlowKey, Box<Flow>)> = Vec::with_capacity(victims.len());
         for (n, &(i, hash)) in victims.iter().enumerate() {
             // Their index entries are scattered over the index: each is asked for ahead.
             if let Some(&(_, ahead)) = victims.get(n + EVICTION_READ_AHEAD) {
                 self.index.prefetch(ahead);
             }
-            let_go.extend(self.evict_slot(i, hash));
+            let key = self.slots[i as usize].key;
+            evicted.push((key, self.remove_hashed(i, hash)));
         }
+        // Into the store of evicted connections; those it lets go to make room are retired.
+        let let_go = self.resume.keep_all(evicted);
         retire_all(let_go, Retirement::Capacity, retire);
     }
 
