@@ -84,9 +84,7 @@ struct Results {
     events: Vec<Event>,
     retired: Vec<(Box<Flow>, Retirement)>,
     /// The batch's work list, emptied, to be filled again: a new one for every batch was
-    /// hundreds of kilobytes allocated on the reading thread and freed on a worker's, which
-    /// mimalloc answered with fresh pages (a tenth of the reading thread's time went to
-    /// page faults).
+    /// hundreds of kilobytes allocated on the reading thread and freed on a worker's.
     spent: Vec<Work>,
 }
 
