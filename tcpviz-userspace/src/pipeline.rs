@@ -82,10 +82,10 @@ pub struct PipelineOptions {
     /// [`crate::analysis::Analyzer::set_partial_wire_view`].
     pub partial_wire_view: bool,
     /// Segments are decoded [`SEGMENT_READ_AHEAD`] frames before they are analysed, so that
-    /// their connections' index buckets are fetched ahead (see [`Analyzer::prefetch`]), while
-    /// the table is too large for them to be cached anyway. Only
-    /// for a whole capture read at once (`parse-pcap`): events come out in the same order,
-    /// but a few frames late, and the analyzer is behind the frames given.
+    /// their connections' index buckets are fetched ahead (see [`Analyzer::prefetch`]),
+    /// while the table is too large to stay cached. Only for a whole capture read at once
+    /// (`parse-pcap`): events come out in the same order, but a few frames late, and the
+    /// analyzer is behind the frames given.
     pub read_ahead: bool,
 }
 
