@@ -222,7 +222,7 @@ impl Pipeline {
     fn drain(&mut self, sink: &mut dyn EventSink) -> std::io::Result<()> {
         let mut retired = self.analyzer.take_retired();
         while let Some((flow, why)) = retired.next() {
-            crate::flow::state::prefetch_ahead(retired.as_slice(), |(f, _)| f);
+            crate::flow::prefetch::prefetch_ahead(retired.as_slice(), |(f, _)| f);
             drop(self.summary.add(flow, why));
         }
         if self.events.is_empty() {

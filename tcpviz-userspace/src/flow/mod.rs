@@ -1,8 +1,10 @@
 //! Connections: canonical keys, per-direction state, wrap-safe sequence arithmetic, and a
 //! table with bounded memory.
+pub mod bounds;
 pub mod kernel_join;
 pub mod key;
 pub mod limits;
+pub mod prefetch;
 pub mod resume;
 pub mod seq;
 pub mod slot_index;

@@ -79,7 +79,7 @@ impl SlotIndex {
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         let at = self.home(digest(hash));
-        crate::flow::state::prefetch_line(&self.entries[at]);
+        crate::flow::prefetch::prefetch_line(&self.entries[at]);
     }
 
     /// The slot of `hash` whose key `is_key` accepts.

@@ -406,7 +406,7 @@ impl Taken {
     /// flow was most of the merging thread's time.
     fn next_retired(&mut self) -> Option<(Box<Flow>, Retirement)> {
         let next = self.retired.next();
-        crate::flow::state::prefetch_ahead(self.retired.as_slice(), |(f, _)| f);
+        crate::flow::prefetch::prefetch_ahead(self.retired.as_slice(), |(f, _)| f);
         next
     }
 
@@ -519,7 +519,7 @@ fn work(mut analyzer: Analyzer, work: Receiver<ToWorker>, results: SyncSender<Fr
                 // Freeing reads each flow's lists (last touched on the merger's core).
                 let mut freed = freed.into_iter();
                 while let Some(flow) = freed.next() {
-                    crate::flow::state::prefetch_ahead(freed.as_slice(), |f| f);
+                    crate::flow::prefetch::prefetch_ahead(freed.as_slice(), |f| f);
                     drop(flow);
                 }
                 let mut out = Results { items: Vec::with_capacity(items.len()), ..Default::default() };
