@@ -150,9 +150,32 @@ pub enum Origin {
     Kernel,
 }
 
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Wire => "wire",
+            Origin::Kernel => "kernel",
+        }
+    }
+}
+
 /// Why a finding (`loss_infer`, `handshake_anomaly`, `teardown_anomaly`) was raised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     /// The third duplicate ACK of a run: the receiver is missing the segment at `ack`.
     TripleDuplicateAck,
@@ -179,6 +202,13 @@ pub enum Reason {
     ProbeNewData,
     /// `tail_loss_probe`: the probe repeated the highest segment sent.
     ProbeLastSegment,
+}
+
+impl Reason {
+    /// The name in `events.jsonl` (serde's and strum's `snake_case` agree; a test checks).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Details attached to an event. Every field is optional and omitted when absent.

@@ -40,7 +40,11 @@ impl JsonlWriter {
 
     pub fn write_events(&mut self, events: &[Event]) -> io::Result<()> {
         for e in events {
-            self.write(e)?;
+            self.file.push(|buf| {
+                crate::output::event_json::write_event(buf, e)?;
+                buf.push(b'\n');
+                Ok(())
+            })?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 pub mod alerting;
 pub mod benchmark;
 pub mod console;
+pub mod event_json;
 pub mod flow_csv;
 pub mod json_stream;
 pub mod jsonl;
