@@ -6,7 +6,10 @@
 //! wire has not seen wait `MATCH_WINDOW` for its first packet (a state change comes just
 //! before the SYN), then get a flow of their own, numbered from `KERNEL_ONLY_FLOW_BASE`.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use super::{Analyzer, retire};
 use crate::event::{Event, EventKind, Extra, Origin, Severity};
@@ -209,9 +212,15 @@ impl Analyzer {
         }
         let key = FlowKey::new(k.src, k.sport, k.dst, k.dport);
         if let Some(flow) = self.table.get_mut(&key) {
-            attach_kernel(flow, k, events);
+            let id = flow.id;
+            if attach_kernel(flow, k, events) {
+                self.kernel_waiting.insert(id, key);
+            }
         } else if let Some(flow) = self.kernel_only.get_mut(&key) {
-            attach_kernel(flow, k, events);
+            let id = flow.id;
+            if attach_kernel(flow, k, events) {
+                self.kernel_waiting.insert(id, key);
+            }
         } else if is_reported(k) {
             if self.orphans.len() == MAX_ORPHANS {
                 let oldest = self.orphans.pop_front().expect("full queue");
@@ -235,12 +244,17 @@ impl Analyzer {
 
     /// Kernel events that waited for a wire flow with this key.
     pub(super) fn adopt_orphans(&mut self, key: FlowKey, events: &mut Vec<Event>) {
-        let (mine, rest): (Vec<KernelEvent>, Vec<KernelEvent>) =
-            self.orphans.drain(..).partition(|k| FlowKey::new(k.src, k.sport, k.dst, k.dport) == key);
-        self.orphans = rest.into();
+        let mine = self.orphans.take(&key);
+        if mine.is_empty() {
+            return;
+        }
         if let Some(flow) = self.table.get_mut(&key) {
+            let mut waits = false;
             for k in &mine {
-                attach_kernel(flow, k, events);
+                waits = attach_kernel(flow, k, events);
+            }
+            if waits {
+                self.kernel_waiting.insert(flow.id, key);
             }
         }
     }
@@ -259,7 +273,9 @@ impl Analyzer {
             self.kernel_only.insert(key, Box::new(Flow::new(id, (k.src, k.sport), (k.dst, k.dport), k.ts)));
         }
         let flow = self.kernel_only.get_mut(&key).expect("inserted above");
-        attach_kernel(flow, &k, events);
+        if attach_kernel(flow, &k, events) {
+            self.kernel_waiting.insert(flow.id, key);
+        }
     }
 
     /// Releases what waited longer than the match window (at most every 10 ms of event time).
@@ -273,15 +289,27 @@ impl Analyzer {
             let k = self.orphans.pop_front().expect("front checked");
             self.orphan_to_kernel_only(k, events);
         }
-        for flow in self.table.iter_mut().chain(self.kernel_only.values_mut().map(|f| &mut **f)) {
-            if let Some(k) = flow.kernel.as_mut() {
-                k.expire(now, self.now, events);
-            }
-        }
+        // Only the flows something waits in, in the order of their ids (wire flows in the
+        // order they were created, then the kernel's own): every flow of the table, read
+        // every 10 ms, was most of a live session's time on many connections.
+        let Analyzer { table, kernel_only, kernel_waiting, now: latest, .. } = self;
+        kernel_waiting.retain(|&id, key| {
+            let flow = if id >= KERNEL_ONLY_FLOW_BASE {
+                kernel_only.get_mut(key).map(|f| &mut **f)
+            } else {
+                table.get_mut_same_activity(key)
+            };
+            // Gone (retired, its reports released then), or another connection of the key.
+            let Some(k) = flow.filter(|f| f.id == id).and_then(|f| f.kernel.as_deref_mut()) else { return false };
+            k.expire(now, *latest, events);
+            k.waits()
+        });
     }
 }
 
-pub(super) fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) {
+/// Returns whether the flow's kernel side now waits for something (see
+/// [`KernelFlowState::waits`]).
+pub(super) fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<Event>) -> bool {
     let state = flow.kernel.get_or_insert_with(|| Box::new(KernelFlowState::default()));
     let c = &mut state.counts;
     match k.kind {
@@ -290,7 +318,7 @@ pub(super) fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<E
         KernelKind::RetransmitSynack => c.synack_retransmissions += 1,
         KernelKind::CongState(4) => c.rto += 1,
         KernelKind::CongState(3) => c.recovery += 1,
-        KernelKind::CongState(_) => return,
+        KernelKind::CongState(_) => return state.waits(),
         KernelKind::StateChange { .. } => c.state_changes += 1,
         KernelKind::ResetSent { .. } => c.resets_sent += 1,
         KernelKind::ResetReceived => c.resets_received += 1,
@@ -314,11 +342,93 @@ pub(super) fn attach_kernel(flow: &mut Flow, k: &KernelEvent, events: &mut Vec<E
     } else {
         events.push(e);
     }
+    state.waits()
+}
+
+/// Kernel reports of connections the wire has not shown (yet), oldest first, with a count
+/// per connection: a new wire flow looks for its own among thousands without reading them.
+#[derive(Default)]
+pub(super) struct Orphans {
+    queue: VecDeque<KernelEvent>,
+    per_key: FxHashMap<FlowKey, u32>,
+}
+
+impl Orphans {
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn front(&self) -> Option<&KernelEvent> {
+        self.queue.front()
+    }
+
+    pub fn push_back(&mut self, k: KernelEvent) {
+        *self.per_key.entry(key_of(&k)).or_default() += 1;
+        self.queue.push_back(k);
+    }
+
+    pub fn pop_front(&mut self) -> Option<KernelEvent> {
+        let k = self.queue.pop_front()?;
+        let key = key_of(&k);
+        if let Some(n) = self.per_key.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_key.remove(&key);
+            }
+        }
+        Some(k)
+    }
+
+    /// The reports of `key`, in their order; the others keep theirs.
+    pub fn take(&mut self, key: &FlowKey) -> Vec<KernelEvent> {
+        if self.per_key.remove(key).is_none() {
+            return Vec::new();
+        }
+        let (mine, rest): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|k| key_of(k) == *key);
+        self.queue = rest.into();
+        mine
+    }
+}
+
+fn key_of(k: &KernelEvent) -> FlowKey {
+    FlowKey::new(k.src, k.sport, k.dst, k.dport)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new wire flow takes its own waiting reports, in their order; the others keep
+    /// theirs, and a key whose reports all left (taken or expired) has none to take.
+    #[test]
+    fn orphans_are_taken_by_their_connection_in_order() {
+        let report = |sport: u16, ts: TimestampNs| KernelEvent {
+            ts,
+            kind: KernelKind::ResetReceived,
+            src: "10.0.0.1".parse().unwrap(),
+            sport,
+            dst: "10.0.0.2".parse().unwrap(),
+            dport: 80,
+            seq_range: None,
+        };
+        let mut orphans = Orphans::default();
+        for (sport, ts) in [(1, 10), (2, 20), (1, 30), (3, 40), (2, 50)] {
+            orphans.push_back(report(sport, ts));
+        }
+        let times = |v: &[KernelEvent]| v.iter().map(|k| k.ts).collect::<Vec<_>>();
+        assert_eq!(times(&orphans.take(&key_of(&report(1, 0)))), [10, 30]);
+        assert!(orphans.take(&key_of(&report(1, 0))).is_empty());
+        assert_eq!(orphans.len(), 3);
+        assert_eq!(orphans.pop_front().map(|k| k.ts), Some(20));
+        // Port 2's first report expired; its second is still there.
+        assert_eq!(times(&orphans.take(&key_of(&report(2, 0)))), [50]);
+        assert_eq!(orphans.pop_front().map(|k| k.ts), Some(40));
+        assert!(orphans.is_empty() && orphans.take(&key_of(&report(3, 0))).is_empty());
+    }
 
     #[test]
     fn recorded_kernel_events_convert_back() {

@@ -15,7 +15,7 @@ use crate::time::TimestampNs;
 
 use crate::flow::kernel_join::WireSegment;
 use crate::flow::watch::PendingWatches;
-use kernel::{KERNEL_ONLY_FLOW_BASE, KernelEvent};
+use kernel::KERNEL_ONLY_FLOW_BASE;
 
 use findings::Finding;
 use flags::AnalysisFlags as A;
@@ -69,10 +69,13 @@ pub struct Analyzer {
     /// retransmissions are then remembered for matching.
     kernel_mode: bool,
     /// Kernel events of connections the wire has not shown (yet).
-    orphans: std::collections::VecDeque<KernelEvent>,
+    orphans: kernel::Orphans,
     /// Connections only the kernel hooks saw.
     kernel_only: rustc_hash::FxHashMap<FlowKey, Box<Flow>>,
     next_kernel_only: u64,
+    /// Flows (id, key) whose kernel side waits for a window to pass, for the kernel sweep.
+    /// An entry may outlive its flow; the sweep drops it then.
+    kernel_waiting: std::collections::BTreeMap<u64, FlowKey>,
     last_kernel_sweep: TimestampNs,
     /// Time of the latest wire packet. A kernel report waits for its wire copy until the
     /// wire has moved past it, not until the kernel has: a wire source read from a file
@@ -100,6 +103,7 @@ impl Analyzer {
             orphans: Default::default(),
             kernel_only: Default::default(),
             next_kernel_only: KERNEL_ONLY_FLOW_BASE,
+            kernel_waiting: Default::default(),
             last_kernel_sweep: TimestampNs::MIN,
             wire_now: TimestampNs::MIN,
             pending_watches: PendingWatches::default(),
@@ -340,6 +344,9 @@ impl Analyzer {
         if self.kernel_mode {
             if let Some(k) = flow.kernel.as_mut() {
                 k.expire(self.wire_now, self.now, events);
+                if k.waits() {
+                    self.kernel_waiting.insert(flow.id, FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport));
+                }
             }
             if new_flow && !self.orphans.is_empty() {
                 self.adopt_orphans(FlowKey::new(seg.src, seg.sport, seg.dst, seg.dport), events);

@@ -177,6 +177,11 @@ impl KernelFlowState {
         self.held_wire = VecDeque::new();
     }
 
+    /// Whether anything waits for its window to pass ([`expire`](Self::expire) has work).
+    pub fn waits(&self) -> bool {
+        !self.kernel.is_empty() || !self.held_wire.is_empty()
+    }
+
     /// Segments of a wire packet of `len` payload bytes (a GSO packet holds several).
     fn wire_segments(&self, len: u32) -> u64 {
         if self.mss > 0 { (len as u64).div_ceil(self.mss as u64).max(1) } else { 1 }

@@ -308,6 +308,17 @@ impl FlowTable {
         }
     }
 
+    /// The flow of `key`, as `get`, for a change that leaves its activity time alone (the
+    /// kernel side's expiry of reports: the slot's copy of the time stays exact).
+    pub fn get_mut_same_activity(&mut self, key: &FlowKey) -> Option<&mut Flow> {
+        let (h, p) = self.part_of(key);
+        let part = &mut self.parts[p];
+        match part.find(h, key) {
+            Some(i) => part.slots[i as usize].flow.as_deref_mut(),
+            None => part.resume.get_mut(key),
+        }
+    }
+
     /// The flow of `key`, as `get`; its activity time may be moved (the sweeps will read it).
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
         let (h, p) = self.part_of(key);

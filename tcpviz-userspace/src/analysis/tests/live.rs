@@ -170,3 +170,51 @@ fn a_kernel_retransmission_overrules_the_wire_rules_out_of_order() {
         assert_eq!((counts.reclassified, counts.retransmitted_segments, counts.matched_segments), (1, 1, 1));
     }
 }
+
+/// The kernel sweep reads only the flows something waits in, not every flow: reports
+/// waiting in connections that see no packet again are released all the same once the wire
+/// has passed their window, in the order the flows were created, the kernel's own flows
+/// after the wire's.
+#[test]
+fn waiting_kernel_reports_are_released_by_the_sweep_in_creation_order() {
+    use crate::analysis::kernel::{KERNEL_ONLY_FLOW_BASE, KernelEvent, KernelKind};
+    let mut c = Conv::new();
+    c.an.set_kernel_mode(true);
+    let ws = TcpOptions { window_scale: Some(0), mss: Some(1000), ..Default::default() };
+    let ports = [40_000, 40_001, 40_002, 40_003];
+    for (i, &port) in ports.iter().enumerate() {
+        c.cport = port;
+        c.send_opts(i as f64, From::Client, 0, 0, 0, TcpFlags::SYN, 60000, ws);
+    }
+    let base = 1_700_000_000_000_000_000i64;
+    let resent = |cport: u16, t_ms: i64| KernelEvent {
+        ts: base + t_ms * MS,
+        kind: KernelKind::Retransmit { state: 1, err: 0, segs: 0, mss: 0 },
+        src: "10.0.0.1".parse().unwrap(),
+        sport: cport,
+        dst: "10.0.0.2".parse().unwrap(),
+        dport: 80,
+        // Data the wire never shows: the report waits for a copy that does not come.
+        seq_range: Some((C + 1, C + 1001)),
+    };
+    let mut out = Vec::new();
+    for port in [40_003, 40_001, 50_000, 40_002, 40_000] {
+        c.an.process_kernel(&resent(port, 20), &mut out);
+    }
+    assert!(out.is_empty(), "released before their window passed: {out:?}");
+    // Another connection moves the wire on; the five see nothing more.
+    c.cport = 41_000;
+    for t in [30.0, 60.0, 90.0, 120.0, 150.0] {
+        out.extend(c.send_opts(t, From::Client, 0, 0, 0, TcpFlags::SYN, 60000, ws));
+    }
+    let released: Vec<(u16, u64)> =
+        out.iter().filter(|e| e.event == EventKind::KernelRetransmit).map(|e| (e.sport, e.flow_id)).collect();
+    let ids: Vec<u64> = released.iter().map(|r| r.1).collect();
+    assert_eq!(ids, [0, 1, 2, 3, KERNEL_ONLY_FLOW_BASE], "{released:?}");
+    let ports: Vec<u16> = released.iter().map(|r| r.0).collect();
+    assert_eq!(ports, [40_000, 40_001, 40_002, 40_003, 50_000]);
+    // Released once: nothing is left for the end.
+    let mut end = Vec::new();
+    c.an.finish(&mut end);
+    assert!(end.iter().all(|e| e.event != EventKind::KernelRetransmit), "{end:?}");
+}
