@@ -201,7 +201,9 @@ const KERNEL_WAIT_BACKSTOP: TimestampNs = 5_000_000_000;
 
 /// Bounds of the kernel side tables.
 const MAX_ORPHANS: usize = 4096;
-const MAX_KERNEL_ONLY_FLOWS: usize = 65_536;
+pub(super) const MAX_KERNEL_ONLY_FLOWS: usize = 65_536;
+/// The kernel's own flows evicted at once when there are [`MAX_KERNEL_ONLY_FLOWS`].
+pub(super) const KERNEL_ONLY_EVICTION_BATCH: usize = MAX_KERNEL_ONLY_FLOWS / 64;
 
 /// The kernel side of the analyzer: reports joined to their wire flows.
 impl Analyzer {
@@ -262,11 +264,8 @@ impl Analyzer {
     pub(super) fn orphan_to_kernel_only(&mut self, k: KernelEvent, events: &mut Vec<Event>) {
         let key = FlowKey::new(k.src, k.sport, k.dst, k.dport);
         if !self.kernel_only.contains_key(&key) {
-            if self.kernel_only.len() >= MAX_KERNEL_ONLY_FLOWS
-                && let Some(old_key) = self.kernel_only.iter().min_by_key(|(_, f)| f.last_ts).map(|(k, _)| *k)
-                && let Some(old) = self.kernel_only.remove(&old_key)
-            {
-                retire(old, Retirement::Capacity, self.now, None, &mut self.retired, events);
+            if self.kernel_only.len() >= MAX_KERNEL_ONLY_FLOWS {
+                self.evict_kernel_only(events);
             }
             let id = self.next_kernel_only;
             self.next_kernel_only += 1;
@@ -275,6 +274,28 @@ impl Analyzer {
         let flow = self.kernel_only.get_mut(&key).expect("inserted above");
         if attach_kernel(flow, &k, events) {
             self.kernel_waiting.insert(flow.id, key);
+        }
+    }
+
+    /// Makes room among the kernel's own flows: the [`KERNEL_ONLY_EVICTION_BATCH`] least
+    /// recently active go at once (ties to the eldest), retired in the order they were
+    /// created. One at a time, each new connection of a full map read all of it: on a host
+    /// whose every connection the hooks report, the agent fell behind for good once 65,536
+    /// were known.
+    fn evict_kernel_only(&mut self, events: &mut Vec<Event>) {
+        let mut by_activity: Vec<(TimestampNs, u64, FlowKey)> =
+            self.kernel_only.iter().map(|(key, f)| (f.last_ts, f.id, *key)).collect();
+        let n = KERNEL_ONLY_EVICTION_BATCH.min(by_activity.len());
+        if n == 0 {
+            return;
+        }
+        by_activity.select_nth_unstable(n - 1);
+        let gone = &mut by_activity[..n];
+        gone.sort_unstable_by_key(|&(_, id, _)| id);
+        for (_, _, key) in gone.iter() {
+            if let Some(old) = self.kernel_only.remove(key) {
+                retire(old, Retirement::Capacity, self.now, None, &mut self.retired, events);
+            }
         }
     }
 

@@ -218,3 +218,36 @@ fn waiting_kernel_reports_are_released_by_the_sweep_in_creation_order() {
     c.an.finish(&mut end);
     assert!(end.iter().all(|e| e.event != EventKind::KernelRetransmit), "{end:?}");
 }
+
+/// A full map of the kernel's own flows makes room for a batch at once, the least recently
+/// active first, retired in the order they were created.
+#[test]
+fn the_kernels_own_flows_make_room_by_the_batch_least_recent_first() {
+    use crate::analysis::kernel::{
+        KERNEL_ONLY_EVICTION_BATCH, KERNEL_ONLY_FLOW_BASE, KernelEvent, KernelKind, MAX_KERNEL_ONLY_FLOWS,
+    };
+    let mut an = Analyzer::new(FlowLimits::default());
+    an.set_kernel_mode(true);
+    let report = |socket: usize, ts: i64| KernelEvent {
+        ts,
+        kind: KernelKind::StateChange { old: 2, new: 1 },
+        src: IpAddr::from([10, 1, (socket >> 8) as u8, socket as u8]),
+        sport: 40_000 + (socket >> 16) as u16,
+        dst: "10.0.0.2".parse().unwrap(),
+        dport: 80,
+        seq_range: None,
+    };
+    let mut events = Vec::new();
+    for socket in 0..MAX_KERNEL_ONLY_FLOWS {
+        an.orphan_to_kernel_only(report(socket, socket as i64 * MS), &mut events);
+    }
+    // The first connection speaks again: the least recent are now the next ones.
+    an.orphan_to_kernel_only(report(0, MAX_KERNEL_ONLY_FLOWS as i64 * MS), &mut events);
+    assert_eq!(an.take_retired().count(), 0);
+    an.orphan_to_kernel_only(report(MAX_KERNEL_ONLY_FLOWS, (MAX_KERNEL_ONLY_FLOWS + 1) as i64 * MS), &mut events);
+    let retired: Vec<_> = an.take_retired().collect();
+    assert!(retired.iter().all(|(_, why)| *why == Retirement::Capacity));
+    let ids: Vec<u64> = retired.iter().map(|(f, _)| f.id - KERNEL_ONLY_FLOW_BASE).collect();
+    assert_eq!(ids, (1..=KERNEL_ONLY_EVICTION_BATCH as u64).collect::<Vec<_>>());
+    assert_eq!(an.kernel_only.len(), MAX_KERNEL_ONLY_FLOWS - KERNEL_ONLY_EVICTION_BATCH + 1);
+}
