@@ -179,6 +179,55 @@ pub struct TraceRecord {
 
 const _: () = assert!(core::mem::size_of::<TraceRecord>() == 72 + TRACE_RAW_LEN);
 
+/// Both ends of a socket as its `struct sock_common` holds them, read by the kernel side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketEnds {
+    /// `AF_INET` (2) or `AF_INET6` (10); 0 when the ends are unknown.
+    pub family: u16,
+    /// The local port in host order (`skc_num`).
+    pub local_port: u16,
+    /// The remote port as the socket holds it, in network order (`skc_dport`).
+    pub remote_port_be: u16,
+    pub _pad: u16,
+    /// The first 4 bytes for `AF_INET`.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<SocketEnds>() == 40);
+
+/// Where an accept exit's record carries the accepted socket's ends: at the end of `raw`,
+/// past the exit's own fields (24 bytes; the kernel side writes the ends only when the
+/// tracepoint's record ends before this). Its state changes, which name both ends, are
+/// filtered out when the socket is of another namespace than the watched one, and finding
+/// it in that namespace's /proc tables cost a read of the whole table per accept.
+pub const ACCEPTED_ENDS_AT: usize = TRACE_RAW_LEN - core::mem::size_of::<SocketEnds>();
+
+impl TraceRecord {
+    /// An accept exit's accepted socket's ends, when the kernel side read them.
+    pub fn accepted_ends(&self) -> Option<SocketEnds> {
+        if !matches!(self.tracepoint as u32, TP_SYS_EXIT_ACCEPT4 | TP_SYS_EXIT_ACCEPT)
+            || self.raw_len as usize > ACCEPTED_ENDS_AT
+        {
+            return None;
+        }
+        // SAFETY: `raw[ACCEPTED_ENDS_AT..]` is exactly a SocketEnds' size, and every bit
+        // pattern is one (integers and byte arrays); the read is unaligned.
+        let ends = unsafe { core::ptr::read_unaligned(self.raw[ACCEPTED_ENDS_AT..].as_ptr().cast::<SocketEnds>()) };
+        (ends.family != 0).then_some(ends)
+    }
+
+    /// Writes an accept exit's accepted socket's ends (the caller checks that the record's
+    /// own fields end before [`ACCEPTED_ENDS_AT`]).
+    #[inline(always)]
+    pub fn set_accepted_ends(&mut self, ends: SocketEnds) {
+        // SAFETY: `raw[ACCEPTED_ENDS_AT..]` is exactly a SocketEnds' size; the write is
+        // unaligned.
+        unsafe { core::ptr::write_unaligned(self.raw[ACCEPTED_ENDS_AT..].as_mut_ptr().cast::<SocketEnds>(), ends) }
+    }
+}
+
 /// The current task as the eBPF helpers give it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -310,6 +359,11 @@ pub struct AgentConfig {
     /// `fdtable.max_fds`, `file.private_data` and `socket.sk`. All 0 when the kernel's BTF
     /// lacks one (`files` is never at 0).
     pub fd_path: [u32; 6],
+    /// In `struct sock`, for the accepted socket's ends ([`SocketEnds`]): the offsets of
+    /// `skc_daddr`, `skc_rcv_saddr`, `skc_dport`, `skc_num`, `skc_family`, `skc_v6_daddr`
+    /// and `skc_v6_rcv_saddr` (`__sk_common.` each), used when `sock_ends_known` is 1.
+    pub sock_ends_off: [u32; 7],
+    pub sock_ends_known: u32,
     /// Wake the reader once this many bytes of records were queued (per CPU for packets); it
     /// also drains on a timer.
     pub wakeup_bytes: u32,
@@ -325,7 +379,7 @@ pub struct AgentConfig {
     pub watch_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 56 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 12);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 88 + 2 * FILTER_SLOTS + 4 + 4 * FILTER_SLOTS + 12);
 
 // SAFETY: plain integers and arrays of them, no padding bytes left undefined (explicit
 // padding fields), so any bit pattern is valid and the layout is stable.

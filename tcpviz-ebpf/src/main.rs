@@ -410,6 +410,9 @@ fn trace(ctx: &TracePointContext, tp: u32) -> u32 {
             }
         }
     }
+    if accept && accepted_sk != 0 && cfg.sock_ends_known != 0 && len <= ACCEPTED_ENDS_AT {
+        rec.set_accepted_ends(socket_ends(cfg, accepted_sk));
+    }
     // SAFETY: the tracepoint record is at least `len` bytes (its size from tracefs).
     let copied = unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr() as *const u8, &mut rec.raw[..len]) };
     rec.raw_len = match copied {
@@ -452,6 +455,54 @@ fn socket_of_descriptor(cfg: &AgentConfig, fd: u64) -> u64 {
     let file = if fds == 0 { 0 } else { read(fds + fd * 8) };
     let socket = if file == 0 { 0 } else { read(file + private_off as u64) };
     if socket == 0 { 0 } else { read(socket + sk_off as u64) }
+}
+
+/// Both ends of socket `sk` (`struct sock *`), read from its `sock_common` (offsets from
+/// BTF); `family` 0 when neither IPv4 nor IPv6 or unreadable.
+#[inline(always)]
+fn socket_ends(cfg: &AgentConfig, sk: u64) -> SocketEnds {
+    let [daddr, saddr, dport, num, family, v6_daddr, v6_saddr] = cfg.sock_ends_off;
+    // SAFETY: probe reads, which return an error instead of faulting on a bad address.
+    let read16 = |off: u32| unsafe { bpf_probe_read_kernel((sk + off as u64) as *const u16) }.unwrap_or(0);
+    let mut ends = SocketEnds {
+        family: read16(family),
+        local_port: read16(num),
+        remote_port_be: read16(dport),
+        ..Default::default()
+    };
+    match ends.family {
+        2 => {
+            // SAFETY: as above.
+            let (l, r) = unsafe {
+                (
+                    bpf_probe_read_kernel((sk + saddr as u64) as *const [u8; 4]),
+                    bpf_probe_read_kernel((sk + daddr as u64) as *const [u8; 4]),
+                )
+            };
+            match (l, r) {
+                (Ok(l), Ok(r)) => {
+                    ends.local_addr[..4].copy_from_slice(&l);
+                    ends.remote_addr[..4].copy_from_slice(&r);
+                }
+                _ => ends.family = 0,
+            }
+        }
+        10 => {
+            // SAFETY: as above.
+            let (l, r) = unsafe {
+                (
+                    bpf_probe_read_kernel((sk + v6_saddr as u64) as *const [u8; 16]),
+                    bpf_probe_read_kernel((sk + v6_daddr as u64) as *const [u8; 16]),
+                )
+            };
+            match (l, r) {
+                (Ok(l), Ok(r)) => (ends.local_addr, ends.remote_addr) = (l, r),
+                _ => ends.family = 0,
+            }
+        }
+        _ => ends.family = 0,
+    }
+    ends
 }
 
 /// The task running now: the socket's owner where the hook runs in its process context.

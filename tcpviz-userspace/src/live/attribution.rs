@@ -59,6 +59,10 @@ pub struct AttributionCounts {
     /// Of `accepts`, those resolved in /proc rather than by the socket's kernel address.
     #[serde(default)]
     pub accepts_from_proc: u64,
+    /// Of `accepts`, those whose ends the kernel side read from the accepted socket: a
+    /// socket of another namespace, whose state changes are filtered out in the kernel.
+    #[serde(default)]
+    pub accepts_from_socket: u64,
     /// Accepts resolved neither way: the socket unknown to the kernel side, and gone from
     /// /proc (closed, or the process ended) or not readable there.
     pub accepts_unresolved: u64,
@@ -175,13 +179,20 @@ impl Attribution {
                     0 => None,
                     sk => self.established.remove(&sk),
                 };
-                let from_proc = by_address.is_none();
-                match by_address.or_else(|| socket_of(&self.proc_root, rec.owner.tgid, fd)) {
+                let (key, how) = match by_address {
+                    Some(key) => (Some(key), Resolved::ByAddress),
+                    None => match rec.accepted_ends().and_then(|e| socket_key(&e)) {
+                        Some(key) => (Some(key), Resolved::FromSocket),
+                        None => (socket_of(&self.proc_root, rec.owner.tgid, fd), Resolved::FromProc),
+                    },
+                };
+                match key {
                     Some(key) => {
                         let p = self.process(&rec.owner, hook);
                         owners.insert(key, p);
                         self.counts.accepts += 1;
-                        self.counts.accepts_from_proc += from_proc as u64;
+                        self.counts.accepts_from_socket += (how == Resolved::FromSocket) as u64;
+                        self.counts.accepts_from_proc += (how == Resolved::FromProc) as u64;
                     }
                     None => self.counts.accepts_unresolved += 1,
                 }
@@ -239,6 +250,31 @@ impl Attribution {
         owners.insert(key, p);
         self.counts.connects += 1;
     }
+}
+
+/// How an accept found its socket's ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// The socket's own state change, by its kernel address.
+    ByAddress,
+    /// The ends the kernel side read from the socket (a socket of another namespace).
+    FromSocket,
+    /// The process's /proc tables.
+    FromProc,
+}
+
+/// Local end first, as the owners table keys a socket.
+fn socket_key(e: &tcpviz_common::SocketEnds) -> Option<SocketKey> {
+    let (local, remote): (IpAddr, IpAddr) = match e.family {
+        2 => {
+            let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+            (v4(&e.local_addr), v4(&e.remote_addr))
+        }
+        10 => (IpAddr::V6(Ipv6Addr::from(e.local_addr)), IpAddr::V6(Ipv6Addr::from(e.remote_addr))),
+        _ => return None,
+    };
+    let remote_port = u16::from_be(e.remote_port_be);
+    (e.local_port != 0 && remote_port != 0).then_some((local, e.local_port, remote, remote_port))
 }
 
 /// Both ends of the TCP socket behind descriptor `fd` of process `pid`, from /proc.
@@ -399,6 +435,58 @@ mod tests {
         a.on_trace(&accepted(sk + 128), &formats, &mut owners);
         a.on_trace(&accepted(0), &formats, &mut owners);
         assert_eq!((a.counts.accepts, owners.len(), a.counts.accepts_unresolved), (1, 1, 2));
+    }
+
+    /// An accept of a socket whose state changes the kernel side filtered out (another
+    /// namespace): its ends come with the accept, read from the socket, and /proc is not
+    /// read (there is none here). IPv4 and IPv6; ends the kernel side could not read leave
+    /// the accept unresolved.
+    #[test]
+    fn an_accept_of_another_namespace_is_joined_by_the_ends_read_from_its_socket() {
+        use tcpviz_common::SocketEnds;
+        let exit = super::super::tracefs::parse_format("syscalls", "sys_exit_accept4", ACCEPT_EXIT_FORMAT).unwrap();
+        let mut formats: [Option<Format>; TP_COUNT] = Default::default();
+        formats[TP_SYS_EXIT_ACCEPT4 as usize] = Some(exit.clone());
+        let server =
+            TaskOwner { tgid: 4_000_001, tid: 4_000_001, cgroup_id: u64::MAX, comm: *b"envoy\0\0\0\0\0\0\0\0\0\0\0" };
+        let accepted = |ends: SocketEnds| {
+            let mut rec = trace_record(
+                &exit,
+                TP_SYS_EXIT_ACCEPT4,
+                server,
+                0xffff_8880_0000_1000,
+                &[("ret", &9i64.to_ne_bytes())],
+            );
+            rec.set_accepted_ends(ends);
+            rec
+        };
+        let mut v4 =
+            SocketEnds { family: 2, local_port: 8443, remote_port_be: 40_123u16.to_be(), ..Default::default() };
+        v4.local_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        v4.remote_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let v6 = SocketEnds {
+            family: 10,
+            local_port: 443,
+            remote_port_be: 50_000u16.to_be(),
+            local_addr: "fd00::2".parse::<Ipv6Addr>().unwrap().octets(),
+            remote_addr: "fd00::1".parse::<Ipv6Addr>().unwrap().octets(),
+            ..Default::default()
+        };
+        let mut a = Attribution::new(CgroupPaths::at(None));
+        a.proc_root = PathBuf::from("/nonexistent");
+        let mut owners = Owners::default();
+        for ends in [v4, v6, SocketEnds { family: 0, ..v4 }] {
+            a.on_trace(&accepted(ends), &formats, &mut owners);
+        }
+        for (local, remote) in [
+            (("10.0.0.2".parse().unwrap(), 8443), ("10.0.0.1".parse().unwrap(), 40_123)),
+            (("fd00::2".parse().unwrap(), 443), ("fd00::1".parse().unwrap(), 50_000)),
+        ] {
+            let p = owners.get(local, remote).unwrap_or_else(|| panic!("{local:?} not named"));
+            assert_eq!((p.pid, p.comm.as_str(), p.hook.as_str()), (4_000_001, "envoy", HOOK_ACCEPT4));
+        }
+        let c = &a.counts;
+        assert_eq!((c.accepts, c.accepts_from_socket, c.accepts_from_proc, c.accepts_unresolved), (2, 2, 0, 1));
     }
 
     const ACCEPT_EXIT_FORMAT: &str = "name: sys_exit_accept4\nID: 2\nformat:\n\

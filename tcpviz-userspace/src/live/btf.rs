@@ -224,6 +224,24 @@ pub fn fd_path(btf: &Btf) -> [u32; 6] {
     if out[0] == 0 { [0; 6] } else { out }
 }
 
+/// The offsets of a socket's ends in `struct sock` (`tcpviz_common::AgentConfig::
+/// sock_ends_off`), or None when one is missing.
+pub fn sock_ends(btf: &Btf) -> Option<[u32; 7]> {
+    const FIELDS: [&str; 7] =
+        ["skc_daddr", "skc_rcv_saddr", "skc_dport", "skc_num", "skc_family", "skc_v6_daddr", "skc_v6_rcv_saddr"];
+    let mut out = [0; 7];
+    for (o, field) in out.iter_mut().zip(FIELDS) {
+        match btf.offset_of(&format!("sock.__sk_common.{field}")) {
+            Ok(off) => *o = off,
+            Err(e) => {
+                tracing::warn!("accepted sockets of other namespaces are found through /proc only: {e}");
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,6 +77,8 @@ pub struct KernelOffsets {
     pub mss_cache: u32,
     /// From a task to the socket behind a descriptor (see `AgentConfig::fd_path`), else 0s.
     pub fd_path: [u32; 6],
+    /// A socket's ends in `struct sock` (see `AgentConfig::sock_ends_off`), when all known.
+    pub sock_ends: Option<[u32; 7]>,
 }
 
 /// Which packets the TC programs copy (`--capture`).
@@ -125,6 +127,8 @@ pub fn agent_config(s: &AgentSettings<'_>, offsets: KernelOffsets) -> AgentConfi
         skb_gso_off: offsets.skb_gso,
         mss_cache_off: offsets.mss_cache,
         fd_path: offsets.fd_path,
+        sock_ends_off: offsets.sock_ends.unwrap_or_default(),
+        sock_ends_known: offsets.sock_ends.is_some() as u32,
         wakeup_bytes: s.wakeup_bytes,
         capture: if s.capture == CapturePolicy::Troubled { CAPTURE_TROUBLED } else { CAPTURE_ALL },
         watch_ns: s.watch_ns,
@@ -199,8 +203,15 @@ mod tests {
             addrs: &addrs,
             ..Default::default()
         };
-        let offsets =
-            KernelOffsets { sk_net: 48, net_inum: 200, skb_cb: 40, skb_gso: 8, mss_cache: 1500, fd_path: [0; 6] };
+        let offsets = KernelOffsets {
+            sk_net: 48,
+            net_inum: 200,
+            skb_cb: 40,
+            skb_gso: 8,
+            mss_cache: 1500,
+            fd_path: [0; 6],
+            sock_ends: None,
+        };
         let cfg = agent_config(&s, offsets);
         assert_eq!(cfg.port_count, FILTER_SLOTS as u32);
         assert_eq!(cfg.ports, [1, 2, 3, 4, 5, 6, 7, 8]);

@@ -202,6 +202,7 @@ pub fn run(opts: &LiveOptions) -> Result<LiveResult, LiveError> {
         },
         mss_cache: btf.offset_of("tcp_sock.mss_cache").unwrap_or(0),
         fd_path: btf::fd_path(&btf),
+        sock_ends: btf::sock_ends(&btf),
     };
     let settings = AgentSettings {
         netns_inum: netns.as_ref().map(|n| n.inum).unwrap_or(0),

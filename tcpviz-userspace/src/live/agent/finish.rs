@@ -62,6 +62,7 @@ pub(super) fn finish(
     extra.insert("attribution.connects".into(), a.connects.to_string());
     extra.insert("attribution.accepts".into(), a.accepts.to_string());
     extra.insert("attribution.accepts_from_proc".into(), a.accepts_from_proc.to_string());
+    extra.insert("attribution.accepts_from_socket".into(), a.accepts_from_socket.to_string());
     extra.insert("attribution.accepts_unresolved".into(), a.accepts_unresolved.to_string());
     extra.insert("attribution.connects_forgotten".into(), a.connects_forgotten.to_string());
     extra.insert("attribution.cgroups_unknown".into(), a.cgroups_unknown.to_string());
