@@ -14,8 +14,9 @@
 //! Then the cost of the connection hooks (attribution: the accept and socket-state
 //! tracepoints run once per accepted connection and per state change): a client opens short
 //! connections to a server that accepts and closes them, without the agent and with
-//! `--capture kernel`, in turn; reports connections per second each way and the hooks' ns
-//! per run from the kernel's BPF statistics.
+//! `--capture kernel`, in turn; reports connections per second each way, the hooks' ns
+//! per run from the kernel's BPF statistics, and the agent's CPU per connection and the
+//! kernel records it lost.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -142,8 +143,9 @@ pub fn run(offloads_off: bool, pace: Option<u32>) -> Result<()> {
 
 /// Port of the server that accepts and closes.
 const ACCEPT_PORT: u16 = 5302;
-/// Connections a client opens per run.
-const CONNECTIONS: u32 = 4_000;
+/// Connections a client opens per run: enough that the agent's tables fill as on a busy
+/// host (each connection is some ten kernel records, the server's accept among them).
+const CONNECTIONS: u32 = 20_000;
 
 /// A server (Python, in B) that accepts connections and closes them at once.
 const ACCEPT_SERVER: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',PORT))\ns.listen(1024)\nwhile True:\n  c,_=s.accept()\n  c.close()\n";
@@ -166,15 +168,17 @@ fn measure_connections(lab: &Lab, bin: &Path, rounds: usize) -> Result<()> {
     let _ = server.kill();
     let _ = server.wait();
     result?;
-    let ConnectionSamples { without, with, ns_per_run, runs_per_connection } = samples;
+    let ConnectionSamples { without, with, ns_per_run, runs_per_connection, agent_us_per_connection, lost } = samples;
     let (a, b) = (median(&without).unwrap_or(0.0), median(&with).unwrap_or(0.0));
     let (ns, runs) = (median(&ns_per_run).unwrap_or(0.0), median(&runs_per_connection).unwrap_or(0.0));
+    let agent_us = median(&agent_us_per_connection).unwrap_or(0.0);
     // The rates are those of a client and a server waking each other: on a VM, another busy
     // process (the agent) can make them faster. The hooks' own time is the cost.
     println!(
         "\nshort connections (accept and close), median of {rounds} rounds: {a:.0}/s without the agent, {b:.0}/s with \
          `--capture kernel` ({:+.1}%); connection hooks {ns:.0} ns per run, {runs:.1} runs per connection: {:.2} µs \
-         of kernel time per connection",
+         of kernel time per connection; the agent {agent_us:.1} µs of CPU per connection, {lost} kernel records lost \
+         (the server is in a namespace the agent does not watch: its accepts are named from the socket)",
         (b / a - 1.0) * 100.0,
         ns * runs / 1e3
     );
@@ -187,6 +191,8 @@ struct ConnectionSamples {
     with: Vec<f64>,
     ns_per_run: Vec<f64>,
     runs_per_connection: Vec<f64>,
+    agent_us_per_connection: Vec<f64>,
+    lost: u64,
 }
 
 /// One run of the client without the agent, then one with it.
@@ -214,22 +220,34 @@ fn connection_round(lab: &Lab, bin: &Path, round: usize, s: &mut ConnectionSampl
         .spawn()?;
     std::thread::sleep(Duration::from_millis(2000));
     let hooks = ["tcpviz_sys_exit_accept", "tcpviz_inet_sock_set_state"];
-    let measured = (|| -> Result<(Prog, f64, Prog)> { Ok((tc_progs(&hooks)?, run()?, tc_progs(&hooks)?)) })();
+    let pid = agent.id();
+    let measured = (|| -> Result<(Prog, f64, Prog, f64)> {
+        let (before, cpu0) = (tc_progs(&hooks)?, cpu_secs(pid));
+        let rate = run()?;
+        // What the agent still had queued when the client finished.
+        std::thread::sleep(Duration::from_millis(1000));
+        Ok((before, rate, tc_progs(&hooks)?, cpu_secs(pid) - cpu0))
+    })();
     let out = interrupt(agent);
     if !out.status.success() {
         bail!("tcpviz live failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let (before, rate, after) = measured?;
+    let (before, rate, after, agent_cpu) = measured?;
     s.with.push(rate);
+    s.agent_us_per_connection.push(agent_cpu * 1e6 / CONNECTIONS as f64);
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(session.join("summary.json"))?)?;
+    s.lost += summary["sections"]["live"]["lost_events"].as_u64().unwrap_or(0);
     if after.run_cnt > before.run_cnt {
         let runs = (after.run_cnt - before.run_cnt) as f64;
         s.ns_per_run.push((after.run_time_ns - before.run_time_ns) as f64 / runs);
         s.runs_per_connection.push(runs / CONNECTIONS as f64);
     }
     println!(
-        "round {}: {CONNECTIONS} connections, {:.0}/s without the agent, {rate:.0}/s with it",
+        "round {}: {CONNECTIONS} connections, {:.0}/s without the agent, {rate:.0}/s with it, the agent {:.1} µs \
+         of CPU per connection",
         round + 1,
-        s.without.last().unwrap_or(&0.0)
+        s.without.last().unwrap_or(&0.0),
+        s.agent_us_per_connection.last().unwrap_or(&0.0)
     );
     Ok(())
 }
